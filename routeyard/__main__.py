@@ -1,0 +1,5 @@
+import sys
+
+from routeyard.cli import main
+
+sys.exit(main())

@@ -1,0 +1,117 @@
+"""The ASGI application: routes, error handlers, auth and lifecycle around one Router."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from routeyard.api.chat import chat_completions, route_dry_run
+from routeyard.api.errors import (
+    error_response,
+    handle_http_exception,
+    handle_routeyard_error,
+    handle_unexpected,
+)
+from routeyard.errors import RouteyardError
+from routeyard.metrics import CONTENT_TYPE
+from routeyard.router import Router
+
+_JSON = "application/json"
+_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+async def list_models(request: Request) -> Response:
+    router: Router = request.app.state.router
+    data = [{"id": alias, "object": "model", "created": 0, "owned_by": "routeyard",
+             "routeyard": {"kind": "alias"}} for alias in sorted(router.aliases)]
+    for model in router.config.models:
+        data.append({
+            "id": model.name, "object": "model", "created": 0, "owned_by": "routeyard",
+            "routeyard": {"kind": "model", "context_window": model.context_window,
+                          "pricing": model.pricing.model_dump(),
+                          "capabilities": model.capabilities.model_dump()},
+        })
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
+
+
+async def healthz(_: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type=_JSON)
+
+
+async def readyz(request: Request) -> Response:
+    router: Router = request.app.state.router
+    available = [e.name for e in router.pool.endpoints() if e.is_available()]
+    store_ok = await router.store.ping()
+    ready = bool(available) and store_ok
+    body = {"status": "ready" if ready else "not_ready", "available_endpoints": len(available),
+            "store": router.store.name, "store_ok": store_ok}
+    return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type=_JSON)
+
+
+async def metrics(request: Request) -> Response:
+    router: Router = request.app.state.router
+    for endpoint in router.pool.endpoints():
+        router.metrics.endpoint_up.labels(endpoint.model, endpoint.name).set(
+            1 if endpoint.is_available() else 0)
+    return Response(router.metrics.render(), media_type=CONTENT_TYPE)
+
+
+class ClientAuth:
+    """Bearer-key check for the API when `server.api_keys` is configured."""
+
+    def __init__(self, app: ASGIApp, keys: frozenset[str]) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in _OPEN_PATHS:
+            headers = dict(scope["headers"])
+            auth = headers.get(b"authorization", b"").decode("latin-1")
+            key = auth[7:] if auth[:7].lower() == "bearer " else ""
+            if key not in self.keys:
+                response = error_response(401, "Missing or invalid API key.",
+                                          code="invalid_api_key")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None) -> ASGIApp:
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await router.start()
+        try:
+            yield
+        finally:
+            await router.close()
+
+    routes: list[BaseRoute] = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/route", route_dry_run, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    routes += [Mount(path, app=app) for path, app in (mounts or {}).items()]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            RouteyardError: handle_routeyard_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+    )
+    app.state.router = router
+    app.state.max_body_bytes = router.config.server.max_body_bytes
+    keys = frozenset(k.get_secret_value() for k in router.config.server.api_keys)
+    return ClientAuth(app, keys) if keys else app

@@ -1,0 +1,74 @@
+"""POST /v1/chat/completions and POST /v1/route: the request path's HTTP edge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from routeyard.api.errors import routeyard_error_response
+from routeyard.chat_request import validate_chat_request, wants_stream
+from routeyard.errors import InvalidRequest, PayloadTooLarge, RouteyardError
+from routeyard.router import Router
+
+_JSON = "application/json"
+
+
+async def chat_completions(request: Request) -> Response:
+    router: Router = request.app.state.router
+    try:
+        body = validate_chat_request(await read_json(request))
+        plan = router.plan(body)
+    except RouteyardError as error:
+        router.record_rejection(error)
+        raise
+    headers = {"x-routeyard-request-id": plan.request_id, "x-routeyard-decision": plan.decision}
+    try:
+        if wants_stream(body):
+            relay = await router.open_stream(body, plan)
+            headers["x-routeyard-model"] = relay.served.model.name
+            headers["cache-control"] = "no-cache"
+            return StreamingResponse(relay.frames(), media_type="text/event-stream",
+                                     headers=headers)
+        result = await router.complete(body, plan)
+    except RouteyardError as error:
+        return routeyard_error_response(error, headers)
+    headers["x-routeyard-model"] = result.served.model.name
+    return Response(orjson.dumps(result.response), headers=headers, media_type=_JSON)
+
+
+async def route_dry_run(request: Request) -> Response:
+    """The same dry run as `routeyard route`: a chat body, or {"prompt": "text"}."""
+    router: Router = request.app.state.router
+    data = await read_json(request)
+    if isinstance(data, dict) and "messages" not in data:
+        prompt = data.get("prompt")
+        if not isinstance(prompt, str):
+            raise InvalidRequest("give either a chat body with `messages` or a string `prompt`",
+                                 param="prompt")
+        data = prompt
+    result = await router.route(data)
+    return Response(orjson.dumps(result), media_type=_JSON)
+
+
+async def read_json(request: Request) -> Any:
+    limit: int = request.app.state.max_body_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidRequest(f"The request body is not valid JSON: {error}") from None

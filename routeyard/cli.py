@@ -1,0 +1,116 @@
+"""The `routeyard` command: serve · validate · route · simulate.
+
+Each subcommand is a (configure, run) pair in COMMANDS; `main` only dispatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+
+import orjson
+
+from routeyard.config import ConfigError, load_config
+
+Configure = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
+def _configure_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config; without it, the built-in demo pool")
+    parser.add_argument("--host", default=None, help="default: server.host, or 127.0.0.1")
+    parser.add_argument("--port", type=int, default=None, help="default: server.port, or 8080")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--no-discover", action="store_true",
+                        help="built-in default only: do not probe for Ollama or vLLM")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from routeyard.serve import serve
+
+    return serve(args.config, host=args.host, port=args.port, workers=args.workers,
+                 discover=not args.no_discover)
+
+
+def _configure_validate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="the YAML config to check")
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as error:
+        print(error.render(), file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok ({len(config.models)} models, {len(config.decisions)} decisions)")
+    return 0
+
+
+def _configure_route(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config; without it, the built-in demo pool")
+    parser.add_argument("prompt", help="the prompt text to route (nothing is sent anywhere)")
+
+
+def _run_route(args: argparse.Namespace) -> int:
+    from routeyard.errors import RouteyardError
+    from routeyard.router import Router
+    from routeyard.serve import resolve_config
+    from routeyard.state import MemoryStore
+
+    async def dry_run() -> dict[str, object]:
+        config, _ = resolve_config(args.config, "http://127.0.0.1:8080", discover=False)
+        async with Router(config, store=MemoryStore()) as router:
+            return await router.route(args.prompt)
+
+    try:
+        result = asyncio.run(dry_run())
+    except ConfigError as error:
+        print(error.render(), file=sys.stderr)
+        return 1
+    except RouteyardError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def _configure_simulate(parser: argparse.ArgumentParser) -> None:
+    from routeyard.simulator.command import configure_parser
+
+    configure_parser(parser)
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    from routeyard.simulator.command import run_command
+
+    return run_command(args)
+
+
+COMMANDS: dict[str, tuple[str, Configure, Run]] = {
+    "serve": ("run the router (OpenAI API)", _configure_serve, _run_serve),
+    "validate": ("check a config file; list every error with its location",
+                 _configure_validate, _run_validate),
+    "route": ("dry run: print how a prompt would be routed, as JSON",
+              _configure_route, _run_route),
+    "simulate": ("run the backend simulator (OpenAI- and Anthropic-compatible)",
+                 _configure_simulate, _run_simulate),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="routeyard", description="A fast LLM router.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, configure, _) in COMMANDS.items():
+        configure(subparsers.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command][2](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The configuration schema: one YAML file, validated by these pydantic models.
+
+Structure errors come from pydantic; cross-references (a decision naming an unknown model,
+say) are checked in `references.py` so that every error is reported with its location.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class Strict(BaseModel):
+    # Unknown keys are errors: a typo such as `fallbak:` must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Pricing(Strict):
+    input_per_mtok: NonNegativeFloat = 0.0  # dollars per million prompt tokens
+    output_per_mtok: NonNegativeFloat = 0.0  # dollars per million completion tokens
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (
+            prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+        ) / 1e6
+
+
+class Capabilities(Strict):
+    tools: bool = False
+    vision: bool = False
+    reasoning: bool = False
+
+
+class EndpointConfig(Strict):
+    name: str | None = None  # defaults to "<model>#<index>"
+    base_url: str  # the OpenAI-style base, e.g. http://127.0.0.1:8000/v1
+    provider: Literal["openai", "anthropic"] = "openai"
+    api_key: SecretStr | None = None
+    weight: PositiveFloat = 1.0
+    upstream_model: str | None = None  # the id the backend expects; defaults to the model name
+    headers: dict[str, str] = Field(default_factory=dict)
+    query: dict[str, str] = Field(default_factory=dict)  # e.g. {"api-version": "2024-06-01"}
+    auth_header: str = "authorization"  # "api-key" for Azure OpenAI
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class ModelConfig(Strict):
+    name: Annotated[str, Field(min_length=1)]
+    pricing: Pricing = Pricing()
+    context_window: Annotated[int, Field(gt=0)] = 8192
+    capabilities: Capabilities = Capabilities()
+    endpoints: Annotated[list[EndpointConfig], Field(min_length=1)]
+
+
+class RuleConfig(Strict):
+    """The minimal rule form: every condition given must hold (AND)."""
+
+    keywords_any: list[str] = Field(default_factory=list)  # case-insensitive substrings
+    min_prompt_tokens: Annotated[int, Field(ge=0)] | None = None
+    max_prompt_tokens: Annotated[int, Field(ge=0)] | None = None
+
+
+class DecisionConfig(Strict):
+    name: Annotated[str, Field(min_length=1)]
+    priority: int = 0  # higher wins when several decisions match
+    when: RuleConfig = RuleConfig()
+    candidates: Annotated[list[str], Field(min_length=1)]
+    algorithm: str = "static"
+    fallback: list[str] = Field(default_factory=list)
+
+
+class DefaultDecisionConfig(Strict):
+    name: str = "default"
+    candidates: Annotated[list[str], Field(min_length=1)]
+    algorithm: str = "static"
+    fallback: list[str] = Field(default_factory=list)
+
+
+class RetryConfig(Strict):
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2  # per endpoint, after the first try
+    backoff_base_s: NonNegativeFloat = 0.05
+    backoff_max_s: NonNegativeFloat = 2.0
+    max_retry_after_s: NonNegativeFloat = 5.0  # a longer retry-after fails over instead
+
+
+class TimeoutConfig(Strict):
+    connect_s: PositiveFloat = 5.0
+    per_try_s: PositiveFloat = 60.0  # whole response (non-streaming) or first byte (streaming)
+    total_s: PositiveFloat = 180.0  # across every retry and failover
+    stream_idle_s: PositiveFloat = 60.0  # longest silence between two chunks
+
+
+class BreakerConfig(Strict):
+    failure_threshold: Annotated[int, Field(ge=1)] = 5  # consecutive failures that open it
+    cooldown_s: NonNegativeFloat = 10.0  # open time before one probe request is let through
+
+
+class HealthCheckConfig(Strict):
+    interval_s: NonNegativeFloat = 15.0  # 0 disables active checks
+    timeout_s: PositiveFloat = 2.0
+
+
+class PoolConfig(Strict):
+    retry: RetryConfig = RetryConfig()
+    timeouts: TimeoutConfig = TimeoutConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    health_check: HealthCheckConfig = HealthCheckConfig()
+    max_connections: Annotated[int, Field(ge=1)] = 1000
+
+
+class StateConfig(Strict):
+    backend: str = "sqlite"
+    path: str | None = None  # SQLite file; defaults to $XDG_STATE_HOME/routeyard/routeyard.db
+    redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0
+    key_prefix: str = "routeyard"
+    max_records: Annotated[int, Field(ge=1)] | None = None
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    api_keys: list[SecretStr] = Field(default_factory=list)  # empty: no client auth
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class RouteyardConfig(Strict):
+    server: ServerConfig = ServerConfig()
+    models: Annotated[list[ModelConfig], Field(min_length=1)]
+    aliases: list[str] = Field(default_factory=lambda: ["auto"])
+    decisions: list[DecisionConfig] = Field(default_factory=list)
+    default: DefaultDecisionConfig | None = None  # None: the first model
+    pool: PoolConfig = PoolConfig()
+    state: StateConfig = StateConfig()

@@ -1,0 +1,55 @@
+"""Prometheus metrics, one registry per Router so that several can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Latency buckets in seconds, dense below 100 ms where router overhead lives.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "routeyard_requests", "Chat requests by served model, decision and outcome.",
+            ["model", "decision", "status"], registry=r,
+        )
+        self.request_latency = Histogram(
+            "routeyard_request_duration_seconds",
+            "Time from request arrival to the last byte of the answer.",
+            ["model", "stream"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.ttft = Histogram(
+            "routeyard_time_to_first_token_seconds",
+            "Streaming: time from request arrival to the first chunk sent to the client.",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "routeyard_upstream_duration_seconds",
+            "One attempt against one endpoint: until the answer (or first chunk) arrived.",
+            ["model", "endpoint"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.tokens = Counter(
+            "routeyard_tokens", "Tokens by model and kind (prompt or completion).",
+            ["model", "kind"], registry=r,
+        )
+        self.cost = Counter(
+            "routeyard_cost_dollars", "Dollars spent by model, at configured prices.",
+            ["model"], registry=r,
+        )
+        self.errors = Counter(
+            "routeyard_errors", "Errors by kind (client input, upstream kinds, stream breaks).",
+            ["kind"], registry=r,
+        )
+        self.endpoint_up = Gauge(
+            "routeyard_endpoint_up", "1 when an endpoint is healthy and its breaker closed.",
+            ["model", "endpoint"], registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,92 @@
+"""Per-endpoint run-time state: outstanding requests, circuit breaker, health."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from routeyard.config.schema import ModelConfig
+from routeyard.pool.providers.base import EndpointTarget, Provider
+
+
+@dataclass(slots=True)
+class CircuitBreaker:
+    """Opens after N consecutive failures; after the cooldown lets one probe through.
+
+    closed → (threshold failures) → open → (cooldown) → half-open: one request is let
+    through; its success closes the breaker, its failure opens it again.
+    """
+
+    failure_threshold: int
+    cooldown_s: float
+    consecutive_failures: int = 0
+    opened_at: float | None = None
+    probe_in_flight: bool = False
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        if time.monotonic() - self.opened_at >= self.cooldown_s:
+            return "half_open"
+        return "open"
+
+    def allows(self) -> bool:
+        state = self.state
+        return state == "closed" or (state == "half_open" and not self.probe_in_flight)
+
+    def on_attempt(self) -> None:
+        if self.opened_at is not None:
+            self.probe_in_flight = True
+
+    def on_success(self) -> None:
+        self.consecutive_failures = 0
+        self.opened_at = None
+        self.probe_in_flight = False
+
+    def on_failure(self) -> None:
+        self.consecutive_failures += 1
+        self.probe_in_flight = False
+        if self.opened_at is not None or self.consecutive_failures >= self.failure_threshold:
+            self.opened_at = time.monotonic()
+
+
+@dataclass(slots=True)
+class Endpoint:
+    name: str
+    model: str
+    target: EndpointTarget
+    provider: Provider
+    weight: float
+    breaker: CircuitBreaker
+    healthy: bool = True  # set by active health checks
+    outstanding: int = 0
+
+    def is_available(self) -> bool:
+        return self.healthy and self.breaker.allows()
+
+    def load(self) -> float:
+        """Least-outstanding-requests score, weighted: lower is better."""
+        return (self.outstanding + 1) / self.weight
+
+
+@dataclass(slots=True)
+class PooledModel:
+    """A model with its endpoints; satisfies selection's CandidateView."""
+
+    name: str
+    config: ModelConfig
+    endpoints: list[Endpoint] = field(default_factory=list)
+
+    def is_available(self) -> bool:
+        return any(endpoint.is_available() for endpoint in self.endpoints)
+
+    def fits(self, prompt_tokens: int) -> bool:
+        return prompt_tokens <= self.config.context_window
+
+    def endpoints_in_order(self) -> list[Endpoint]:
+        """Available endpoints by weighted load; unavailable ones last, as a last resort."""
+        if len(self.endpoints) == 1:
+            return self.endpoints
+        available = sorted((e for e in self.endpoints if e.is_available()), key=Endpoint.load)
+        return available + [e for e in self.endpoints if not e.is_available()]

@@ -1,0 +1,161 @@
+"""Retries, failover and timeouts across endpoints and models.
+
+Order of attempts for one request: the chosen model's endpoints by weighted load, each retried
+with backoff on connect errors, timeouts, 429 (honouring retry-after) and 5xx; then the next
+model in the attempt list (the decision's fallbacks). Everything happens before the first byte
+reaches the client, so failover is invisible to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+
+from routeyard.config.schema import PoolConfig
+from routeyard.metrics import Metrics
+from routeyard.pool.endpoint import Endpoint, PooledModel
+from routeyard.pool.providers.base import ChatStream, UpstreamError
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class AttemptLog:
+    model: str
+    endpoint: str
+    outcome: str  # "ok", an UpstreamError kind, or "status:<code>"
+
+
+@dataclass(slots=True)
+class Served:
+    """The result of a successful attempt, with how it was reached."""
+
+    model: PooledModel
+    endpoint: Endpoint
+    result: Any
+    attempts: list[AttemptLog] = field(default_factory=list)
+    upstream_s: float = 0.0
+
+
+class PoolExhausted(Exception):
+    """Every allowed attempt failed; `last` is the final upstream error, if any was tried."""
+
+    def __init__(self, message: str, last: UpstreamError | None, attempts: list[AttemptLog]):
+        super().__init__(message)
+        self.message = message
+        self.last = last
+        self.attempts = attempts
+
+
+class Executor:
+    def __init__(self, config: PoolConfig, metrics: Metrics) -> None:
+        self.retry = config.retry
+        self.timeouts = config.timeouts
+        self.metrics = metrics
+
+    async def complete(self, models: list[PooledModel], body: dict[str, Any]) -> Served:
+        timeouts = self.timeouts
+
+        def call(endpoint: Endpoint, remaining: float) -> Awaitable[dict[str, Any]]:
+            timeout = aiohttp.ClientTimeout(
+                total=min(timeouts.per_try_s, remaining), sock_connect=timeouts.connect_s
+            )
+            return endpoint.provider.complete(endpoint.target, body, timeout)
+
+        served = await self._run(models, call)
+        return served
+
+    async def open_stream(self, models: list[PooledModel], body: dict[str, Any]) -> Served:
+        """Open a stream; the caller must call `release(served)` when the stream ends."""
+        timeouts = self.timeouts
+        # sock_read bounds the silence between chunks; the first byte gets the per-try bound.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.stream_idle_s
+        )
+
+        async def call(endpoint: Endpoint, remaining: float) -> ChatStream:
+            async with asyncio.timeout(min(timeouts.per_try_s, remaining)):
+                return await endpoint.provider.open_stream(endpoint.target, body, timeout)
+
+        return await self._run(models, call, keep_outstanding=True)
+
+    @staticmethod
+    def release(served: Served, *, ok: bool) -> None:
+        """End of a stream: free the endpoint slot and tell the breaker how it went."""
+        served.endpoint.outstanding -= 1
+        if ok:
+            served.endpoint.breaker.on_success()
+        else:
+            served.endpoint.breaker.on_failure()
+
+    async def _run(
+        self,
+        models: list[PooledModel],
+        call: Callable[[Endpoint, float], Awaitable[T]],
+        *,
+        keep_outstanding: bool = False,
+    ) -> Served:
+        deadline = time.monotonic() + self.timeouts.total_s
+        attempts: list[AttemptLog] = []
+        last: UpstreamError | None = None
+        for model in models:
+            for endpoint in model.endpoints_in_order():
+                if not endpoint.is_available():
+                    attempts.append(AttemptLog(model.name, endpoint.name, "skipped:unavailable"))
+                    continue
+                for attempt in range(self.retry.max_retries + 1):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise PoolExhausted("the total timeout ran out", last, attempts)
+                    endpoint.outstanding += 1
+                    endpoint.breaker.on_attempt()
+                    started = time.monotonic()
+                    try:
+                        result = await call(endpoint, remaining)
+                    except UpstreamError as error:
+                        endpoint.outstanding -= 1
+                        last = error
+                    except TimeoutError:
+                        endpoint.outstanding -= 1
+                        last = UpstreamError("timeout", "the backend did not answer in time")
+                    else:
+                        upstream_s = time.monotonic() - started
+                        if not keep_outstanding:
+                            endpoint.outstanding -= 1
+                            endpoint.breaker.on_success()
+                        self.metrics.upstream_latency.labels(model.name, endpoint.name).observe(
+                            upstream_s
+                        )
+                        attempts.append(AttemptLog(model.name, endpoint.name, "ok"))
+                        return Served(model, endpoint, result, attempts, upstream_s)
+                    outcome = f"status:{last.status}" if last.kind == "status" else last.kind
+                    attempts.append(AttemptLog(model.name, endpoint.name, outcome))
+                    self.metrics.errors.labels(f"upstream_{outcome}").inc()
+                    if not last.failover:
+                        # The request itself is at fault (a 400, say): no endpoint will differ.
+                        raise PoolExhausted(last.message, last, attempts)
+                    endpoint.breaker.on_failure()
+                    delay = self._retry_delay(last, attempt)
+                    if delay is None or not endpoint.breaker.allows():
+                        break  # on to the next endpoint
+                    await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        if last is None:
+            raise PoolExhausted("no endpoint is available for the candidate models", None, attempts)
+        raise PoolExhausted(f"every endpoint failed; last error: {last.message}", last, attempts)
+
+    def _retry_delay(self, error: UpstreamError, attempt: int) -> float | None:
+        """Seconds to wait before retrying the same endpoint, or None to move on."""
+        if not error.retryable or attempt >= self.retry.max_retries:
+            return None
+        if error.retry_after is not None:
+            if error.retry_after > self.retry.max_retry_after_s:
+                return None  # waiting that long is worse than another endpoint
+            return error.retry_after
+        backoff = min(self.retry.backoff_max_s, self.retry.backoff_base_s * (2**attempt))
+        return backoff * (0.5 + random.random() / 2)  # jitter spreads retry storms

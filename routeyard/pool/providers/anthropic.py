@@ -1,0 +1,404 @@
+"""Anthropic Messages provider: OpenAI chat-completions in, Anthropic `/messages` on the wire.
+
+Requests are rebuilt from an allow-list of OpenAI fields, so OpenAI-only parameters that
+Anthropic would reject are dropped simply by not being copied: n, presence_penalty,
+frequency_penalty, logit_bias, logprobs, top_logprobs, seed, response_format,
+stream_options, service_tier, store, modalities, audio, prediction, web_search_options,
+and the legacy functions/function_call. The response side (Anthropic -> OpenAI, whole and
+streamed) lives in `anthropic_stream.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from routeyard.pool.providers.anthropic_stream import (
+    AnthropicChatStream,
+    error_text,
+    to_openai_completion,
+)
+from routeyard.pool.providers.base import (
+    ChatStream,
+    EndpointTarget,
+    Provider,
+    UpstreamError,
+    parse_retry_after,
+)
+
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often omit it
+MIN_THINKING_BUDGET = 1024  # Anthropic's floor for thinking.budget_tokens
+
+# reasoning_effort -> thinking budget; "none" (or anything unknown) means no thinking.
+EFFORT_BUDGETS: dict[str, int] = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
+
+# OpenAI string tool_choice -> Anthropic tool_choice.
+TOOL_CHOICES: dict[str, dict[str, str]] = {
+    "auto": {"type": "auto"},
+    "none": {"type": "none"},
+    "required": {"type": "any"},
+}
+
+__all__ = [
+    "AnthropicProvider",
+    "TranslationError",
+    "anthropic_headers",
+    "convert_messages",
+    "to_anthropic_request",
+    "to_openai_completion",
+]
+
+
+class TranslationError(ValueError):
+    """The OpenAI request uses something Anthropic cannot express."""
+
+
+# --- request: OpenAI -> Anthropic ------------------------------------------------------------
+
+
+def _text_block(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def _split_data_url(url: str) -> tuple[str, str]:
+    """'data:image/png;base64,AAAA' -> ('image/png', 'AAAA')."""
+    header, sep, data = url.partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise TranslationError("only base64 data URLs are supported")
+    return header.removeprefix("data:").removesuffix(";base64"), data
+
+
+def _image_part(part: dict[str, Any]) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url", "") if isinstance(image, dict) else str(image or "")
+    if url.startswith("data:"):
+        media_type, data = _split_data_url(url)
+        source = {"type": "base64", "media_type": media_type, "data": data}
+    elif url.startswith(("http://", "https://")):
+        source = {"type": "url", "url": url}
+    else:
+        raise TranslationError(f"unsupported image URL: {url[:40]!r}")
+    return {"type": "image", "source": source}
+
+
+def _file_part(part: dict[str, Any]) -> dict[str, Any]:
+    file_data = (part.get("file") or {}).get("file_data")
+    if not file_data:
+        raise TranslationError("file parts need inline file_data (file ids are OpenAI-only)")
+    media_type, data = _split_data_url(file_data)
+    kind = "image" if media_type.startswith("image/") else "document"
+    return {"type": kind, "source": {"type": "base64", "media_type": media_type, "data": data}}
+
+
+# OpenAI content part type -> Anthropic block (refusal only appears in assistant history).
+PART_CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "text": lambda part: _text_block(part.get("text", "")),
+    "refusal": lambda part: _text_block(part.get("refusal", "")),
+    "image_url": _image_part,
+    "file": _file_part,
+}
+
+
+def _content_blocks(content: Any) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    blocks = []
+    for part in content:
+        convert = PART_CONVERTERS.get(part.get("type"))
+        if convert is None:
+            raise TranslationError(f"unsupported content part type: {part.get('type')!r}")
+        blocks.append(convert(part))
+    # Anthropic rejects empty text blocks, which OpenAI clients send freely (e.g. content "").
+    return [b for b in blocks if b["type"] != "text" or b["text"]]
+
+
+def _tool_input(arguments: Any) -> dict[str, Any]:
+    if isinstance(arguments, dict):
+        return arguments
+    if not arguments:
+        return {}
+    try:
+        decoded = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        # Models do emit broken arguments and clients echo them back; keep the turn usable.
+        return {"_raw_arguments": arguments}
+    return decoded if isinstance(decoded, dict) else {"value": decoded}
+
+
+def _user_turn(msg: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    return "user", _content_blocks(msg.get("content"))
+
+
+def _assistant_turn(msg: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    blocks = _content_blocks(msg.get("content"))
+    for call in msg.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": fn.get("name"),
+                "input": _tool_input(fn.get("arguments")),
+            }
+        )
+    return "assistant", blocks
+
+
+def _tool_turn(msg: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": msg.get("tool_call_id")}
+    content = _content_blocks(msg.get("content"))
+    if content:
+        block["content"] = content
+    return "user", [block]
+
+
+# OpenAI role -> (Anthropic role, blocks). system/developer are hoisted to `system` instead.
+ROLE_CONVERTERS: dict[str, Callable[[dict[str, Any]], tuple[str, list[dict[str, Any]]]]] = {
+    "user": _user_turn,
+    "assistant": _assistant_turn,
+    "tool": _tool_turn,
+}
+
+
+def _system_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.get("text", "") for p in content or [] if p.get("type") == "text")
+
+
+def convert_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """OpenAI messages -> (system text, strictly alternating Anthropic messages)."""
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for msg in messages:
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            system.append(_system_text(msg.get("content")))
+            continue
+        convert = ROLE_CONVERTERS.get(str(role))
+        if convert is None:
+            raise TranslationError(f"unsupported message role: {role!r}")
+        arole, blocks = convert(msg)
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == arole:  # Anthropic requires alternation
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": arole, "content": blocks})
+    for turn in turns:  # plain string content for the common single-text case
+        if len(turn["content"]) == 1 and turn["content"][0]["type"] == "text":
+            turn["content"] = turn["content"][0]["text"]
+    return "\n\n".join(s for s in system if s), turns
+
+
+def _convert_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools:
+        if tool.get("type", "function") != "function":
+            raise TranslationError(f"unsupported tool type: {tool.get('type')!r}")
+        fn = tool.get("function") or {}
+        converted = {
+            "name": fn.get("name"),
+            "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if fn.get("description"):
+            converted["description"] = fn["description"]
+        out.append(converted)  # `strict` has no Anthropic counterpart
+    return out
+
+
+def _convert_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if not name:  # e.g. OpenAI's allowed_tools form
+            raise TranslationError(f"unsupported tool_choice: {choice!r}")
+        converted: dict[str, Any] = {"type": "tool", "name": name}
+    elif choice is None:
+        converted = {"type": "auto"}
+    elif choice in TOOL_CHOICES:
+        converted = dict(TOOL_CHOICES[choice])
+    else:
+        raise TranslationError(f"unsupported tool_choice: {choice!r}")
+    if parallel is False and converted["type"] != "none":
+        converted["disable_parallel_tool_use"] = True
+    return None if converted == {"type": "auto"} else converted
+
+
+def _apply_thinking(body: dict[str, Any], out: dict[str, Any], max_tokens_given: bool) -> None:
+    """reasoning_effort / thinking -> Anthropic thinking, within Anthropic's constraints."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict):
+        budget = EFFORT_BUDGETS.get(str(body.get("reasoning_effort")))
+        thinking = {"type": "enabled", "budget_tokens": budget} if budget else None
+    if thinking is None:
+        return
+    thinking = dict(thinking)
+    if thinking.get("type") == "enabled":
+        # Anthropic forbids thinking with forced tool use; the tool choice is the harder rule.
+        if (out.get("tool_choice") or {}).get("type") in ("any", "tool"):
+            return
+        budget = int(thinking.get("budget_tokens") or MIN_THINKING_BUDGET)
+        # budget must stay below max_tokens; OpenAI's max_completion_tokens already counts
+        # reasoning, so shrink the budget rather than grow a cap the client chose.
+        if not max_tokens_given:
+            out["max_tokens"] = DEFAULT_MAX_TOKENS + budget
+        budget = min(budget, out["max_tokens"] - 1)
+        if budget < MIN_THINKING_BUDGET:  # too little room to think at all
+            return
+        thinking["budget_tokens"] = budget
+        # Thinking rejects temperature/top_k changes and top_p below 0.95.
+        out.pop("temperature", None)
+        out.pop("top_k", None)
+        if out.get("top_p", 1.0) < 0.95:
+            out.pop("top_p")
+    out["thinking"] = thinking
+
+
+def to_anthropic_request(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
+    """Translate an OpenAI chat-completions body into an Anthropic Messages body."""
+    system, messages = convert_messages(body.get("messages") or [])
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    out: dict[str, Any] = {
+        "model": upstream_model,
+        "messages": messages,
+        "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
+    }
+    if system:
+        out["system"] = system
+    if body.get("temperature") is not None:
+        out["temperature"] = min(float(body["temperature"]), 1.0)  # OpenAI allows up to 2
+    for key in ("top_p", "top_k"):  # top_k is not OpenAI, but clients aimed at Claude send it
+        if body.get(key) is not None:
+            out[key] = body[key]
+    stop = body.get("stop")
+    if stop:
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if body.get("stream"):
+        out["stream"] = True
+    user = body.get("user") or body.get("safety_identifier")
+    if user:
+        out["metadata"] = {"user_id": str(user)}
+    if body.get("tools"):
+        out["tools"] = _convert_tools(body["tools"])
+        choice = _convert_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+        if choice:
+            out["tool_choice"] = choice
+    _apply_thinking(body, out, max_tokens_given=bool(max_tokens))
+    return out
+
+
+# --- the provider ----------------------------------------------------------------------------
+
+
+def anthropic_headers(target: EndpointTarget) -> dict[str, str]:
+    """Anthropic authenticates with x-api-key, not Bearer; a non-default auth_header wins
+    (e.g. a proxy in front of Anthropic), and target.headers may override the version."""
+    headers = {"anthropic-version": ANTHROPIC_VERSION, **target.headers}
+    if target.api_key:
+        default = target.auth_header.lower() == "authorization"
+        headers["x-api-key" if default else target.auth_header] = target.api_key
+    return headers
+
+
+async def _status_error(resp: aiohttp.ClientResponse) -> UpstreamError:
+    try:
+        raw = await resp.read()
+    except (aiohttp.ClientError, TimeoutError):
+        raw = b""
+    try:
+        body: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = raw.decode("utf-8", errors="replace")
+    fallback = f"HTTP {resp.status} {resp.reason or ''}".strip()
+    return UpstreamError(
+        "status",
+        f"anthropic {resp.status}: {error_text(body, fallback)}",
+        status=resp.status,
+        retry_after=parse_retry_after(resp.headers.get("retry-after")),
+        body=body,
+    )
+
+
+class AnthropicProvider(Provider):
+    kind = "anthropic"
+
+    async def complete(
+        self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
+    ) -> dict[str, Any]:
+        resp = await self._post(target, body, timeout, stream=False)
+        try:
+            raw = await resp.read()
+        except TimeoutError as exc:
+            raise UpstreamError("timeout", "anthropic response read timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError("disconnect", f"anthropic response broke: {exc!r}") from exc
+        finally:
+            resp.release()
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError("protocol", "anthropic sent non-JSON", body=raw[:2000]) from exc
+        if not isinstance(msg, dict) or msg.get("type") != "message":
+            raise UpstreamError("protocol", "anthropic sent no message object", body=msg)
+        return to_openai_completion(msg, model=target.upstream_model)
+
+    async def open_stream(
+        self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
+    ) -> ChatStream:
+        resp = await self._post(target, body, timeout, stream=True)
+        stream = AnthropicChatStream(resp, target.upstream_model)
+        await stream.prime()  # errors before any content can still fail over
+        return stream
+
+    async def health(self, target: EndpointTarget, timeout: aiohttp.ClientTimeout) -> bool:
+        try:
+            async with self.session.get(
+                f"{target.base_url}/models",
+                headers=anthropic_headers(target),
+                params=target.query or None,
+                timeout=timeout,
+            ) as resp:
+                return resp.status < 500
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def _post(
+        self,
+        target: EndpointTarget,
+        body: dict[str, Any],
+        timeout: aiohttp.ClientTimeout,
+        *,
+        stream: bool,
+    ) -> aiohttp.ClientResponse:
+        try:
+            payload = to_anthropic_request(body, target.upstream_model)
+        except TranslationError as exc:
+            # Not the endpoint's fault, and no other Anthropic endpoint would do better.
+            err = {"type": "error", "error": {"type": "invalid_request_error", "message": str(exc)}}
+            raise UpstreamError("status", str(exc), status=400, body=err) from exc
+        payload["stream"] = stream
+        headers = {**anthropic_headers(target), "content-type": "application/json"}
+        try:
+            resp = await self.session.post(
+                f"{target.base_url}/messages",
+                data=orjson.dumps(payload),
+                headers=headers,
+                params=target.query or None,
+                timeout=timeout,
+            )
+        except TimeoutError as exc:
+            raise UpstreamError("timeout", "anthropic request timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError("connect", f"anthropic unreachable: {exc!r}") from exc
+        if resp.status >= 400:
+            try:
+                raise await _status_error(resp)
+            finally:
+                resp.release()
+        return resp

@@ -1,0 +1,136 @@
+"""The provider contract: wire translation between Routeyard's internal request and one backend.
+
+Routeyard's internal request form is an OpenAI chat-completions body (a plain dict), so the
+OpenAI-compatible provider passes bodies through untouched and other providers translate at
+the edge. A provider never retries or fails over: it makes exactly one attempt and raises
+`UpstreamError` describing what went wrong; the pool's executor decides what to do next.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import aiohttp
+
+
+@dataclass(slots=True)
+class EndpointTarget:
+    """Everything a provider needs to reach one endpoint of one model (no runtime state)."""
+
+    base_url: str  # e.g. "http://127.0.0.1:9000/v1" (no trailing slash)
+    upstream_model: str  # the model id the backend expects
+    api_key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)  # e.g. Azure's api-version
+    auth_header: str = "authorization"  # "authorization" (Bearer) or e.g. "api-key" (Azure)
+
+
+class UpstreamError(Exception):
+    """One failed attempt against one endpoint.
+
+    kind is one of: "connect", "timeout", "status", "protocol", "disconnect".
+    `retryable` says whether the same endpoint may be tried again; `failover` whether the
+    next endpoint/model may be tried. A 400 from the backend, say, is neither: the request
+    itself is bad and the client gets the backend's error.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body
+
+    @property
+    def retryable(self) -> bool:
+        if self.kind in ("connect", "timeout", "disconnect"):
+            return True
+        return self.status is not None and (self.status == 429 or self.status >= 500)
+
+    @property
+    def failover(self) -> bool:
+        # Auth or not-found errors at one endpoint may not hold at another endpoint.
+        return self.retryable or self.status in (401, 403, 404, 408)
+
+
+class ChatStream(ABC):
+    """An opened upstream stream of OpenAI `chat.completion.chunk` JSON payloads (bytes).
+
+    `open` has already checked the status, so iteration yields chunk payloads (the JSON
+    after `data: `, without the SSE framing, never the `[DONE]` sentinel). Iteration raises
+    `UpstreamError(kind="disconnect" | "timeout" | "protocol")` if the stream breaks.
+    """
+
+    @abstractmethod
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+
+class Provider(ABC):
+    """One backend wire protocol. Instances are cheap and share the gateway's HTTP session."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    @abstractmethod
+    async def complete(
+        self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
+    ) -> dict[str, Any]:
+        """Send a non-streaming request; return an OpenAI `chat.completion` dict."""
+
+    @abstractmethod
+    async def open_stream(
+        self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
+    ) -> ChatStream:
+        """Send a streaming request and return once the first chunk can be read.
+
+        Raises UpstreamError for anything that fails before the first byte, so that the
+        executor can still fail over without the client noticing.
+        """
+
+    async def health(self, target: EndpointTarget, timeout: aiohttp.ClientTimeout) -> bool:
+        """Active health check: True when the endpoint answers its model listing."""
+        url = f"{target.base_url}/models"
+        try:
+            async with self.session.get(
+                url, headers=auth_headers(target), params=target.query or None, timeout=timeout
+            ) as resp:
+                return resp.status < 500
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+
+def auth_headers(target: EndpointTarget) -> dict[str, str]:
+    headers = dict(target.headers)
+    if target.api_key:
+        if target.auth_header.lower() == "authorization":
+            headers["Authorization"] = f"Bearer {target.api_key}"
+        else:
+            headers[target.auth_header] = target.api_key
+    return headers
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form only; dates are rare upstream)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

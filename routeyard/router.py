@@ -1,0 +1,268 @@
+"""The Router: config → decision → selection → pool, usable in-process or behind HTTP.
+
+    async with Router.from_file("routeyard.yaml") as router:
+        reply = await router.chat({"model": "auto", "messages": [...]})
+        plan = await router.route("Prove that sqrt(2) is irrational")
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from routeyard.chat_request import validate_chat_request
+from routeyard.config import RouteyardConfig, load_config
+from routeyard.decisions import DecisionEngine, RequestFeatures
+from routeyard.errors import ContextTooLong, ModelNotFound, RouteyardError
+from routeyard.metrics import Metrics
+from routeyard.pool import Pool, PooledModel, PoolExhausted
+from routeyard.pool.executor import Served
+from routeyard.selection import make_algorithm
+from routeyard.state import DecisionRecord, Store, make_store
+from routeyard.streaming import DONE, StreamRelay
+from routeyard.tokens import count_text_tokens, message_text, prompt_size_upper_bound
+from routeyard.upstream_errors import exhausted_to_error
+
+log = logging.getLogger("routeyard")
+
+DIRECT = "direct"  # the decision name shown when a concrete model was asked for
+
+
+@dataclass(slots=True)
+class RoutePlan:
+    request_id: str
+    started: float
+    decision: str
+    models: list[PooledModel]  # the chosen model first, then the fallbacks to try
+    reason: str
+    features: RequestFeatures
+    explanation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return self.models[0].name
+
+
+@dataclass(slots=True)
+class ChatResult:
+    plan: RoutePlan
+    served: Served
+    response: dict[str, Any]
+
+
+class Router:
+    def __init__(self, config: RouteyardConfig, *, store: Store | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.pool = Pool(config, self.metrics)
+        self.engine = DecisionEngine(config)
+        self.aliases = frozenset(config.aliases)
+        self.store = store or _store_from_config(config)
+        algorithms = {d.name: d.algorithm for d in config.decisions}
+        algorithms[self.engine.default.name] = self.engine.default.algorithm
+        self._algorithms = {name: make_algorithm(algo) for name, algo in algorithms.items()}
+        self._started = False
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, store: Store | None = None) -> Router:
+        return cls(load_config(path), store=store)
+
+    async def start(self) -> None:
+        if not self._started:
+            await self.pool.start()
+            await self.store.start()
+            self._started = True
+
+    async def close(self) -> None:
+        if self._started:
+            await self.pool.close()
+            await self.store.close()
+            self._started = False
+
+    async def __aenter__(self) -> Router:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def plan(self, body: dict[str, Any], *, explain: bool = False) -> RoutePlan:
+        """Decide where a validated request goes, without calling any backend."""
+        started = time.monotonic()
+        features = RequestFeatures(body["messages"])
+        name = body["model"]
+        if name in self.aliases:
+            return self._plan_routed(body, features, started, explain)
+        model = self.pool.models.get(name)
+        if model is None:
+            raise ModelNotFound(
+                f"The model '{name}' does not exist. Use an alias "
+                f"({', '.join(sorted(self.aliases))}) or one of GET /v1/models.",
+                param="model",
+            )
+        tokens = self._prompt_tokens(features, [model])
+        if not model.fits(tokens):
+            raise ContextTooLong(
+                f"The prompt has {tokens} tokens; '{name}' takes at most "
+                f"{model.config.context_window}.", param="messages",
+            )
+        return RoutePlan(_new_request_id(), started, DIRECT, [model],
+                         "the request named this model", features)
+
+    def _plan_routed(
+        self, body: dict[str, Any], features: RequestFeatures, started: float, explain: bool
+    ) -> RoutePlan:
+        outcome = self.engine.decide(features, explain=explain)
+        decision = outcome.decision
+        candidates = [self.pool.models[n] for n in decision.candidates]
+        fallbacks = [self.pool.models[n] for n in decision.fallback]
+        tokens = self._prompt_tokens(features, candidates + fallbacks)
+        selection = self._algorithms[decision.name].select(list(candidates), tokens)
+        if selection is None:
+            raise ContextTooLong(
+                f"The prompt has {tokens} tokens; no candidate of decision "
+                f"'{decision.name}' has a context window that large.", param="messages",
+            )
+        chosen = self.pool.models[selection.model]
+        models = [chosen] + [m for m in fallbacks if m is not chosen and m.fits(tokens)]
+        reason = f"decision '{decision.name}' ({'; '.join(outcome.matched)}): {selection.reason}"
+        plan = RoutePlan(_new_request_id(), started, decision.name, models, reason, features)
+        if explain:
+            plan.explanation = {"considered": outcome.considered,
+                                "algorithm": decision.algorithm,
+                                "candidates": decision.candidates,
+                                "fallback": [m.name for m in models[1:]]}
+        return plan
+
+    @staticmethod
+    def _prompt_tokens(features: RequestFeatures, models: list[PooledModel]) -> int:
+        # Exact counting costs ~0.1 ms per 500 words; skip it when no window can be exceeded.
+        bound = prompt_size_upper_bound(features.messages)
+        if models and bound <= min(m.config.context_window for m in models):
+            return bound
+        return features.prompt_tokens
+
+    async def route(self, request: str | dict[str, Any]) -> dict[str, Any]:
+        """Dry run: the signals, the decision, the chosen model and why."""
+        body = request if isinstance(request, dict) else {
+            "model": next(iter(sorted(self.aliases)), "auto"),
+            "messages": [{"role": "user", "content": request}],
+        }
+        body = validate_chat_request(body)
+        plan = self.plan(body, explain=True)
+        features = plan.features
+        signals = {"prompt_tokens": features.prompt_tokens, **features.computed()}
+        return {
+            "signals": signals,
+            "decision": plan.decision,
+            "model": plan.model,
+            "fallback": [m.name for m in plan.models[1:]],
+            "reason": plan.reason,
+            **plan.explanation,
+        }
+
+    # -- calling -----------------------------------------------------------------------------
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Library call: a validated non-streaming chat completion (an OpenAI dict)."""
+        return (await self.complete(validate_chat_request({**body, "stream": False}))).response
+
+    async def complete(self, body: dict[str, Any], plan: RoutePlan | None = None) -> ChatResult:
+        plan = plan or self.plan(body)
+        try:
+            served = await self.pool.executor.complete(plan.models, body)
+        except PoolExhausted as exhausted:
+            self.finish(plan, None, 0, 0, status="upstream_failed", stream=False)
+            raise exhausted_to_error(exhausted) from None
+        response: dict[str, Any] = served.result
+        usage = response.get("usage")
+        if not isinstance(usage, dict) or "completion_tokens" not in usage:
+            usage = self.compute_usage(plan, _completion_text(response))
+            response["usage"] = usage
+        self.finish(plan, served, usage.get("prompt_tokens", 0),
+                    usage.get("completion_tokens", 0), status="ok", stream=False)
+        return ChatResult(plan, served, response)
+
+    async def open_stream(self, body: dict[str, Any], plan: RoutePlan | None = None) -> StreamRelay:
+        """Open a stream with failover; the relay's frames() must be consumed to the end."""
+        plan = plan or self.plan(body)
+        try:
+            served = await self.pool.executor.open_stream(plan.models, body)
+        except PoolExhausted as exhausted:
+            self.finish(plan, None, 0, 0, status="upstream_failed", stream=True)
+            raise exhausted_to_error(exhausted) from None
+        return StreamRelay(self, plan, served, body)
+
+    async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Library call: stream chat.completion.chunk dicts (an `error` dict if it breaks)."""
+        relay = await self.open_stream(validate_chat_request({**body, "stream": True}))
+        async for frame in relay.frames():
+            if frame != DONE:
+                yield orjson.loads(frame[6:])
+
+    def compute_usage(self, plan: RoutePlan, completion_text: str) -> dict[str, int]:
+        prompt = plan.features.prompt_tokens
+        completion = count_text_tokens(completion_text)
+        return {"prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion}
+
+    def finish(self, plan: RoutePlan, served: Served | None, prompt_tokens: int,
+               completion_tokens: int, *, status: str, stream: bool) -> None:
+        """Account for one finished request: metrics and the decision log."""
+        latency = time.monotonic() - plan.started
+        model = served.model if served else None
+        cost = model.config.pricing.cost(prompt_tokens, completion_tokens) if model else 0.0
+        model_label = model.name if model else "none"
+        m = self.metrics
+        m.requests.labels(model_label, plan.decision, status).inc()
+        if model is not None:
+            m.request_latency.labels(model_label, "true" if stream else "false").observe(latency)
+            m.tokens.labels(model_label, "prompt").inc(prompt_tokens)
+            m.tokens.labels(model_label, "completion").inc(completion_tokens)
+            m.cost.labels(model_label).inc(cost)
+        self.store.record_decision(DecisionRecord(
+            request_id=plan.request_id, time=time.time() - latency, decision=plan.decision,
+            model=model_label if model else None,
+            endpoint=served.endpoint.name if served else None,
+            latency_ms=latency * 1000, prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens, cost_usd=cost, status=status, stream=stream,
+        ))
+
+    def record_rejection(self, error: RouteyardError) -> None:
+        self.metrics.errors.labels(f"client_{error.code or error.status}").inc()
+
+
+def _store_from_config(config: RouteyardConfig) -> Store:
+    state = config.state
+    path = state.path or str(_default_state_dir() / "routeyard.db")
+    return make_store(state.backend, path=path, redis_url=state.redis_url,
+                      key_prefix=state.key_prefix, max_records=state.max_records)
+
+
+def _default_state_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "routeyard"
+
+
+def _new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def _completion_text(response: dict[str, Any]) -> str:
+    texts = []
+    for choice in response.get("choices") or []:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict):
+            texts.append(message_text(message))
+    return " ".join(texts)

@@ -1,0 +1,100 @@
+"""`routeyard serve`: load (or build) the config, make the app, run uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from routeyard.api import create_app
+from routeyard.config import ConfigError, RouteyardConfig, load_config
+from routeyard.config.defaults import SIMULATOR_MOUNT, default_config
+from routeyard.router import Router
+
+log = logging.getLogger("routeyard")
+
+_ENV_CONFIG = "ROUTEYARD_CONFIG"  # passes the config to worker processes
+_ENV_BASE_URL = "ROUTEYARD_BASE_URL"
+
+
+def resolve_config(
+    path: str | None, base_url: str, *, discover: bool
+) -> tuple[RouteyardConfig, list[str]]:
+    if path:
+        return load_config(path), []
+    return default_config(base_url, os.environ, probe_local=discover)
+
+
+def build_app(path: str | None, base_url: str, *, discover: bool) -> tuple[ASGIApp, list[str]]:
+    config, notes = resolve_config(path, base_url, discover=discover)
+    mounts: dict[str, ASGIApp] = {}
+    if path is None:
+        from routeyard.simulator import build_simulator_app, demo_config
+
+        mounts[SIMULATOR_MOUNT] = build_simulator_app(demo_config())
+    return create_app(Router(config), mounts=mounts), notes
+
+
+def app_from_environment() -> ASGIApp:
+    """uvicorn factory for --workers > 1: each worker builds its own app."""
+    app, _ = build_app(os.environ.get(_ENV_CONFIG) or None, os.environ[_ENV_BASE_URL],
+                       discover=False)
+    return app
+
+
+def serve(path: str | None, *, host: str | None, port: int | None, workers: int,
+          discover: bool) -> int:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        server_config = load_config(path).server if path else None
+    except ConfigError as error:
+        print(error.render(), file=sys.stderr)
+        return 1
+    host = host or (server_config.host if server_config else "127.0.0.1")
+    port = port if port is not None else (server_config.port if server_config else 8080)
+    level = server_config.log_level if server_config else "info"
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        print(f"cannot listen on {host}:{port}: {error.strerror}", file=sys.stderr)
+        return 1
+    port = sock.getsockname()[1]
+    base_url = f"http://{host}:{port}"
+    try:
+        app, notes = build_app(path, base_url, discover=discover)
+    except ConfigError as error:
+        print(error.render(), file=sys.stderr)
+        return 1
+    _announce(path, base_url, notes)
+    if workers > 1:
+        sock.close()
+        os.environ[_ENV_CONFIG] = path or ""
+        os.environ[_ENV_BASE_URL] = base_url
+        uvicorn.run("routeyard.serve:app_from_environment", factory=True, host=host, port=port,
+                    workers=workers, log_level=level, access_log=False, loop="uvloop",
+                    http="httptools", lifespan="on")
+        return 0
+    config = uvicorn.Config(app, log_level=level, access_log=False, loop="uvloop",
+                            http="httptools", lifespan="on", timeout_graceful_shutdown=10)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def _announce(path: str | None, base_url: str, notes: list[str]) -> None:
+    if path is None:
+        print("No --config given: serving the built-in demo pool (simulated sim-small, "
+              "sim-medium, sim-large).")
+        for note in notes:
+            print(f"  discovered: {note}")
+        print("  Add real providers with a config file (see docs/configuration.md), or set "
+              "OPENAI_API_KEY / ANTHROPIC_API_KEY, or run Ollama or vLLM locally.")
+    print(f"  Try: curl {base_url}/v1/chat/completions -H 'content-type: application/json' "
+          "-d '{\"model\": \"auto\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'")
+    print(f"routeyard listening on {base_url}", flush=True)

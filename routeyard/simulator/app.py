@@ -1,0 +1,262 @@
+"""The simulator's ASGI app: OpenAI and Anthropic surfaces plus run-time control endpoints.
+
+A raw ASGI callable rather than a framework app: the simulator is the baseline that router
+overhead is measured against, so its own per-request cost must stay near the server's floor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from routeyard.simulator.engine import FAULT_OVERRIDES, SimulatorEngine
+from routeyard.simulator.profiles import SimulatorConfig, demo_config
+from routeyard.simulator.replay import ReplayIndex
+from routeyard.simulator.runner import Receive, Scope, Send, run_plan, send_json
+from routeyard.simulator.text import estimate_prompt_tokens
+from routeyard.simulator.wire import AnthropicSurface, OpenAISurface, Surface
+
+Handler = Callable[[Scope, Receive, Send, str], Awaitable[None]]
+_PROFILES = "/_sim/profiles"
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _BadRequest(400, f"{name} must be a positive integer", "invalid_value")
+    return value
+
+
+def _fault_header(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-sim-fault":
+            fault = value.decode("latin-1").strip().lower()
+            if fault not in FAULT_OVERRIDES:
+                allowed = ", ".join(sorted(FAULT_OVERRIDES))
+                raise _BadRequest(400, f"x-sim-fault must be one of: {allowed}")
+            return fault
+    return None
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client left while sending it."""
+    message = await receive()
+    if message["type"] != "http.request":
+        return None
+    body = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    parts = [body]
+    while message.get("more_body"):
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        parts.append(message.get("body", b""))
+    return b"".join(parts)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _BadRequest(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _BadRequest(400, "request body must be a JSON object")
+    return data
+
+
+class SimulatorApp:
+    """ASGI app simulating one or more LLM backends; see `build_simulator_app`."""
+
+    def __init__(self, config: SimulatorConfig, replay: ReplayIndex | None = None) -> None:
+        if replay is None and config.replay:
+            replay = ReplayIndex.load(config.replay)
+        self.engine = SimulatorEngine(config, replay)
+        self.openai = OpenAISurface()
+        self.anthropic = AnthropicSurface()
+        self._routes: dict[str, Handler] = {
+            "/v1/chat/completions": self._chat,
+            "/chat/completions": self._chat,
+            "/v1/messages": self._messages,
+            "/v1/models": self._models,
+            "/models": self._models,
+            "/_sim/stats": self._stats,
+            "/_sim/reset": self._reset,
+            _PROFILES: self._profiles,
+            "/healthz": self._health,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        root = scope.get("root_path")
+        if root and path.startswith(root):  # mounted under a prefix (e.g. /simulator)
+            path = path[len(root) :]
+        handler = self._routes.get(path) or self._match(path)
+        try:
+            await handler(scope, receive, send, path)
+        except _BadRequest as exc:
+            surface: Surface = self.anthropic if path.endswith("/messages") else self.openai
+            await send_json(send, exc.status, surface.error(exc.status, exc.message, exc.code))
+
+    def _match(self, path: str) -> Handler:
+        # Fallback for hosts that mount us without setting root_path: match on the path's tail.
+        if _PROFILES + "/" in path:
+            return self._profiles
+        for route, handler in self._routes.items():
+            if path.endswith(route):
+                return handler
+        return self._not_found
+
+    async def _not_found(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        raise _BadRequest(404, f"no route for {scope['method']} {path}", "not_found")
+
+    async def _body(self, scope: Scope, receive: Receive, method: str = "POST") -> dict[str, Any]:
+        if scope["method"] != method:
+            raise _BadRequest(405, f"use {method} here", "method_not_allowed")
+        body = await _read_body(receive)
+        if body is None:
+            raise _BadRequest(400, "client disconnected while sending the body")
+        return _json_object(body)
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        request = await self._body(scope, receive)
+        model, messages = request.get("model"), request.get("messages")
+        if not isinstance(model, str) or not model:
+            raise _BadRequest(400, "model is required", "missing_required_parameter")
+        if not isinstance(messages, list) or not messages:
+            raise _BadRequest(400, "messages must be a non-empty array", "invalid_value")
+        max_tokens = request.get("max_completion_tokens")
+        name = "max_completion_tokens"
+        if max_tokens is None:
+            max_tokens, name = request.get("max_tokens"), "max_tokens"
+        if max_tokens is not None:
+            max_tokens = _positive_int(max_tokens, name)
+        stream = request.get("stream") is True
+        options = request.get("stream_options")
+        include_usage = (
+            stream and isinstance(options, dict) and options.get("include_usage") is True
+        )
+        await self._answer(
+            scope,
+            receive,
+            send,
+            self.openai,
+            model,
+            messages,
+            None,
+            max_tokens,
+            stream,
+            include_usage,
+        )
+
+    async def _messages(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        request = await self._body(scope, receive)
+        model, messages = request.get("model"), request.get("messages")
+        if not isinstance(model, str) or not model:
+            raise _BadRequest(400, "model: Field required")
+        if "max_tokens" not in request:
+            raise _BadRequest(400, "max_tokens: Field required")
+        max_tokens = _positive_int(request["max_tokens"], "max_tokens")
+        if not isinstance(messages, list) or not messages:
+            raise _BadRequest(400, "messages: must be a non-empty list")
+        stream = request.get("stream") is True
+        await self._answer(
+            scope,
+            receive,
+            send,
+            self.anthropic,
+            model,
+            messages,
+            request.get("system"),
+            max_tokens,
+            stream,
+            False,
+        )
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        surface: Surface,
+        model: str,
+        messages: list[Any],
+        system: Any,
+        max_tokens: int | None,
+        stream: bool,
+        include_usage: bool,
+    ) -> None:
+        fault = _fault_header(scope)
+        engine = self.engine
+        state = engine.state_for(model)
+        if state is None:
+            raise _BadRequest(404, f"The model `{model}` does not exist", "model_not_found")
+        prompt_tokens, last_user = estimate_prompt_tokens(messages, system)
+        plan = engine.plan(model, state, prompt_tokens, last_user, max_tokens, fault)
+        await run_plan(plan, surface, stream, include_usage, receive, send)
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "routeyard-simulator"}
+            for name in self.engine.served
+        ]
+        await send_json(send, 200, orjson.dumps({"object": "list", "data": data}))
+
+    async def _health(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        await send_json(send, 200, b'{"status":"ok"}')
+
+    async def _stats(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        await send_json(send, 200, orjson.dumps(self.engine.stats()))
+
+    async def _reset(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        if scope["method"] != "POST":
+            raise _BadRequest(405, "use POST here", "method_not_allowed")
+        self.engine.reset()
+        await send_json(send, 200, b'{"reset":true}')
+
+    async def _profiles(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        engine = self.engine
+        model = path[path.index(_PROFILES) + len(_PROFILES) :].lstrip("/")
+        if not model:
+            profiles = {name: s.profile.to_dict() for name, s in engine.states.items()}
+            body = {"default": engine.config.default.to_dict(), "models": profiles}
+            await send_json(send, 200, orjson.dumps(body))
+            return
+        if scope["method"] == "GET":
+            state = engine.states.get(model)
+            if state is None:
+                raise _BadRequest(404, f"no profile for model `{model}`", "model_not_found")
+            await send_json(send, 200, orjson.dumps(state.profile.to_dict()))
+            return
+        updates = await self._body(scope, receive, method="PUT")
+        try:
+            profile = engine.set_profile(model, updates)
+        except ValueError as exc:
+            raise _BadRequest(400, str(exc), "invalid_value") from None
+        await send_json(send, 200, orjson.dumps(profile.to_dict()))
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def build_simulator_app(config: SimulatorConfig | None = None) -> SimulatorApp:
+    """An ASGI app serving `config` (the demo models if None); mountable under any prefix."""
+    return SimulatorApp(config if config is not None else demo_config())

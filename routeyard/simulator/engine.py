@@ -1,0 +1,146 @@
+"""Run-time state of a simulator: per-model profiles, seeded RNGs, stats, and request plans."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from routeyard.simulator.profiles import FAULT_ORDER, ModelProfile, SimulatorConfig
+from routeyard.simulator.replay import ReplayIndex
+from routeyard.simulator.text import filler_pieces_json, filler_text, split_pieces
+
+# Values accepted in the `x-sim-fault` request header.
+FAULT_OVERRIDES = frozenset({"500", "503", "429", "hang", "disconnect", "disconnect_first"})
+OUTCOMES = ("ok", "5xx", "429", "hang", "disconnect", "disconnect_first", "client_disconnect")
+
+
+class ModelState:
+    """One served model: its current profile, its own RNGs and its counters."""
+
+    __slots__ = ("fault_rng", "length_rng", "outcomes", "profile", "rates", "requests")
+
+    def __init__(self, name: str, profile: ModelProfile, seed: int) -> None:
+        # Seeded per model so one model's draws do not depend on another model's traffic.
+        self.fault_rng = random.Random(f"{seed}:{name}:fault")
+        self.length_rng = random.Random(f"{seed}:{name}:length")
+        self.requests = 0
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        self.set_profile(profile)
+
+    def set_profile(self, profile: ModelProfile) -> None:
+        self.profile = profile
+        self.rates = profile.fault_rates if any(profile.fault_rates) else None
+
+    def draw_fault(self) -> str | None:
+        if self.rates is None:
+            return None
+        draw, edge = self.fault_rng.random(), 0.0
+        for kind, rate in zip(FAULT_ORDER, self.rates, strict=True):
+            edge += rate
+            if draw < edge:
+                return kind
+        return None
+
+
+@dataclass(slots=True)
+class Plan:
+    """What the simulator will answer to one request, before timing and wire encoding."""
+
+    model: str
+    state: ModelState
+    fault: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    finish: str  # "stop" or "length"
+    recorded: str | None  # the replayed answer, None for filler
+    replay: bytes | None  # value of the x-sim-replay header, None outside replay mode
+
+    @property
+    def profile(self) -> ModelProfile:
+        return self.state.profile
+
+    def text(self) -> str:
+        if self.recorded is None:
+            return filler_text(self.completion_tokens)
+        if self.finish == "length":
+            return "".join(split_pieces(self.recorded)[: self.completion_tokens])
+        return self.recorded
+
+    def pieces_json(self) -> list[bytes]:
+        """The output as JSON-encoded stream pieces (filler ones are precomputed)."""
+        if self.recorded is None:
+            return filler_pieces_json(self.completion_tokens)
+        return [orjson.dumps(p) for p in split_pieces(self.recorded)[: self.completion_tokens]]
+
+
+class SimulatorEngine:
+    """Holds the mutable state behind one simulator app."""
+
+    def __init__(self, config: SimulatorConfig, replay: ReplayIndex | None = None) -> None:
+        self.config = config
+        self.replay = replay
+        self.states: dict[str, ModelState] = {}
+        for name in replay.models if replay else ():
+            self.states[name] = ModelState(name, config.default, config.seed)
+        for name, profile in config.models.items():
+            self.states[name] = ModelState(name, profile, config.seed)
+        self.served = list(self.states)
+
+    def state_for(self, model: str) -> ModelState | None:
+        state = self.states.get(model)
+        if state is None and self.config.accept_any_model:
+            state = self.states[model] = ModelState(model, self.config.default, self.config.seed)
+        return state
+
+    def plan(
+        self,
+        model: str,
+        state: ModelState,
+        prompt_tokens: int,
+        last_user: str,
+        max_tokens: int | None,
+        fault: str | None,
+    ) -> Plan:
+        state.requests += 1
+        if fault is None:
+            fault = state.draw_fault()
+        recorded, replay = None, None
+        if self.replay is not None:
+            answers = self.replay.lookup(last_user)
+            recorded = answers.get(model) if answers else None
+            replay = b"miss" if recorded is None else b"hit"
+        if recorded is None:
+            n = state.profile.latency.sample_output_tokens(state.length_rng)
+        else:
+            n = len(split_pieces(recorded))
+        finish = "stop"
+        if max_tokens is not None and n > max_tokens:
+            n, finish = max_tokens, "length"
+        return Plan(model, state, fault, prompt_tokens, n, finish, recorded, replay)
+
+    def set_profile(self, model: str, updates: Mapping[str, Any]) -> ModelProfile:
+        """Merge `updates` into a model's profile; an unknown model starts being served."""
+        state = self.states.get(model)
+        base = state.profile if state else self.config.default
+        profile = base.merged(updates)
+        if state is None:
+            self.states[model] = ModelState(model, profile, self.config.seed)
+            self.served.append(model)
+        else:
+            state.set_profile(profile)
+        return profile
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": {name: s.requests for name, s in self.states.items()},
+            "outcomes": {name: dict(s.outcomes) for name, s in self.states.items()},
+        }
+
+    def reset(self) -> None:
+        for state in self.states.values():
+            state.requests = 0
+            state.outcomes = dict.fromkeys(OUTCOMES, 0)

@@ -1,0 +1,234 @@
+"""SQLite store: the embedded default. One file, WAL mode, write-behind batches.
+
+Two connections, each owned by its own single-thread executor: a writer (the flusher's
+batches, retention) and a reader (lookups). In WAL mode readers never wait on the writer, and
+neither ever runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from routeyard.state._buffered import BufferedStore, log
+from routeyard.state.base import DECISION_FIELDS, DecisionRecord
+
+T = TypeVar("T")
+
+_COLUMNS = ", ".join(DECISION_FIELDS)
+# Statements run in order at open; later features (key-value state, budgets) append tables here.
+_SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS decisions (
+        request_id TEXT PRIMARY KEY,
+        time REAL NOT NULL,
+        decision TEXT,
+        model TEXT,
+        endpoint TEXT,
+        latency_ms REAL NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        status TEXT NOT NULL,
+        stream INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time)",
+)
+_INSERT = (
+    f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) "
+    f"VALUES ({', '.join('?' for _ in DECISION_FIELDS)})"
+)
+# Exact bound: walk the time index newest-first, skip the rows to keep, delete the rest.
+_PRUNE = (
+    "DELETE FROM decisions WHERE rowid IN "
+    "(SELECT rowid FROM decisions ORDER BY time DESC LIMIT -1 OFFSET ?)"
+)
+_BAD_ROW_ERRORS = (sqlite3.InterfaceError, sqlite3.ProgrammingError)
+
+
+def default_sqlite_path() -> Path:
+    """$XDG_STATE_HOME/routeyard/routeyard.db (XDG default: ~/.local/state)."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "routeyard" / "routeyard.db"
+
+
+def _row(r: DecisionRecord) -> tuple[object, ...]:
+    return (r.request_id, r.time, r.decision, r.model, r.endpoint, r.latency_ms,
+            r.prompt_tokens, r.completion_tokens, r.cost_usd, r.status, int(r.stream))
+
+
+def _record(row: tuple[object, ...]) -> DecisionRecord:
+    *head, stream = row
+    return DecisionRecord(*head, stream=bool(stream))  # type: ignore[arg-type]
+
+
+class SQLiteStore(BufferedStore):
+    name = "sqlite"
+    # Locked beyond busy_timeout, disk full, I/O error, directory not creatable yet:
+    # transient, so the batch is kept and retried later.
+    _write_errors = (sqlite3.OperationalError, OSError)
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        max_records: int | None = None,
+        **buffer_options: Any,
+    ) -> None:
+        super().__init__(**buffer_options)
+        self.path = Path(path) if path is not None else default_sqlite_path()
+        self.max_records = max_records
+        # Background flushes prune once this many rows arrived since the last prune, so the
+        # table overshoots max_records by at most ~10%; an explicit flush() prunes exactly.
+        self._prune_every = max(100, (max_records or 0) // 10)
+        self._since_prune = 0
+        self._writer_pool: ThreadPoolExecutor | None = None
+        self._reader_pool: ThreadPoolExecutor | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._open_lock: asyncio.Lock | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._ensure_open()
+        await super().start()
+
+    async def flush(self) -> None:
+        await super().flush()
+        if self.max_records is not None and self._since_prune:
+            await self._in_writer(self._prune)
+
+    async def _close_backend(self) -> None:
+        if self._writer is not None:
+            await self._in_writer(self._writer.close)
+        if self._reader is not None:
+            await self._in_reader(self._reader.close)
+        for pool in (self._writer_pool, self._reader_pool):
+            if pool is not None:
+                pool.shutdown(wait=False)  # idle: every job above has completed
+        self._writer = self._reader = None
+        self._writer_pool = self._reader_pool = None
+
+    async def _ensure_open(self) -> None:
+        if self._writer is not None:
+            return
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._writer is not None:
+                return
+            writer_pool = ThreadPoolExecutor(1, thread_name_prefix="routeyard-sqlite-w")
+            reader_pool = ThreadPoolExecutor(1, thread_name_prefix="routeyard-sqlite-r")
+            loop = asyncio.get_running_loop()
+            try:
+                # The writer goes first: it creates the file, sets WAL mode and the schema.
+                writer = await loop.run_in_executor(writer_pool, self._connect, False)
+                reader = await loop.run_in_executor(reader_pool, self._connect, True)
+            except BaseException:
+                writer_pool.shutdown(wait=False)
+                reader_pool.shutdown(wait=False)
+                raise
+            self._writer_pool, self._reader_pool = writer_pool, reader_pool
+            self._writer, self._reader = writer, reader
+
+    def _connect(self, read_only: bool) -> sqlite3.Connection:
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Each connection only ever runs on its own executor's single thread.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        if read_only:
+            conn.execute("PRAGMA query_only = ON")
+            return conn
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; safe in WAL
+        conn.execute("BEGIN")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute("COMMIT")
+        return conn
+
+    async def _in_writer(self, fn: Callable[..., T], *args: object) -> T:
+        await self._ensure_open()
+        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn, *args)
+
+    async def _in_reader(self, fn: Callable[..., T], *args: object) -> T:
+        await self._ensure_open()
+        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, fn, *args)
+
+    # -- writes (writer thread) -------------------------------------------------------
+
+    async def _write(self, batch: list[DecisionRecord]) -> None:
+        rejected = await self._in_writer(self._write_rows, batch)
+        if rejected:
+            self.dropped += rejected
+            log.error("sqlite store rejected %d malformed decision records", rejected)
+
+    def _write_rows(self, batch: list[DecisionRecord]) -> int:
+        assert self._writer is not None
+        conn = self._writer
+        rows = [_row(r) for r in batch]
+        rejected = 0
+        conn.execute("BEGIN")
+        try:
+            try:
+                conn.executemany(_INSERT, rows)
+            except _BAD_ROW_ERRORS:
+                # One record with a bad field type poisons executemany: fall back to one
+                # insert per row and skip the bad ones, instead of retrying the batch forever.
+                for row in rows:
+                    try:
+                        conn.execute(_INSERT, row)
+                    except _BAD_ROW_ERRORS:
+                        rejected += 1
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._since_prune += len(rows) - rejected
+        if self.max_records is not None and self._since_prune >= self._prune_every:
+            self._prune()
+        return rejected
+
+    def _prune(self) -> None:
+        assert self._writer is not None and self.max_records is not None
+        self._writer.execute(_PRUNE, (self.max_records,))
+        self._since_prune = 0
+
+    # -- reads (reader thread) --------------------------------------------------------
+
+    async def get_decision(self, request_id: str) -> DecisionRecord | None:
+        return await self._in_reader(self._get, request_id)
+
+    async def recent_decisions(self, limit: int = 100) -> list[DecisionRecord]:
+        return await self._in_reader(self._recent, limit)
+
+    async def ping(self) -> bool:
+        try:
+            return await self._in_reader(self._ping)
+        except (sqlite3.Error, OSError):
+            return False
+
+    def _get(self, request_id: str) -> DecisionRecord | None:
+        assert self._reader is not None
+        row = self._reader.execute(
+            f"SELECT {_COLUMNS} FROM decisions WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        return _record(row) if row is not None else None
+
+    def _recent(self, limit: int) -> list[DecisionRecord]:
+        assert self._reader is not None
+        rows = self._reader.execute(
+            f"SELECT {_COLUMNS} FROM decisions ORDER BY time DESC LIMIT ?", (max(0, limit),)
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    def _ping(self) -> bool:
+        assert self._reader is not None
+        return self._reader.execute("SELECT 1").fetchone() == (1,)

@@ -1,0 +1,103 @@
+"""Relaying an upstream stream to the client as OpenAI SSE, with honest endings.
+
+- Chunks pass through as the backend's bytes; only chunks carrying usage are parsed twice.
+- The usage chunk is forwarded only when the client asked for it (`stream_options`), and is
+  computed from the streamed text when the backend sent none.
+- A stream that breaks after its first byte ends with an SSE `error` event, which the openai
+  SDK raises as an APIError: it is never silently truncated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from routeyard.chat_request import wants_usage
+from routeyard.pool.executor import Executor, Served
+from routeyard.pool.providers.base import UpstreamError
+
+if TYPE_CHECKING:
+    from routeyard.router import RoutePlan, Router
+
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+class StreamRelay:
+    def __init__(self, router: Router, plan: RoutePlan, served: Served, body: dict[str, Any]):
+        self.router = router
+        self.plan = plan
+        self.served = served
+        self.client_wants_usage = wants_usage(body)
+        self.usage: dict[str, Any] | None = None
+        self.text_parts: list[str] = []
+        self.first_chunk: dict[str, Any] | None = None
+        self.status = "client_disconnect"  # until the stream ends one way or the other
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        metrics = self.router.metrics
+        first = True
+        try:
+            async for payload in self.served.result:
+                if first:
+                    metrics.ttft.labels(self.plan.model).observe(
+                        time.monotonic() - self.plan.started)
+                    first = False
+                chunk = orjson.loads(payload)
+                if self._absorb(chunk):
+                    yield sse(payload)
+            if self.usage is None:
+                self.usage = self.router.compute_usage(self.plan, "".join(self.text_parts))
+                if self.client_wants_usage:
+                    yield sse(orjson.dumps(self._usage_chunk()))
+            self.status = "ok"
+            yield DONE
+        except UpstreamError as error:
+            self.status = "stream_broken"
+            metrics.errors.labels(f"stream_{error.kind}").inc()
+            yield sse(orjson.dumps({"error": {
+                "message": f"the backend stream broke after it started: {error.message}",
+                "type": "upstream_error", "param": None, "code": "stream_interrupted"}}))
+        finally:
+            await self._finish()
+
+    def _absorb(self, chunk: dict[str, Any]) -> bool:
+        """Track text and usage; return whether to forward the chunk to the client."""
+        if self.first_chunk is None:
+            self.first_chunk = chunk
+        usage = chunk.get("usage")
+        choices = chunk.get("choices")
+        if usage:
+            self.usage = usage
+            if not choices:
+                return self.client_wants_usage
+        if choices:
+            delta = choices[0].get("delta") or {}
+            content = delta.get("content")
+            if content:
+                self.text_parts.append(content)
+        return True
+
+    def _usage_chunk(self) -> dict[str, Any]:
+        first = self.first_chunk or {}
+        return {"id": first.get("id", self.plan.request_id), "object": "chat.completion.chunk",
+                "created": first.get("created", int(time.time())),
+                "model": first.get("model", self.plan.model), "choices": [],
+                "usage": self.usage}
+
+    async def _finish(self) -> None:
+        stream = self.served.result
+        ok = self.status != "stream_broken"
+        if self.status != "ok":
+            await stream.aclose()
+        Executor.release(self.served, ok=ok)
+        usage = self.usage or self.router.compute_usage(self.plan, "".join(self.text_parts))
+        self.router.finish(self.plan, self.served, int(usage.get("prompt_tokens") or 0),
+                           int(usage.get("completion_tokens") or 0), status=self.status,
+                           stream=True)

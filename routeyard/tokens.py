@@ -1,0 +1,56 @@
+"""Offline token counting (bpe-openai bundles its BPE tables; tiktoken downloads them)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import bpe_openai
+
+# Chat formatting adds a few tokens per message and a reply primer (OpenAI's cookbook rule).
+_TOKENS_PER_MESSAGE = 3
+_REPLY_PRIMER = 3
+
+
+@cache
+def _encoding() -> Any:
+    return bpe_openai.get_encoding("o200k_base")
+
+
+def count_text_tokens(text: str) -> int:
+    if not text:
+        return 0
+    return len(_encoding().encode_ordinary(text))
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """The text of one chat message: a string, or the text parts of a content list."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part["text"] for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    total = _REPLY_PRIMER
+    for message in messages:
+        total += _TOKENS_PER_MESSAGE + count_text_tokens(message_text(message))
+    return total
+
+
+def prompt_size_upper_bound(messages: list[dict[str, Any]]) -> int:
+    """A cheap bound on the prompt's token count: a BPE token is at least one UTF-8 byte.
+
+    Lets the hot path skip exact counting when the prompt cannot exceed any context window.
+    """
+    total = _REPLY_PRIMER
+    for message in messages:
+        text = message_text(message)
+        # len(str) * 4 bounds the UTF-8 byte count without encoding the text.
+        total += _TOKENS_PER_MESSAGE + (len(text) if text.isascii() else len(text) * 4)
+    return total

@@ -1,0 +1,466 @@
+"""State stores: common behaviour over all backends, then each backend's own guarantees.
+
+Redis tests run against the real server at 127.0.0.1:6379, each under its own key prefix, and
+delete their keys afterwards. Outages are real too: a store pointed at an unused port, or a
+TCP proxy to the real Redis that the test stops and restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from routeyard.state import (
+    STORE_BACKENDS,
+    DecisionRecord,
+    MemoryStore,
+    RedisStore,
+    SQLiteStore,
+    Store,
+    StoreUnavailable,
+    make_store,
+)
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+DOWN_URL = "redis://127.0.0.1:6399/0"  # nothing listens here
+
+
+def _redis_up() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+needs_redis = pytest.mark.skipif(not _redis_up(), reason="no Redis at 127.0.0.1:6379")
+
+
+def rec(i: int, *, t0: float | None = None, **overrides: object) -> DecisionRecord:
+    fields: dict[str, object] = {
+        "request_id": f"req-{i}", "time": (t0 or time.time()) + i * 0.001,
+        "decision": "default", "model": "m-small", "endpoint": "ep-1", "latency_ms": 12.5,
+        "prompt_tokens": 10 + i, "completion_tokens": 20, "cost_usd": 0.0001, "status": "ok",
+        "stream": i % 2 == 0,
+    }
+    fields.update(overrides)
+    return DecisionRecord(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A unique Redis key prefix; every key under it is deleted after the test."""
+    p = f"routeyard-test-{uuid.uuid4().hex[:12]}"
+    yield p
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
+    with contextlib.suppress(redis.RedisError, OSError):
+        keys = list(client.scan_iter(match=f"{p}:*", count=1000))
+        if keys:
+            client.unlink(*keys)
+    client.close()
+
+
+def _redis_keys(prefix: str) -> list[bytes]:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        return list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    finally:
+        client.close()
+
+
+def _build(backend: str, tmp_path: Path, prefix: str, **kw: object) -> Store:
+    if backend == "memory":
+        return MemoryStore(**kw)  # type: ignore[arg-type]
+    if backend == "sqlite":
+        return SQLiteStore(tmp_path / "state.db", **kw)  # type: ignore[arg-type]
+    return RedisStore(REDIS_URL, key_prefix=prefix, **kw)  # type: ignore[arg-type]
+
+
+BACKENDS = [
+    "memory",
+    "sqlite",
+    pytest.param("redis", marks=needs_redis),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path, prefix: str
+                ) -> AsyncIterator[Store]:
+    s = _build(request.param, tmp_path, prefix)
+    await s.start()
+    yield s
+    await s.close()
+
+
+# -- common behaviour -------------------------------------------------------------------
+
+
+async def test_record_flush_get(store: Store) -> None:
+    r = rec(1, decision=None, model=None, endpoint=None, status="upstream_unavailable")
+    r2 = rec(2)
+    store.record_decision(r)
+    store.record_decision(r2)
+    await store.flush()
+    assert await store.get_decision("req-1") == r
+    assert await store.get_decision("req-2") == r2
+    assert await store.get_decision("missing") is None
+
+
+async def test_recent_newest_first_with_limit(store: Store) -> None:
+    t0 = time.time()
+    for i in range(20):
+        store.record_decision(rec(i, t0=t0))
+    await store.flush()
+    recent = await store.recent_decisions(limit=5)
+    assert [r.request_id for r in recent] == [f"req-{i}" for i in range(19, 14, -1)]
+    assert len(await store.recent_decisions()) == 20
+    assert await store.recent_decisions(limit=0) == []
+
+
+async def test_ping_and_close_are_idempotent_enough(store: Store) -> None:
+    assert await store.ping() is True
+    await store.start()  # a second start does not spawn a second flusher
+    await store.flush()
+    await store.flush()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=needs_redis)])
+async def test_background_flusher_writes_without_flush(
+    backend: str, tmp_path: Path, prefix: str
+) -> None:
+    s = _build(backend, tmp_path, prefix, flush_interval=0.02)
+    await s.start()
+    try:
+        s.record_decision(rec(7))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if await s.get_decision("req-7") is not None:
+                break
+        assert await s.get_decision("req-7") is not None
+        assert s.pending == 0  # type: ignore[attr-defined]
+    finally:
+        await s.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=needs_redis)])
+async def test_close_flushes_and_a_new_store_reads_it(
+    backend: str, tmp_path: Path, prefix: str
+) -> None:
+    s = _build(backend, tmp_path, prefix)
+    await s.start()
+    for i in range(30):
+        s.record_decision(rec(i))
+    await s.close()  # no explicit flush: close must write everything
+    again = _build(backend, tmp_path, prefix)
+    await again.start()
+    try:
+        assert (await again.get_decision("req-29")) is not None
+        assert len(await again.recent_decisions(100)) == 30
+    finally:
+        await again.close()
+
+
+# -- factory ----------------------------------------------------------------------------
+
+
+def test_make_store_registry_needs_no_loop(tmp_path: Path) -> None:
+    # Plain sync test: constructing any store must not need a running loop or touch disk.
+    assert {"memory", "sqlite", "redis"} == set(STORE_BACKENDS)
+    assert isinstance(make_store("memory", max_records=3), MemoryStore)
+    db = tmp_path / "nested" / "x.db"
+    sq = make_store("sqlite", path=str(db), max_records=10)
+    assert isinstance(sq, SQLiteStore) and sq.max_records == 10
+    assert not db.parent.exists()  # nothing opens before start()
+    rs = make_store("redis", redis_url=DOWN_URL, key_prefix="p", max_records=5)
+    assert isinstance(rs, RedisStore) and rs.key_prefix == "p" and rs.max_records == 5
+    with pytest.raises(ValueError, match=r"known: memory, redis, sqlite"):
+        make_store("postgres")
+
+
+# -- memory -----------------------------------------------------------------------------
+
+
+async def test_memory_bounded_eviction() -> None:
+    s = MemoryStore(max_records=5)
+    for i in range(12):
+        s.record_decision(rec(i))
+    assert len(s) == 5
+    assert await s.get_decision("req-6") is None  # evicted, and gone from the index too
+    assert len(s._by_id) == 5
+    assert [r.request_id for r in await s.recent_decisions(10)] == [
+        f"req-{i}" for i in range(11, 6, -1)
+    ]
+
+
+async def test_memory_default_bound_holds_over_100k_records() -> None:
+    s = MemoryStore()
+    for i in range(100_000):
+        s.record_decision(rec(i, t0=0.0))
+    assert len(s) == 10_000 and len(s._by_id) == 10_000
+    assert await s.get_decision("req-99999") is not None
+    assert await s.get_decision("req-89999") is None
+
+
+async def test_memory_repeated_id_keeps_newest_indexed() -> None:
+    s = MemoryStore(max_records=3)
+    s.record_decision(rec(1, status="first"))
+    s.record_decision(rec(1, status="second"))
+    s.record_decision(rec(2))
+    s.record_decision(rec(3))  # evicts the first copy of req-1, not the index entry
+    got = await s.get_decision("req-1")
+    assert got is not None and got.status == "second"
+
+
+# -- sqlite -----------------------------------------------------------------------------
+
+
+async def test_sqlite_persists_across_reopen_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "state.db"  # parent dirs are created
+    s = SQLiteStore(path)
+    await s.start()
+    r = rec(1, stream=True)
+    s.record_decision(r)
+    await s.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 1
+        indexes = [row[1] for row in conn.execute("PRAGMA index_list(decisions)")]
+        assert "decisions_time" in indexes
+    reopened = SQLiteStore(path)
+    await reopened.start()
+    try:
+        assert await reopened.get_decision("req-1") == r
+    finally:
+        await reopened.close()
+
+
+async def test_sqlite_record_is_non_blocking(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "state.db")
+    await s.start()
+    try:
+        records = [rec(i) for i in range(10_000)]
+        t = time.perf_counter()
+        for r in records:
+            s.record_decision(r)
+        elapsed = time.perf_counter() - t
+        assert elapsed < 0.05, f"10k enqueues took {elapsed * 1000:.1f} ms"
+        assert s.pending == 10_000  # nothing was written inline
+        await s.flush()
+        assert s.pending == 0
+        with contextlib.closing(sqlite3.connect(s.path)) as conn:
+            assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 10_000
+    finally:
+        await s.close()
+
+
+async def test_sqlite_flush_does_not_stall_the_loop(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "state.db")
+    await s.start()
+    worst = 0.0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal worst
+        while not done:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            worst = max(worst, time.perf_counter() - t)
+
+    tick = asyncio.create_task(ticker())
+    try:
+        for i in range(50_000):
+            s.record_decision(rec(i, t0=0.0))
+        await s.flush()
+    finally:
+        done = True
+        await tick
+        await s.close()
+    assert worst < 0.1, f"event loop stalled {worst * 1000:.0f} ms during a 50k flush"
+
+
+async def test_sqlite_retention_keeps_newest(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "state.db", max_records=100)
+    await s.start()
+    try:
+        t0 = time.time()
+        for batch in range(10):
+            for i in range(batch * 100, batch * 100 + 100):
+                s.record_decision(rec(i, t0=t0))
+            await s.flush()
+        with contextlib.closing(sqlite3.connect(s.path)) as conn:
+            assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 100
+        assert await s.get_decision("req-899") is None
+        assert (await s.recent_decisions(1))[0].request_id == "req-999"
+    finally:
+        await s.close()
+
+
+async def test_sqlite_unwritable_path_never_raises(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    s = SQLiteStore(blocker / "state.db", max_backoff=0.05)
+    s.record_decision(rec(1))
+    await s.flush()  # fails to open, keeps the record, does not raise
+    assert s.pending == 1 and not s.healthy
+    assert await s.ping() is False
+    await s.close()
+
+
+async def test_sqlite_skips_a_malformed_record(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "state.db")
+    await s.start()
+    try:
+        s.record_decision(rec(1))
+        s.record_decision(rec(2, model={"not": "a string"}))
+        s.record_decision(rec(3))
+        await s.flush()
+        assert s.dropped == 1 and s.pending == 0
+        assert await s.get_decision("req-1") is not None
+        assert await s.get_decision("req-3") is not None
+    finally:
+        await s.close()
+
+
+# -- redis ------------------------------------------------------------------------------
+
+
+@needs_redis
+async def test_redis_layout_ttl_and_trim(prefix: str) -> None:
+    s = RedisStore(REDIS_URL, key_prefix=prefix, max_records=10, ttl_seconds=3600)
+    await s.start()
+    try:
+        t0 = time.time()
+        for i in range(25):
+            s.record_decision(rec(i, t0=t0))
+        await s.flush()
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            assert await client.zcard(f"{prefix}:decisions") == 10
+            assert 0 < await client.ttl(f"{prefix}:decision:req-24") <= 3600
+            # Trimmed records' keys go with their index entries.
+            assert await client.exists(f"{prefix}:decision:req-14") == 0
+        finally:
+            await client.aclose()
+        assert len(_redis_keys(prefix)) == 11  # 10 records + the index
+        recent = await s.recent_decisions(100)
+        assert [r.request_id for r in recent] == [f"req-{i}" for i in range(24, 14, -1)]
+    finally:
+        await s.close()
+
+
+async def test_redis_down_never_breaks_a_request(caplog: pytest.LogCaptureFixture) -> None:
+    s = RedisStore(DOWN_URL, key_prefix="unused", max_buffer=100)
+    await s.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="routeyard.state"):
+            for i in range(250):
+                s.record_decision(rec(i))  # does not raise
+            await s.flush()  # does not raise
+            await s.flush()
+        assert s.pending == 100 and s.dropped == 150  # bounded: oldest dropped, counted
+        assert not s.healthy
+        outage_logs = [r for r in caplog.records if "unavailable" in r.getMessage()]
+        assert len(outage_logs) == 1  # one warning per outage, not per record or flush
+
+        t = time.perf_counter()
+        assert await s.ping() is False
+        assert time.perf_counter() - t < 1.0
+        with pytest.raises(StoreUnavailable):
+            await s.get_decision("req-1")
+        with pytest.raises(StoreUnavailable):
+            await s.recent_decisions()
+    finally:
+        t = time.perf_counter()
+        await s.close()
+        assert time.perf_counter() - t < 1.0
+
+
+class _Proxy:
+    """A TCP forwarder to the real Redis that a test can take down and bring back."""
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:  # reserve a free port number
+            sock.bind(("127.0.0.1", 0))
+            self.port: int = sock.getsockname()[1]
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def up(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def down(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for w in list(self._writers):
+            w.close()
+        self._writers.clear()
+        # Closed sockets end the handlers' pipes; wait so none outlives the test's loop.
+        await asyncio.wait_for(asyncio.gather(*self._handlers), timeout=2)
+        self._handlers.clear()
+
+    async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter
+                     ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        r_reader, r_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        self._writers |= {c_writer, r_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(c_reader, r_writer), pipe(r_reader, c_writer))
+
+
+@needs_redis
+async def test_redis_recovers_and_writes_the_buffer(prefix: str) -> None:
+    proxy = _Proxy()
+    s = RedisStore(f"redis://127.0.0.1:{proxy.port}/0", key_prefix=prefix,
+                   flush_interval=0.02, max_backoff=0.1)
+    direct = RedisStore(REDIS_URL, key_prefix=prefix)
+    try:
+        await s.start()
+        s.record_decision(rec(0))  # Redis "down" from the start
+        await s.flush()
+        assert s.pending == 1 and not s.healthy
+
+        await proxy.up()  # recovery: the background flusher retries on its own
+        for _ in range(150):
+            if s.pending == 0 and s.healthy:
+                break
+            await asyncio.sleep(0.02)
+        assert s.pending == 0 and s.healthy
+        assert await direct.get_decision("req-0") is not None
+
+        await proxy.down()  # an outage with pooled connections already open
+        for i in range(1, 40):
+            s.record_decision(rec(i))
+        await s.flush()
+        assert s.pending == 39 and not s.healthy
+        assert await direct.get_decision("req-1") is None
+
+        await proxy.up()
+        await s.flush()
+        assert s.pending == 0 and s.dropped == 0
+        assert len(await direct.recent_decisions(100)) == 40
+    finally:
+        await s.close()
+        await direct.close()
+        await proxy.down()
