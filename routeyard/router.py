@@ -64,7 +64,7 @@ class Router:
         self.pool = Pool(config, self.metrics)
         self.engine = DecisionEngine(config)
         self.aliases = frozenset(config.aliases)
-        self.store = store or _store_from_config(config)
+        self.store = store if store is not None else _store_from_config(config)
         algorithms = {d.name: d.algorithm for d in config.decisions}
         algorithms[self.engine.default.name] = self.engine.default.algorithm
         self._algorithms = {name: make_algorithm(algo) for name, algo in algorithms.items()}

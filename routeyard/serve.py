@@ -62,6 +62,8 @@ def serve(path: str | None, *, host: str | None, port: int | None, workers: int,
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listen now: connections made after the "listening" line queue until uvicorn serves.
+        sock.listen(2048)
     except OSError as error:
         print(f"cannot listen on {host}:{port}: {error.strerror}", file=sys.stderr)
         return 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from simproc import SimulatorProcess, start_simulator
 
 from routeyard.pool.providers.anthropic import (
     DEFAULT_MAX_TOKENS,
@@ -687,3 +688,81 @@ async def test_connect_error_and_bad_request_translation() -> None:
 async def test_local_health_uses_x_api_key(local: Any) -> None:
     provider, url, _ = local
     assert await provider.health(target(url), TIMEOUT)
+
+
+# --- end to end against the simulator process ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimulatorProcess]:
+    with start_simulator("--model", "sim-model", "--output-tokens", "16", "--seed", "1") as proc:
+        yield proc
+
+
+def sim_target(sim: SimulatorProcess, fault: str | None = None) -> EndpointTarget:
+    headers = {"x-sim-fault": fault} if fault else {}
+    return EndpointTarget(sim.base_url, "sim-model", api_key="k", headers=headers)
+
+
+CHAT = {
+    "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "tell me about routing"},
+    ],
+    "temperature": 0.3,
+    "seed": 3,  # OpenAI-only: must be dropped, not forwarded
+}
+
+
+async def test_e2e_complete_and_stream_agree(sim: SimulatorProcess) -> None:
+    async with aiohttp.ClientSession() as session:
+        provider = AnthropicProvider(session)
+        out = await provider.complete(sim_target(sim), CHAT, TIMEOUT)
+        chunks = await collect(await provider.open_stream(sim_target(sim), CHAT, TIMEOUT))
+    assert out["object"] == "chat.completion" and out["model"] == "sim-model"
+    choice = out["choices"][0]
+    assert choice["finish_reason"] == "stop" and choice["message"]["content"]
+    assert out["usage"]["completion_tokens"] == 16 and out["usage"]["prompt_tokens"] > 0
+
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == choice["message"]["content"]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == out["usage"]
+
+
+async def test_e2e_max_tokens_maps_to_length(sim: SimulatorProcess) -> None:
+    async with aiohttp.ClientSession() as session:
+        out = await AnthropicProvider(session).complete(
+            sim_target(sim), {**CHAT, "max_completion_tokens": 5}, TIMEOUT
+        )
+    assert out["choices"][0]["finish_reason"] == "length"
+    assert out["usage"]["completion_tokens"] == 5
+
+
+@pytest.mark.parametrize("fault", ["503", "429"])
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_e2e_status_faults(sim: SimulatorProcess, fault: str, streaming: bool) -> None:
+    async with aiohttp.ClientSession() as session:
+        provider = AnthropicProvider(session)
+        call = provider.open_stream if streaming else provider.complete
+        with pytest.raises(UpstreamError) as info:
+            await call(sim_target(sim, fault), CHAT, TIMEOUT)
+    err = info.value
+    assert (err.kind, err.status, err.retryable, err.failover) == ("status", int(fault), True, True)
+    assert err.body["type"] == "error" and err.message.startswith(f"anthropic {fault}: ")
+    if fault == "429":
+        assert err.retry_after is not None
+
+
+async def test_e2e_disconnect_mid_stream(sim: SimulatorProcess) -> None:
+    async with aiohttp.ClientSession() as session:
+        provider = AnthropicProvider(session)
+        with pytest.raises(UpstreamError) as info:
+            await collect(await provider.open_stream(sim_target(sim, "disconnect"), CHAT, TIMEOUT))
+    assert info.value.kind == "disconnect" and info.value.retryable
+
+
+async def test_e2e_health(sim: SimulatorProcess) -> None:
+    async with aiohttp.ClientSession() as session:
+        assert await AnthropicProvider(session).health(sim_target(sim), TIMEOUT)

@@ -7,11 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from routeyard.simulator.profiles import FAULT_ORDER, ModelProfile, SimulatorConfig
 from routeyard.simulator.replay import ReplayIndex
-from routeyard.simulator.text import filler_pieces_json, filler_text, split_pieces
+from routeyard.simulator.text import (
+    encode_piece,
+    filler_pieces_json,
+    filler_text,
+    split_pieces,
+)
 
 # Values accepted in the `x-sim-fault` request header.
 FAULT_OVERRIDES = frozenset({"500", "503", "429", "hang", "disconnect", "disconnect_first"})
@@ -52,16 +55,13 @@ class Plan:
 
     model: str
     state: ModelState
+    profile: ModelProfile  # snapshot, so a PUT mid-request does not change this answer
     fault: str | None
     prompt_tokens: int
     completion_tokens: int
     finish: str  # "stop" or "length"
     recorded: str | None  # the replayed answer, None for filler
     replay: bytes | None  # value of the x-sim-replay header, None outside replay mode
-
-    @property
-    def profile(self) -> ModelProfile:
-        return self.state.profile
 
     def text(self) -> str:
         if self.recorded is None:
@@ -74,7 +74,7 @@ class Plan:
         """The output as JSON-encoded stream pieces (filler ones are precomputed)."""
         if self.recorded is None:
             return filler_pieces_json(self.completion_tokens)
-        return [orjson.dumps(p) for p in split_pieces(self.recorded)[: self.completion_tokens]]
+        return [encode_piece(p) for p in split_pieces(self.recorded)[: self.completion_tokens]]
 
 
 class SimulatorEngine:
@@ -120,7 +120,7 @@ class SimulatorEngine:
         finish = "stop"
         if max_tokens is not None and n > max_tokens:
             n, finish = max_tokens, "length"
-        return Plan(model, state, fault, prompt_tokens, n, finish, recorded, replay)
+        return Plan(model, state, state.profile, fault, prompt_tokens, n, finish, recorded, replay)
 
     def set_profile(self, model: str, updates: Mapping[str, Any]) -> ModelProfile:
         """Merge `updates` into a model's profile; an unknown model starts being served."""

@@ -139,7 +139,10 @@ class SimulatorConfig:
         path = Path(path)
         raw = path.read_bytes()
         data = orjson.loads(raw) if path.suffix == ".json" else yaml.safe_load(raw)
-        return cls.from_dict(data or {})
+        config = cls.from_dict(data or {})
+        if config.replay and not Path(config.replay).is_absolute():
+            config.replay = str(path.parent / config.replay)  # relative to the config file
+        return config
 
 
 def demo_config() -> SimulatorConfig:

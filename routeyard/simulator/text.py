@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 from typing import Any
-
-import orjson
 
 _FILLER_SOURCE = (
     "Routing sends each request to the model that fits it best. A small model answers simple "
@@ -25,6 +24,15 @@ def _piece(words: list[str], i: int) -> str:
     return word if i == 0 else " " + word
 
 
+def encode_piece(piece: str) -> bytes:
+    """JSON string for one stream piece.
+
+    stdlib json, not orjson: each small orjson output keeps a ~4 KB buffer, which adds up to
+    megabytes when thousands of pieces are held at once.
+    """
+    return json.dumps(piece, ensure_ascii=False).encode()
+
+
 @functools.cache
 def _filler() -> tuple[str, tuple[int, ...], tuple[str, ...], tuple[bytes, ...]]:
     # Built once on first use: the text, end offset of each token, the pieces, their JSON form.
@@ -35,7 +43,8 @@ def _filler() -> tuple[str, tuple[int, ...], tuple[str, ...], tuple[bytes, ...]]
     for piece in pieces:
         pos += len(piece)
         ends.append(pos)
-    return text, tuple(ends), tuple(pieces), tuple(orjson.dumps(p) for p in pieces)
+    encoded = tuple(encode_piece(p) for p in pieces)
+    return text, tuple(ends), tuple(pieces), encoded
 
 
 def filler_text(n: int) -> str:
@@ -59,7 +68,7 @@ def filler_pieces_json(n: int) -> list[bytes]:
     encoded = _filler()[3]
     if n <= len(encoded):
         return list(encoded[:n])
-    return [orjson.dumps(p) for p in filler_pieces(n)]
+    return [*encoded, *map(encode_piece, filler_pieces(n)[len(encoded) :])]
 
 
 def split_pieces(text: str) -> list[str]:
