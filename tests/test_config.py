@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from routeyard.config import ConfigError, load_config, parse_config
+from routeyard.config import ConfigError, parse_config
 
 GOOD = """
 models:

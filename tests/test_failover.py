@@ -143,9 +143,8 @@ def test_429_storm_honours_retry_after_then_falls_back(
 def test_429_everywhere_is_429_to_the_client(sim: SimulatorProcess, tmp_path: Path) -> None:
     cfg = config({"m": [endpoint(sim.base_url, "limited", fault="429")]},
                  pool={"retry": {"max_retries": 0}})
-    with start_router(cfg, tmp_path) as gateway:
-        with pytest.raises(openai.RateLimitError):
-            client_for(gateway).chat.completions.create(model="m", messages=MESSAGES)
+    with start_router(cfg, tmp_path) as gateway, pytest.raises(openai.RateLimitError):
+        client_for(gateway).chat.completions.create(model="m", messages=MESSAGES)
 
 
 @pytest.mark.parametrize("stream", [False, True])

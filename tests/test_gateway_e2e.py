@@ -137,7 +137,8 @@ def test_context_window_never_exceeded(client: openai.OpenAI, sim: SimulatorProc
     long_prompt = "tiny please " + "word " * 300
     raw = client.chat.completions.with_raw_response.create(model="auto", messages=ask(long_prompt))
     assert raw.headers["x-routeyard-model"] == "small"  # tiny's 64-token window is skipped
-    raw = client.chat.completions.with_raw_response.create(model="auto", messages=ask("tiny please"))
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=ask("tiny please"))
     assert raw.headers["x-routeyard-model"] == "tiny"
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="tiny", messages=ask(long_prompt))

@@ -320,7 +320,8 @@ def replay_sim() -> Iterator[SimulatorProcess]:
 def _recorded_row() -> dict[str, Any]:
     with (ROUTERBENCH / "test.jsonl").open() as handle:
         rows = (json.loads(line) for line in handle)
-        return next(r for r in rows if len(r["responses"]["gpt-4-1106-preview"].split()) > 5)
+        wanted = ("gpt-4-1106-preview", "claude-v1", "claude-v2")
+        return next(r for r in rows if all(len(r["responses"].get(m, "")) > 40 for m in wanted))
 
 
 def test_replay_hit(replay_sim: SimulatorProcess) -> None:

@@ -173,3 +173,43 @@ def test_redis_down_requests_still_succeed(sim: SimulatorProcess, tmp_path: Path
             assert oai.chat.completions.create(model="m1", messages=MESSAGES).choices
         ready = httpx.get(f"{gateway.url}/readyz")
         assert ready.status_code == 503 and ready.json()["store_ok"] is False
+
+
+def test_client_api_keys_are_enforced(sim: SimulatorProcess, tmp_path: Path) -> None:
+    config = _config(sim, server={"api_keys": ["team-key-1"]})
+    with start_router(config, tmp_path) as gateway:
+        denied = openai.OpenAI(base_url=gateway.base_url, api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            denied.chat.completions.create(model="m1", messages=MESSAGES)
+        allowed = openai.OpenAI(base_url=gateway.base_url, api_key="team-key-1", max_retries=0)
+        assert allowed.chat.completions.create(model="m1", messages=MESSAGES).choices
+        assert httpx.get(f"{gateway.url}/healthz").status_code == 200  # probes stay open
+
+
+def test_client_leaving_mid_stream_frees_the_backend(sim: SimulatorProcess, tmp_path: Path
+                                                     ) -> None:
+    httpx.put(f"{sim.url}/_sim/profiles/m1",
+              json={"tpot_ms": 50, "output_tokens_mean": 200, "output_tokens_min": 200}
+              ).raise_for_status()
+    try:
+        with start_router(_config(sim), tmp_path) as gateway:
+            httpx.post(f"{sim.url}/_sim/reset").raise_for_status()
+            with httpx.stream("POST", f"{gateway.base_url}/chat/completions", json={
+                    "model": "m1", "messages": MESSAGES, "stream": True}) as response:
+                lines = response.iter_lines()
+                assert next(lines).startswith("data: ")
+            # The router must notice, close the upstream stream and log the request.
+            deadline = time.monotonic() + 5
+            outcomes: dict[str, int] = {}
+            while time.monotonic() < deadline:
+                outcomes = httpx.get(f"{sim.url}/_sim/stats").json()["outcomes"].get("m1", {})
+                if outcomes.get("client_disconnect"):
+                    break
+                time.sleep(0.1)
+            assert outcomes.get("client_disconnect") == 1, outcomes
+            metrics = httpx.get(f"{gateway.url}/metrics").text
+            assert 'status="client_disconnect"' in metrics
+    finally:
+        httpx.put(f"{sim.url}/_sim/profiles/m1",
+                  json={"tpot_ms": 0, "output_tokens_mean": 10, "output_tokens_min": 1}
+                  ).raise_for_status()
