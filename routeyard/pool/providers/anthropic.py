@@ -27,6 +27,7 @@ from routeyard.pool.providers.base import (
     Provider,
     UpstreamError,
     parse_retry_after,
+    read_json_body,
 )
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -332,18 +333,7 @@ class AnthropicProvider(Provider):
         self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
     ) -> dict[str, Any]:
         resp = await self._post(target, body, timeout, stream=False)
-        try:
-            raw = await resp.read()
-        except TimeoutError as exc:
-            raise UpstreamError("timeout", "anthropic response read timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError("disconnect", f"anthropic response broke: {exc!r}") from exc
-        finally:
-            resp.release()
-        try:
-            msg = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError("protocol", "anthropic sent non-JSON", body=raw[:2000]) from exc
+        msg = await read_json_body(resp, "anthropic")
         if not isinstance(msg, dict) or msg.get("type") != "message":
             raise UpstreamError("protocol", "anthropic sent no message object", body=msg)
         return to_openai_completion(msg, model=target.upstream_model)

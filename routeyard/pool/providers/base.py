@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import aiohttp
+import orjson
 
 
 @dataclass(slots=True)
@@ -124,6 +125,23 @@ def auth_headers(target: EndpointTarget) -> dict[str, str]:
         else:
             headers[target.auth_header] = target.api_key
     return headers
+
+
+async def read_json_body(response: aiohttp.ClientResponse, backend: str) -> Any:
+    """Read and decode a whole JSON response, releasing the connection; one failure kind each."""
+    try:
+        raw = await response.read()
+    except TimeoutError:
+        raise UpstreamError("timeout", f"{backend}: the response did not finish in time") from None
+    except aiohttp.ClientError as error:
+        raise UpstreamError("disconnect", f"{backend}: the response broke off: {error}") from None
+    finally:
+        response.release()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamError("protocol", f"{backend}: the response is not JSON",
+                            body=raw[:2000]) from None
 
 
 def parse_retry_after(value: str | None) -> float | None:

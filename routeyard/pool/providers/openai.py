@@ -19,6 +19,7 @@ from routeyard.pool.providers.base import (
     UpstreamError,
     auth_headers,
     parse_retry_after,
+    read_json_body,
 )
 
 _JSON = {"content-type": "application/json"}
@@ -64,18 +65,7 @@ class OpenAIProvider(Provider):
         self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
     ) -> dict[str, Any]:
         response = await self._post(target, body, timeout)
-        try:
-            raw = await response.read()
-        except TimeoutError:
-            raise UpstreamError("timeout", "the backend did not finish in time") from None
-        except aiohttp.ClientError as error:
-            raise UpstreamError("disconnect", f"the backend broke off: {error}") from None
-        finally:
-            response.release()
-        try:
-            result = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamError("protocol", "the backend sent invalid JSON") from None
+        result = await read_json_body(response, "backend")
         if not isinstance(result, dict) or not isinstance(result.get("choices"), list):
             raise UpstreamError("protocol", "the backend's answer has no choices")
         return result
