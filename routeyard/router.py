@@ -40,7 +40,7 @@ class RoutePlan:
     request_id: str
     started: float
     decision: str
-    models: list[PooledModel]  # the chosen model first, then the fallbacks to try
+    models: list[PooledModel]  # the chosen model first, then the others to fail over to
     reason: str
     features: RequestFeatures
     explanation: dict[str, Any] = field(default_factory=dict)
@@ -133,7 +133,11 @@ class Router:
                 f"'{decision.name}' has a context window that large.", param="messages",
             )
         chosen = self.pool.models[selection.model]
-        models = [chosen] + [m for m in fallbacks if m is not chosen and m.fits(tokens)]
+        # Failover order: the chosen model, the other candidates, then the fallbacks.
+        models = [chosen]
+        for model in candidates + fallbacks:
+            if model not in models and model.fits(tokens):
+                models.append(model)
         reason = f"decision '{decision.name}' ({'; '.join(outcome.matched)}): {selection.reason}"
         plan = RoutePlan(_new_request_id(), started, decision.name, models, reason, features)
         if explain:

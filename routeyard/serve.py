@@ -19,6 +19,7 @@ log = logging.getLogger("routeyard")
 
 _ENV_CONFIG = "ROUTEYARD_CONFIG"  # passes the config to worker processes
 _ENV_BASE_URL = "ROUTEYARD_BASE_URL"
+_ENV_DISCOVER = "ROUTEYARD_DISCOVER"
 
 
 def resolve_config(
@@ -42,7 +43,7 @@ def build_app(path: str | None, base_url: str, *, discover: bool) -> tuple[ASGIA
 def app_from_environment() -> ASGIApp:
     """uvicorn factory for --workers > 1: each worker builds its own app."""
     app, _ = build_app(os.environ.get(_ENV_CONFIG) or None, os.environ[_ENV_BASE_URL],
-                       discover=False)
+                       discover=os.environ.get(_ENV_DISCOVER) == "1")
     return app
 
 
@@ -58,6 +59,7 @@ def serve(path: str | None, *, host: str | None, port: int | None, workers: int,
     host = host or (server_config.host if server_config else "127.0.0.1")
     port = port if port is not None else (server_config.port if server_config else 8080)
     level = server_config.log_level if server_config else "info"
+    logging.getLogger("routeyard").setLevel(level.upper())
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -79,6 +81,7 @@ def serve(path: str | None, *, host: str | None, port: int | None, workers: int,
         sock.close()
         os.environ[_ENV_CONFIG] = path or ""
         os.environ[_ENV_BASE_URL] = base_url
+        os.environ[_ENV_DISCOVER] = "1" if discover else "0"
         uvicorn.run("routeyard.serve:app_from_environment", factory=True, host=host, port=port,
                     workers=workers, log_level=level, access_log=False, loop="uvloop",
                     http="httptools", lifespan="on")

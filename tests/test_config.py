@@ -144,3 +144,25 @@ def test_validate_cli_exit_codes(tmp_path: Path) -> None:
 
     missing = _validate(tmp_path / "absent.yaml")
     assert missing.returncode != 0 and "cannot read file" in missing.stderr
+
+
+def test_reference_errors_reported_beside_structure_errors() -> None:
+    text = """
+models:
+  - {name: small, context_window: -5, endpoints: [{base_url: "http://x/v1"}]}
+decisions:
+  - {name: default, candidates: [gpt5]}
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, environ={})
+    problems = dict(caught.value.problems)
+    assert "models[0].context_window" in problems
+    assert problems["decisions[0].candidates[0]"] == "unknown model 'gpt5'"
+    assert problems["decisions[0].name"] == "'default' is the default decision's name"
+
+
+def test_empty_client_api_key_is_refused() -> None:
+    text = GOOD.replace("${SMALL_KEY}", "k") + "server: {api_keys: ['${TEAM_KEY:-}']}\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, environ={})
+    assert caught.value.problems == [("server.api_keys", "Value error, API keys must not be empty")]

@@ -47,13 +47,15 @@ async def healthz(_: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready when some endpoint can take traffic. A store outage only degrades (requests still
+    succeed and the decision log buffers), so it must not pull every replica out of rotation."""
     router: Router = request.app.state.router
-    available = [e.name for e in router.pool.endpoints() if e.is_available()]
+    available = sum(1 for e in router.pool.endpoints() if e.is_available())
     store_ok = await router.store.ping()
-    ready = bool(available) and store_ok
-    body = {"status": "ready" if ready else "not_ready", "available_endpoints": len(available),
+    status = ("ready" if store_ok else "degraded") if available else "not_ready"
+    body = {"status": status, "available_endpoints": available,
             "store": router.store.name, "store_ok": store_ok}
-    return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type=_JSON)
+    return Response(orjson.dumps(body), status_code=200 if available else 503, media_type=_JSON)
 
 
 async def metrics(request: Request) -> Response:

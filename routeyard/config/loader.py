@@ -66,13 +66,13 @@ def build_config(
     # Collect every kind of problem before failing, so one run of `validate` lists them all.
     problems: list[Problem] = []
     data = _interpolate(raw, os.environ if environ is None else environ, "", problems)
+    config: RouteyardConfig | None = None
     try:
         config = RouteyardConfig.model_validate(data)
     except ValidationError as error:
         problems += [_pydantic_problem(e) for e in error.errors()]
-        raise ConfigError(source, problems) from None
-    problems += check_references(config)
-    if problems:
+    problems += check_references(data)
+    if problems or config is None:
         raise ConfigError(source, problems)
     return config
 

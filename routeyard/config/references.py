@@ -1,69 +1,92 @@
-"""Cross-reference checks that pydantic cannot express: names must resolve."""
+"""Cross-reference checks that pydantic cannot express: names must resolve.
+
+They read the raw (interpolated) data rather than the validated model, so that they run even
+when some other part of the file has a structural error: `validate` lists everything at once.
+Anything of the wrong shape is skipped here; pydantic reports it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from routeyard.config.schema import RouteyardConfig
 from routeyard.selection import SELECTION_ALGORITHMS
 from routeyard.state import STORE_BACKENDS
 
 Problem = tuple[str, str]  # (location, message)
 
 
-def check_references(config: RouteyardConfig) -> list[Problem]:
+def check_references(data: dict[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
-    model_names = [model.name for model in config.models]
+    models = _dicts(data.get("models"))
+    model_names = [m.get("name") for _, m in models]
     problems += _duplicates("models", model_names, "model")
-    known = set(model_names)
-    problems += _duplicates("decisions", [d.name for d in config.decisions], "decision")
-    for index, alias in enumerate(config.aliases):
+    known = {name for name in model_names if isinstance(name, str)}
+    for index, alias in enumerate(_list(data.get("aliases"))):
         if alias in known:
             problems.append((f"aliases[{index}]", f"alias '{alias}' is also a model name"))
-    for index, model in enumerate(config.models):
-        endpoint_names = [e.name for e in model.endpoints if e.name]
+    for index, model in models:
+        endpoint_names = [e.get("name") for _, e in _dicts(model.get("endpoints"))]
         problems += _duplicates(f"models[{index}].endpoints", endpoint_names, "endpoint")
-    for index, decision in enumerate(config.decisions):
-        where = f"decisions[{index}]"
-        problems += _unknown_models(f"{where}.candidates", decision.candidates, known)
-        problems += _unknown_models(f"{where}.fallback", decision.fallback, known)
-        problems += _unknown_algorithm(f"{where}.algorithm", decision.algorithm)
-    if config.default is not None:
-        problems += _unknown_models("default.candidates", config.default.candidates, known)
-        problems += _unknown_models("default.fallback", config.default.fallback, known)
-        problems += _unknown_algorithm("default.algorithm", config.default.algorithm)
-    if config.state.backend not in STORE_BACKENDS:
-        problems.append(
-            ("state.backend", f"unknown backend '{config.state.backend}' "
-             f"(known: {', '.join(sorted(STORE_BACKENDS))})")
-        )
-    elif config.state.backend == "redis" and not config.state.redis_url:
-        problems.append(("state.redis_url", "required when state.backend is 'redis'"))
+    decisions = _dicts(data.get("decisions"))
+    problems += _duplicates("decisions", [d.get("name") for _, d in decisions], "decision")
+    for index, decision in decisions:
+        problems += _decision_references(f"decisions[{index}]", decision, known)
+    default = data.get("default")
+    default_name = "default"
+    if isinstance(default, dict):
+        problems += _decision_references("default", default, known)
+        default_name = default.get("name", default_name)
+    for index, decision in decisions:
+        if decision.get("name") == default_name:
+            problems.append((f"decisions[{index}].name",
+                             f"'{default_name}' is the default decision's name"))
+    state = data.get("state")
+    if isinstance(state, dict):
+        backend = state.get("backend", "sqlite")
+        if isinstance(backend, str) and backend not in STORE_BACKENDS:
+            problems.append(("state.backend", f"unknown backend '{backend}' "
+                             f"(known: {', '.join(sorted(STORE_BACKENDS))})"))
+        elif backend == "redis" and not state.get("redis_url"):
+            problems.append(("state.redis_url", "required when state.backend is 'redis'"))
     return problems
 
 
-def _unknown_models(where: str, names: Iterable[str], known: set[str]) -> list[Problem]:
+def _decision_references(where: str, decision: dict[str, Any], known: set[str]
+                         ) -> list[Problem]:
+    problems = _unknown_models(f"{where}.candidates", _list(decision.get("candidates")), known)
+    problems += _unknown_models(f"{where}.fallback", _list(decision.get("fallback")), known)
+    algorithm = decision.get("algorithm", "static")
+    if isinstance(algorithm, str) and algorithm not in SELECTION_ALGORITHMS:
+        choices = ", ".join(sorted(SELECTION_ALGORITHMS))
+        problems.append((f"{where}.algorithm", f"unknown algorithm '{algorithm}' "
+                         f"(known: {choices})"))
+    return problems
+
+
+def _unknown_models(where: str, names: Iterable[Any], known: set[str]) -> list[Problem]:
     return [
         (f"{where}[{index}]", f"unknown model '{name}'")
         for index, name in enumerate(names)
-        if name not in known
+        if isinstance(name, str) and name not in known
     ]
 
 
-def _unknown_algorithm(where: str, name: str) -> list[Problem]:
-    if name in SELECTION_ALGORITHMS:
-        return []
-    known = ", ".join(sorted(SELECTION_ALGORITHMS))
-    return [(where, f"unknown algorithm '{name}' (known: {known})")]
-
-
-def _duplicates(where: str, names: list[str | None], what: str) -> list[Problem]:
+def _duplicates(where: str, names: list[Any], what: str) -> list[Problem]:
     seen: set[str] = set()
     problems: list[Problem] = []
     for index, name in enumerate(names):
-        if name is None:
+        if not isinstance(name, str):
             continue
         if name in seen:
             problems.append((f"{where}[{index}].name", f"duplicate {what} name '{name}'"))
         seen.add(name)
     return problems
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dicts(value: Any) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, item) for i, item in enumerate(_list(value)) if isinstance(item, dict)]

@@ -45,6 +45,9 @@ class EndpointConfig(Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     query: dict[str, str] = Field(default_factory=dict)  # e.g. {"api-version": "2024-06-01"}
     auth_header: str = "authorization"  # "api-key" for Azure OpenAI
+    # Ask streaming backends for a usage chunk (stream_options.include_usage). Turn off for
+    # servers that reject stream_options; usage is then counted from the streamed text.
+    stream_usage: bool = True
 
     @field_validator("base_url")
     @classmethod
@@ -65,7 +68,7 @@ class ModelConfig(Strict):
 class RuleConfig(Strict):
     """The minimal rule form: every condition given must hold (AND)."""
 
-    keywords_any: list[str] = Field(default_factory=list)  # case-insensitive substrings
+    keywords_any: list[str] = Field(default_factory=list)  # case-insensitive whole words/phrases
     min_prompt_tokens: Annotated[int, Field(ge=0)] | None = None
     max_prompt_tokens: Annotated[int, Field(ge=0)] | None = None
 
@@ -132,6 +135,14 @@ class ServerConfig(Strict):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
     api_keys: list[SecretStr] = Field(default_factory=list)  # empty: no client auth
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_empty_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        # An empty key (say, an unset ${VAR:-}) would let requests without a key through.
+        if any(not key.get_secret_value().strip() for key in keys):
+            raise ValueError("API keys must not be empty")
+        return keys
 
 
 class RouteyardConfig(Strict):

@@ -7,6 +7,7 @@ matches, the default decision applies.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,19 +64,23 @@ class DecisionOutcome:
 
 class _CompiledRule:
     def __init__(self, config: DecisionConfig) -> None:
-        self.keywords = [k.lower() for k in config.when.keywords_any]
+        # Whole words or phrases, so "prove" does not match "approve".
+        keywords = [k.lower() for k in config.when.keywords_any if k.strip()]
+        self.keywords = (
+            re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, keywords)) + r")(?!\w)")
+            if keywords else None
+        )
         self.min_tokens = config.when.min_prompt_tokens
         self.max_tokens = config.when.max_prompt_tokens
 
     def match(self, features: RequestFeatures) -> list[str] | None:
         """The satisfied conditions, or None when some condition fails."""
         reasons: list[str] = []
-        if self.keywords:
-            text = features.text
-            hit = next((k for k in self.keywords if k in text), None)
+        if self.keywords is not None:
+            hit = self.keywords.search(features.text)
             if hit is None:
                 return None
-            reasons.append(f"keyword '{hit}'")
+            reasons.append(f"keyword '{hit.group(0)}'")
         if self.min_tokens is not None:
             if features.prompt_tokens < self.min_tokens:
                 return None

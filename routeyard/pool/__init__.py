@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from routeyard.config.schema import RouteyardConfig
+from routeyard.config.schema import ModelConfig, RouteyardConfig
 from routeyard.metrics import Metrics
 from routeyard.pool.endpoint import CircuitBreaker, Endpoint, PooledModel
 from routeyard.pool.executor import AttemptLog, Executor, PoolExhausted, Served
@@ -23,15 +23,42 @@ __all__ = [
 
 
 class Pool:
-    """Built from config; `start()` opens the shared HTTP session inside the running loop."""
+    """Built from config at once (so dry runs need no network); `start()` opens the shared
+    HTTP session inside the running loop and starts health checks."""
 
     def __init__(self, config: RouteyardConfig, metrics: Metrics) -> None:
         self.config = config
         self.metrics = metrics
-        self.models: dict[str, PooledModel] = {}
         self.session: aiohttp.ClientSession | None = None
         self.executor = Executor(config.pool, metrics)
+        self.providers: dict[str, Provider] = {kind: cls() for kind, cls in PROVIDERS.items()}
+        self.models: dict[str, PooledModel] = {
+            model.name: self._pooled(model) for model in config.models
+        }
         self._health: HealthChecker | None = None
+
+    def _pooled(self, model: ModelConfig) -> PooledModel:
+        breaker = self.config.pool.breaker
+        pooled = PooledModel(model.name, model)
+        for index, endpoint in enumerate(model.endpoints):
+            target = EndpointTarget(
+                base_url=endpoint.base_url,
+                upstream_model=endpoint.upstream_model or model.name,
+                api_key=endpoint.api_key.get_secret_value() if endpoint.api_key else None,
+                headers=dict(endpoint.headers),
+                query=dict(endpoint.query),
+                auth_header=endpoint.auth_header,
+                stream_usage=endpoint.stream_usage,
+            )
+            pooled.endpoints.append(Endpoint(
+                name=endpoint.name or f"{model.name}#{index}",
+                model=model.name,
+                target=target,
+                provider=self.providers[endpoint.provider],
+                weight=endpoint.weight,
+                breaker=CircuitBreaker(breaker.failure_threshold, breaker.cooldown_s),
+            ))
+        return pooled
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -41,32 +68,8 @@ class Pool:
         self.session = aiohttp.ClientSession(
             connector=connector, read_bufsize=2**20, skip_auto_headers=("User-Agent",)
         )
-        providers: dict[str, Provider] = {
-            kind: cls(self.session) for kind, cls in PROVIDERS.items()
-        }
-        breaker = self.config.pool.breaker
-        for model in self.config.models:
-            pooled = PooledModel(model.name, model)
-            for index, endpoint in enumerate(model.endpoints):
-                target = EndpointTarget(
-                    base_url=endpoint.base_url,
-                    upstream_model=endpoint.upstream_model or model.name,
-                    api_key=endpoint.api_key.get_secret_value() if endpoint.api_key else None,
-                    headers=dict(endpoint.headers),
-                    query=dict(endpoint.query),
-                    auth_header=endpoint.auth_header,
-                )
-                pooled.endpoints.append(
-                    Endpoint(
-                        name=endpoint.name or f"{model.name}#{index}",
-                        model=model.name,
-                        target=target,
-                        provider=providers[endpoint.provider],
-                        weight=endpoint.weight,
-                        breaker=CircuitBreaker(breaker.failure_threshold, breaker.cooldown_s),
-                    )
-                )
-            self.models[model.name] = pooled
+        for provider in self.providers.values():
+            provider.bind(self.session)
         self._health = HealthChecker(self.endpoints(), self.config.pool.health_check, self.metrics)
         self._health.start()
 

@@ -44,6 +44,9 @@ class CircuitBreaker:
         self.opened_at = None
         self.probe_in_flight = False
 
+    def on_abandoned(self) -> None:
+        self.probe_in_flight = False
+
     def on_failure(self) -> None:
         self.consecutive_failures += 1
         self.probe_in_flight = False
@@ -51,7 +54,7 @@ class CircuitBreaker:
             self.opened_at = time.monotonic()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity semantics: each endpoint is one live thing
 class Endpoint:
     name: str
     model: str
@@ -70,7 +73,7 @@ class Endpoint:
         return (self.outstanding + 1) / self.weight
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class PooledModel:
     """A model with its endpoints; satisfies selection's CandidateView."""
 
@@ -85,8 +88,7 @@ class PooledModel:
         return prompt_tokens <= self.config.context_window
 
     def endpoints_in_order(self) -> list[Endpoint]:
-        """Available endpoints by weighted load; unavailable ones last, as a last resort."""
+        """Endpoints by weighted load, lowest first. The executor skips unavailable ones."""
         if len(self.endpoints) == 1:
             return self.endpoints
-        available = sorted((e for e in self.endpoints if e.is_available()), key=Endpoint.load)
-        return available + [e for e in self.endpoints if not e.is_available()]
+        return sorted(self.endpoints, key=Endpoint.load)

@@ -9,6 +9,7 @@ reaches the client, so failover is invisible to it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from routeyard.pool.endpoint import Endpoint, PooledModel
 from routeyard.pool.providers.base import ChatStream, UpstreamError
 
 T = TypeVar("T")
+log = logging.getLogger("routeyard.pool")
 
 
 @dataclass(slots=True)
@@ -124,6 +126,12 @@ class Executor:
                     except TimeoutError:
                         endpoint.outstanding -= 1
                         last = UpstreamError("timeout", "the backend did not answer in time")
+                    except asyncio.CancelledError:
+                        # The client left mid-attempt: free the slot, and let the breaker
+                        # send another probe since this one told us nothing.
+                        endpoint.outstanding -= 1
+                        endpoint.breaker.on_abandoned()
+                        raise
                     else:
                         upstream_s = time.monotonic() - started
                         if not keep_outstanding:
@@ -136,9 +144,13 @@ class Executor:
                         return Served(model, endpoint, result, attempts, upstream_s)
                     outcome = f"status:{last.status}" if last.kind == "status" else last.kind
                     attempts.append(AttemptLog(model.name, endpoint.name, outcome))
+                    log.warning("attempt at %s (%s) failed: %s%s", endpoint.name, model.name,
+                                last.message, f" ({last.detail})" if last.detail else "")
                     self.metrics.errors.labels(f"upstream_{outcome}").inc()
                     if not last.failover:
-                        # The request itself is at fault (a 400, say): no endpoint will differ.
+                        # The request itself is at fault (a 400, say): no endpoint will differ,
+                        # and the endpoint did answer, so it counts as healthy.
+                        endpoint.breaker.on_success()
                         raise PoolExhausted(last.message, last, attempts)
                     endpoint.breaker.on_failure()
                     delay = self._retry_delay(last, attempt)

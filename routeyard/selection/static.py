@@ -31,5 +31,6 @@ class FirstHealthySelection(SelectionAlgorithm):
             if candidate.is_available():
                 return Selection(candidate.name, "first healthy candidate that fits")
         if fitting:
-            return Selection(fitting[0].name, "no candidate healthy; trying the first that fits")
+            # Nothing is healthy now; the executor will fail fast unless a breaker re-opens.
+            return Selection(fitting[0].name, "no candidate healthy; the first that fits")
         return None

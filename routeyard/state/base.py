@@ -13,23 +13,25 @@ from typing import Any
 
 
 class StoreUnavailable(RuntimeError):
-    """The backing service cannot answer a read right now (the HTTP layer maps it to 503)."""
+    """The backing service cannot answer a read right now (callers should answer 503)."""
 
 
 @dataclass(slots=True)
 class DecisionRecord:
-    """One record per request that reached the router (routed, direct, or refused)."""
+    """One record per request that got past validation and routing (routed or direct)."""
 
     request_id: str
     time: float  # unix seconds when the request arrived
-    decision: str | None  # decision name, or None for a concrete model name
+    decision: str | None  # decision name, or "direct" when the request named a model
     model: str | None  # the model that answered (after failover), or None when none did
     endpoint: str | None  # the endpoint name that answered
     latency_ms: float
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
-    status: str  # "ok", or an error kind such as "upstream_unavailable", "client_disconnect"
+    # "ok", "upstream_failed" (no backend answered), "stream_broken" (the backend broke off
+    # after the first byte) or "client_disconnect" (the client left mid-stream).
+    status: str
     stream: bool = False
 
     def to_dict(self) -> dict[str, Any]:

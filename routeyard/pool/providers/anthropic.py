@@ -385,7 +385,7 @@ class AnthropicProvider(Provider):
         except TimeoutError as exc:
             raise UpstreamError("timeout", "anthropic request timed out") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError("connect", f"anthropic unreachable: {exc!r}") from exc
+            raise UpstreamError("connect", "anthropic unreachable", detail=repr(exc)) from exc
         if resp.status >= 400:
             try:
                 raise await _status_error(resp)

@@ -353,4 +353,4 @@ class AnthropicChatStream(ChatStream):
         except TimeoutError as exc:  # also aiohttp's ServerTimeoutError
             raise UpstreamError("timeout", "anthropic stream read timed out") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError("disconnect", f"anthropic stream broke: {exc!r}") from exc
+            raise UpstreamError("disconnect", "anthropic stream broke", detail=repr(exc)) from exc

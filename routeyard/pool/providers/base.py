@@ -27,6 +27,7 @@ class EndpointTarget:
     headers: dict[str, str] = field(default_factory=dict)
     query: dict[str, str] = field(default_factory=dict)  # e.g. Azure's api-version
     auth_header: str = "authorization"  # "authorization" (Bearer) or e.g. "api-key" (Azure)
+    stream_usage: bool = True  # may we add stream_options.include_usage upstream?
 
 
 class UpstreamError(Exception):
@@ -46,10 +47,12 @@ class UpstreamError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         body: Any = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
-        self.message = message
+        self.message = message  # safe to show a client: no hosts, ports or library internals
+        self.detail = detail  # for the operator's log only
         self.status = status
         self.retry_after = retry_after
         self.body = body
@@ -82,11 +85,20 @@ class ChatStream(ABC):
 
 
 class Provider(ABC):
-    """One backend wire protocol. Instances are cheap and share the gateway's HTTP session."""
+    """One backend wire protocol. Instances are cheap and share the gateway's HTTP session.
+
+    The session is bound when the pool starts (it must be made inside the running loop), so
+    a pool can be built, inspected and dry-run without one.
+    """
 
     kind: ClassVar[str]
+    session: aiohttp.ClientSession
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+        if session is not None:
+            self.session = session
+
+    def bind(self, session: aiohttp.ClientSession) -> None:
         self.session = session
 
     @abstractmethod
@@ -134,7 +146,8 @@ async def read_json_body(response: aiohttp.ClientResponse, backend: str) -> Any:
     except TimeoutError:
         raise UpstreamError("timeout", f"{backend}: the response did not finish in time") from None
     except aiohttp.ClientError as error:
-        raise UpstreamError("disconnect", f"{backend}: the response broke off: {error}") from None
+        raise UpstreamError("disconnect", f"{backend}: the response broke off",
+                            detail=str(error)) from None
     finally:
         response.release()
     try:

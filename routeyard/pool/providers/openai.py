@@ -28,7 +28,7 @@ _JSON = {"content-type": "application/json"}
 class OpenAIProvider(Provider):
     kind = "openai"
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
         super().__init__(session)
         self._headers: dict[int, dict[str, str]] = {}
 
@@ -56,7 +56,7 @@ class OpenAIProvider(Provider):
         except TimeoutError:
             raise UpstreamError("timeout", "the backend did not answer in time") from None
         except aiohttp.ClientConnectionError as error:
-            raise UpstreamError("connect", f"cannot reach the backend: {error}") from None
+            raise UpstreamError("connect", "cannot reach the backend", detail=str(error)) from None
         if response.status >= 400:
             await _raise_for_status(response)
         return response
@@ -75,8 +75,12 @@ class OpenAIProvider(Provider):
     ) -> ChatStream:
         # Always ask for usage upstream: the gateway needs it for cost, and strips it from
         # the client's stream unless the client asked for it too.
-        options = {**(body.get("stream_options") or {}), "include_usage": True}
-        response = await self._post(target, {**body, "stream_options": options}, timeout)
+        if target.stream_usage:
+            body = {**body, "stream_options": {**(body.get("stream_options") or {}),
+                                                "include_usage": True}}
+        elif "stream_options" in body:  # this server rejects them; usage is counted instead
+            body = {k: v for k, v in body.items() if k != "stream_options"}
+        response = await self._post(target, body, timeout)
         stream = _SSEStream(response)
         await stream.prefetch()
         return stream
@@ -106,7 +110,8 @@ class _SSEStream(ChatStream):
             except TimeoutError:
                 raise UpstreamError("timeout", "the backend stream stalled") from None
             except (aiohttp.ClientError, ValueError) as error:
-                raise UpstreamError("disconnect", f"the backend stream broke: {error}") from None
+                raise UpstreamError("disconnect", "the backend stream broke",
+                                    detail=str(error)) from None
             if not line:
                 if self._finished:
                     return None
