@@ -127,18 +127,22 @@ class Router:
         fallbacks = [self.pool.models[n] for n in decision.fallback]
         tokens = self._prompt_tokens(features, candidates + fallbacks)
         selection = self._algorithms[decision.name].select(list(candidates), tokens)
-        if selection is None:
-            raise ContextTooLong(
-                f"The prompt has {tokens} tokens; no candidate of decision "
-                f"'{decision.name}' has a context window that large.", param="messages",
-            )
-        chosen = self.pool.models[selection.model]
+        if selection is not None:
+            chosen, why = self.pool.models[selection.model], selection.reason
+        else:
+            chosen = next((m for m in fallbacks if m.fits(tokens)), None)
+            why = "no candidate's context window fits; the first fallback that does"
+            if chosen is None:
+                raise ContextTooLong(
+                    f"The prompt has {tokens} tokens; no model of decision "
+                    f"'{decision.name}' has a context window that large.", param="messages",
+                )
         # Failover order: the chosen model, the other candidates, then the fallbacks.
         models = [chosen]
         for model in candidates + fallbacks:
             if model not in models and model.fits(tokens):
                 models.append(model)
-        reason = f"decision '{decision.name}' ({'; '.join(outcome.matched)}): {selection.reason}"
+        reason = f"decision '{decision.name}' ({'; '.join(outcome.matched)}): {why}"
         plan = RoutePlan(_new_request_id(), started, decision.name, models, reason, features)
         if explain:
             plan.explanation = {"considered": outcome.considered,

@@ -208,3 +208,15 @@ def test_hang_with_no_fallback_is_504(sim: SimulatorProcess, tmp_path: Path) -> 
         with pytest.raises(openai.APIStatusError) as caught:
             client_for(gateway).chat.completions.create(model="m", messages=MESSAGES)
         assert caught.value.status_code == 504
+
+
+def test_other_candidates_are_tried_before_failing(sim: SimulatorProcess, tmp_path: Path) -> None:
+    cfg = config({"first": [endpoint(sim.base_url, "bad", fault="503")],
+                  "second": [endpoint(sim.base_url, "good")]},
+                 pool={"retry": {"max_retries": 0}})
+    cfg["default"]["candidates"] = ["first", "second"]
+    with start_router(cfg, tmp_path) as gateway:
+        raw = client_for(gateway).chat.completions.with_raw_response.create(
+            model="auto", messages=MESSAGES)
+        assert raw.headers["x-routeyard-model"] == "second"
+        assert stats(sim).get("bad") == 1

@@ -1,0 +1,111 @@
+"""Decisions, static selection and the circuit breaker: pure logic, no network."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from routeyard import Router
+from routeyard.config import build_config
+from routeyard.errors import ContextTooLong
+from routeyard.pool.endpoint import CircuitBreaker
+from routeyard.state import MemoryStore
+
+
+def router(decisions: list[dict[str, Any]], **extra: Any) -> Router:
+    endpoint = [{"base_url": "http://127.0.0.1:9/v1"}]
+    config = build_config({
+        "models": [
+            {"name": "small", "context_window": 100, "endpoints": endpoint},
+            {"name": "mid", "context_window": 1000, "endpoints": endpoint},
+            {"name": "large", "context_window": 100000, "endpoints": endpoint},
+        ],
+        "decisions": decisions,
+        "default": {"candidates": ["small", "mid"], "fallback": ["large"]},
+        **extra,
+    })
+    return Router(config, store=MemoryStore())
+
+
+def body(text: str, model: str = "auto") -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}]}
+
+
+def test_keywords_match_whole_words_case_insensitively() -> None:
+    r = router([{"name": "hard", "when": {"keywords_any": ["prove", "C++"]},
+                 "candidates": ["large"]}])
+    assert r.plan(body("Please PROVE it")).decision == "hard"
+    assert r.plan(body("write some c++ now")).decision == "hard"
+    assert r.plan(body("Can you approve my leave?")).decision == "default"
+
+
+def test_priority_then_declaration_order_wins() -> None:
+    r = router([
+        {"name": "first", "when": {"keywords_any": ["x"]}, "candidates": ["small"]},
+        {"name": "urgent", "priority": 9, "when": {"keywords_any": ["x"]},
+         "candidates": ["mid"]},
+        {"name": "also-urgent", "priority": 9, "when": {"keywords_any": ["x"]},
+         "candidates": ["large"]},
+    ])
+    plan = r.plan(body("x"), explain=True)
+    assert plan.decision == "urgent" and plan.model == "mid"
+    assert [c["name"] for c in plan.explanation["considered"]] == ["urgent"]
+
+
+def test_conditions_are_anded_and_token_bounds_apply() -> None:
+    r = router([{"name": "long-code", "when": {"keywords_any": ["code"],
+                                                "min_prompt_tokens": 50},
+                 "candidates": ["large"]}])
+    assert r.plan(body("code")).decision == "default"
+    assert r.plan(body("code " + "word " * 100)).decision == "long-code"
+
+
+def test_failover_order_is_chosen_then_other_candidates_then_fallback() -> None:
+    plan = router([]).plan(body("hello"))
+    assert [m.name for m in plan.models] == ["small", "mid", "large"]
+
+
+def test_context_window_filters_candidates_and_fallbacks() -> None:
+    r = router([])
+    plan = r.plan(body("word " * 300))  # ~300 tokens: too long for small (100)
+    assert [m.name for m in plan.models] == ["mid", "large"]
+    plan = r.plan(body("word " * 5000))
+    assert [m.name for m in plan.models] == ["large"]
+    with pytest.raises(ContextTooLong):
+        r.plan(body("word " * 5000, model="mid"))
+
+
+async def test_dry_run_works_before_start() -> None:
+    r = router([{"name": "hard", "when": {"keywords_any": ["prove"]}, "candidates": ["large"]}])
+    result = await r.route("prove it")
+    assert result["model"] == "large" and result["decision"] == "hard"
+    assert result["signals"]["prompt_tokens"] > 0
+
+
+def test_breaker_opens_after_threshold_and_probes_after_cooldown() -> None:
+    breaker = CircuitBreaker(failure_threshold=2, cooldown_s=0.05)
+    breaker.on_failure()
+    assert breaker.allows()
+    breaker.on_failure()
+    assert breaker.state == "open" and not breaker.allows()
+    time.sleep(0.06)
+    assert breaker.state == "half_open" and breaker.allows()
+    breaker.on_attempt()
+    assert not breaker.allows()  # one probe at a time
+    breaker.on_failure()
+    assert breaker.state == "open"  # the probe failed: open again
+    time.sleep(0.06)
+    breaker.on_attempt()
+    breaker.on_success()
+    assert breaker.state == "closed" and breaker.allows()
+
+
+def test_abandoned_probe_lets_another_probe_through() -> None:
+    breaker = CircuitBreaker(failure_threshold=1, cooldown_s=0.0)
+    breaker.on_failure()
+    breaker.on_attempt()
+    assert not breaker.allows()
+    breaker.on_abandoned()
+    assert breaker.allows()
