@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
-import selectors
 import subprocess
 import sys
 import threading
@@ -99,33 +99,31 @@ def _stop(process: subprocess.Popen[str], timeout: float = 10.0) -> None:
             process.wait()
 
 
-def _wait_for_line(process: subprocess.Popen[str], prefix: str, timeout: float,
-                   seen: list[str]) -> str:
-    """Read stdout until a line starting with `prefix`; return the rest of that line."""
-    assert process.stdout is not None
+def _pump(process: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
+    # Reads stdout to the end in a thread: the ready line is found, and the pipe never fills.
+    with contextlib.suppress(ValueError, OSError):
+        for line in process.stdout or ():
+            lines.put(line)
+    lines.put("")  # end of output
+
+
+def _wait_for_line(process: subprocess.Popen[str], prefix: str, timeout: float) -> str:
+    """Wait for a stdout line starting with `prefix`; return the rest of that line."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_pump, args=(process, lines), daemon=True).start()
+    seen: list[str] = []
     deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while (remaining := deadline - time.monotonic()) > 0:
-            if not selector.select(remaining):
-                continue
-            line = process.stdout.readline()
-            seen.append(line)
-            if line.startswith(prefix):
-                return line[len(prefix) :].strip()
-            if not line and process.poll() is not None:
-                break
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=remaining)
+        except queue.Empty:
+            break
+        if line.startswith(prefix):
+            return line[len(prefix) :].strip()
+        if not line:
+            break
+        seen.append(line)
     raise RuntimeError(f"{process.args!r} did not start:\n{''.join(seen)[-4000:]}")
-
-
-def _drain(process: subprocess.Popen[str]) -> None:
-    # Keeps the pipe empty after the ready line, so the child never blocks on a full pipe.
-    def pump() -> None:
-        with contextlib.suppress(ValueError, OSError):
-            for _ in process.stdout or ():
-                pass
-
-    threading.Thread(target=pump, daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -136,8 +134,7 @@ def _server(command: list[str], ready: str, env: dict[str, str] | None = None,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     try:
-        url = _wait_for_line(process, ready, timeout, [])
-        _drain(process)
+        url = _wait_for_line(process, ready, timeout)
         yield process, url
     finally:
         _stop(process)

@@ -32,7 +32,7 @@ if limit > 0 then
     count = count + 1
     if status >= 400 then bad = bad + 1 end
     if count >= limit then
-      io.write(string.format('{mark}{{"requests":%d,"status":%d}}\n', count, bad))
+      io.write(string.format('{mark}{{"requests":%d,"status":%d}}\\n', count, bad))
       io.flush()
       os.exit(0)
     end
@@ -106,6 +106,8 @@ def _wrk(url: str, body: bytes, connections: int, duration_s: float, headers: di
                    f"--timeout={timeout_s:g}s", "--latency", "-s", script.name, url]
         done = subprocess.run(command, capture_output=True, text=True,
                               timeout=duration_s + timeout_s + 30)
+    if ".lua:" in done.stderr:  # wrk runs on (with GETs) when its script fails
+        raise RuntimeError(f"wrk script error: {done.stderr[-2000:]}")
     for line in done.stdout.splitlines():
         if line.startswith(_MARK):
             return dict(json.loads(line[len(_MARK):]))
