@@ -8,10 +8,9 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,35 +18,17 @@ import orjson
 
 from routeyard.chat_request import validate_chat_request
 from routeyard.config import RouteyardConfig, load_config
-from routeyard.decisions import DecisionEngine, RequestFeatures
-from routeyard.errors import ContextTooLong, ModelNotFound, RouteyardError
+from routeyard.errors import RouteyardError
 from routeyard.metrics import Metrics
-from routeyard.pool import Pool, PooledModel, PoolExhausted
+from routeyard.planner import Planner, RoutePlan
+from routeyard.pool import Pool, PoolExhausted
 from routeyard.pool.executor import Served
-from routeyard.selection import make_algorithm
 from routeyard.state import DecisionRecord, Store, make_store
 from routeyard.streaming import DONE, StreamRelay
-from routeyard.tokens import count_text_tokens, message_text, prompt_size_upper_bound
+from routeyard.tokens import count_text_tokens, message_text
 from routeyard.upstream_errors import exhausted_to_error
 
 log = logging.getLogger("routeyard")
-
-DIRECT = "direct"  # the decision name shown when a concrete model was asked for
-
-
-@dataclass(slots=True)
-class RoutePlan:
-    request_id: str
-    started: float
-    decision: str
-    models: list[PooledModel]  # the chosen model first, then the others to fail over to
-    reason: str
-    features: RequestFeatures
-    explanation: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def model(self) -> str:
-        return self.models[0].name
 
 
 @dataclass(slots=True)
@@ -58,21 +39,21 @@ class ChatResult:
 
 
 class Router:
-    def __init__(self, config: RouteyardConfig, *, store: Store | None = None) -> None:
+    def __init__(self, config: RouteyardConfig, *, store: Store | None = None,
+                 metrics: Metrics | None = None, base_dir: Path | None = None) -> None:
+        """`store` and `metrics` may be shared with the Router this one replaces on reload."""
         self.config = config
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self.pool = Pool(config, self.metrics)
-        self.engine = DecisionEngine(config)
-        self.aliases = frozenset(config.aliases)
+        self.planner = Planner(config, self.pool, base_dir)
+        self.aliases = self.planner.aliases
         self.store = store if store is not None else _store_from_config(config)
-        algorithms = {d.name: d.algorithm for d in config.decisions}
-        algorithms[self.engine.default.name] = self.engine.default.algorithm
-        self._algorithms = {name: make_algorithm(algo) for name, algo in algorithms.items()}
+        self.in_flight = 0  # requests being served; a replaced Router closes at zero
         self._started = False
 
     @classmethod
     def from_file(cls, path: str | Path, *, store: Store | None = None) -> Router:
-        return cls(load_config(path), store=store)
+        return cls(load_config(path), store=store, base_dir=Path(path).resolve().parent)
 
     async def start(self) -> None:
         if not self._started:
@@ -95,89 +76,30 @@ class Router:
 
     # -- routing -----------------------------------------------------------------------------
 
-    def plan(self, body: dict[str, Any], *, explain: bool = False) -> RoutePlan:
+    async def plan(self, body: dict[str, Any], headers: dict[str, str] | None = None, *,
+                   explain: bool = False) -> RoutePlan:
         """Decide where a validated request goes, without calling any backend."""
-        started = time.monotonic()
-        features = RequestFeatures(body["messages"])
-        name = body["model"]
-        if name in self.aliases:
-            return self._plan_routed(body, features, started, explain)
-        model = self.pool.models.get(name)
-        if model is None:
-            raise ModelNotFound(
-                f"The model '{name}' does not exist. Use an alias "
-                f"({', '.join(sorted(self.aliases))}) or one of GET /v1/models.",
-                param="model",
-            )
-        tokens = self._prompt_tokens(features, [model])
-        if not model.fits(tokens):
-            raise ContextTooLong(
-                f"The prompt has {tokens} tokens; '{name}' takes at most "
-                f"{model.config.context_window}.", param="messages",
-            )
-        return RoutePlan(_new_request_id(), started, DIRECT, [model],
-                         "the request named this model", features)
+        return await self.planner.plan(body, headers, explain=explain)
 
-    def _plan_routed(
-        self, body: dict[str, Any], features: RequestFeatures, started: float, explain: bool
-    ) -> RoutePlan:
-        outcome = self.engine.decide(features, explain=explain)
-        decision = outcome.decision
-        candidates = [self.pool.models[n] for n in decision.candidates]
-        fallbacks = [self.pool.models[n] for n in decision.fallback]
-        tokens = self._prompt_tokens(features, candidates + fallbacks)
-        selection = self._algorithms[decision.name].select(list(candidates), tokens)
-        if selection is not None:
-            chosen, why = self.pool.models[selection.model], selection.reason
-        else:
-            chosen = next((m for m in fallbacks if m.fits(tokens)), None)
-            why = "no candidate's context window fits; the first fallback that does"
-            if chosen is None:
-                raise ContextTooLong(
-                    f"The prompt has {tokens} tokens; no model of decision "
-                    f"'{decision.name}' has a context window that large.", param="messages",
-                )
-        # Failover order: the chosen model, the other candidates, then the fallbacks.
-        models = [chosen]
-        for model in candidates + fallbacks:
-            if model not in models and model.fits(tokens):
-                models.append(model)
-        reason = f"decision '{decision.name}' ({'; '.join(outcome.matched)}): {why}"
-        plan = RoutePlan(_new_request_id(), started, decision.name, models, reason, features)
-        if explain:
-            plan.explanation = {"considered": outcome.considered,
-                                "algorithm": decision.algorithm,
-                                "candidates": decision.candidates,
-                                "fallback": [m.name for m in models[1:]]}
-        return plan
-
-    @staticmethod
-    def _prompt_tokens(features: RequestFeatures, models: list[PooledModel]) -> int:
-        # Exact counting costs ~0.1 ms per 500 words; skip it when no window can be exceeded.
-        bound = prompt_size_upper_bound(features.messages)
-        if models and bound <= min(m.config.context_window for m in models):
-            return bound
-        return features.prompt_tokens
-
-    async def route(self, request: str | dict[str, Any]) -> dict[str, Any]:
-        """Dry run: the signals, the decision, the chosen model and why."""
+    async def route(self, request: str | dict[str, Any],
+                    headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """Dry run: every computed signal, every decision considered, the model and why."""
         body = request if isinstance(request, dict) else {
             "model": next(iter(sorted(self.aliases)), "auto"),
             "messages": [{"role": "user", "content": request}],
         }
         body = validate_chat_request(body)
-        plan = self.plan(body, explain=True)
-        features = plan.features
-        signals = {"prompt_tokens": features.prompt_tokens, **features.computed()}
+        plan = await self.plan(body, headers, explain=True)
         return {
-            "signals": signals,
+            "signals": plan.signals.explain() if plan.signals else {},
+            "matched_signals": plan.matched_signals(),
+            "prompt_tokens": plan.context.prompt_tokens,
             "decision": plan.decision,
             "model": plan.model,
             "fallback": [m.name for m in plan.models[1:]],
             "reason": plan.reason,
             **plan.explanation,
         }
-
     # -- calling -----------------------------------------------------------------------------
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +107,7 @@ class Router:
         return (await self.complete(validate_chat_request({**body, "stream": False}))).response
 
     async def complete(self, body: dict[str, Any], plan: RoutePlan | None = None) -> ChatResult:
-        plan = plan or self.plan(body)
+        plan = plan or await self.plan(body)
         try:
             served = await self.pool.executor.complete(plan.models, body)
         except PoolExhausted as exhausted:
@@ -202,7 +124,7 @@ class Router:
 
     async def open_stream(self, body: dict[str, Any], plan: RoutePlan | None = None) -> StreamRelay:
         """Open a stream with failover; the relay's frames() must be consumed to the end."""
-        plan = plan or self.plan(body)
+        plan = plan or await self.plan(body)
         try:
             served = await self.pool.executor.open_stream(plan.models, body)
         except PoolExhausted as exhausted:
@@ -218,7 +140,7 @@ class Router:
                 yield orjson.loads(frame[6:])
 
     def compute_usage(self, plan: RoutePlan, completion_text: str) -> dict[str, int]:
-        prompt = plan.features.prompt_tokens
+        prompt = plan.context.prompt_tokens
         completion = count_text_tokens(completion_text)
         return {"prompt_tokens": prompt, "completion_tokens": completion,
                 "total_tokens": prompt + completion}
@@ -261,10 +183,6 @@ def _default_state_dir() -> Path:
 
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "routeyard"
-
-
-def _new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
 
 
 def _completion_text(response: dict[str, Any]) -> str:

@@ -20,7 +20,8 @@ from routeyard.pool.executor import Executor, Served
 from routeyard.pool.providers.base import UpstreamError
 
 if TYPE_CHECKING:
-    from routeyard.router import RoutePlan, Router
+    from routeyard.planner import RoutePlan
+    from routeyard.router import Router
 
 DONE = b"data: [DONE]\n\n"
 

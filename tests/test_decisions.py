@@ -33,15 +33,15 @@ def body(text: str, model: str = "auto") -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": text}]}
 
 
-def test_keywords_match_whole_words_case_insensitively() -> None:
+async def test_keywords_match_whole_words_case_insensitively() -> None:
     r = router([{"name": "hard", "when": {"keywords_any": ["prove", "C++"]},
                  "candidates": ["large"]}])
-    assert r.plan(body("Please PROVE it")).decision == "hard"
-    assert r.plan(body("write some c++ now")).decision == "hard"
-    assert r.plan(body("Can you approve my leave?")).decision == "default"
+    assert (await r.plan(body("Please PROVE it"))).decision == "hard"
+    assert (await r.plan(body("write some c++ now"))).decision == "hard"
+    assert (await r.plan(body("Can you approve my leave?"))).decision == "default"
 
 
-def test_priority_then_declaration_order_wins() -> None:
+async def test_priority_then_declaration_order_wins() -> None:
     r = router([
         {"name": "first", "when": {"keywords_any": ["x"]}, "candidates": ["small"]},
         {"name": "urgent", "priority": 9, "when": {"keywords_any": ["x"]},
@@ -49,39 +49,42 @@ def test_priority_then_declaration_order_wins() -> None:
         {"name": "also-urgent", "priority": 9, "when": {"keywords_any": ["x"]},
          "candidates": ["large"]},
     ])
-    plan = r.plan(body("x"), explain=True)
+    plan = await r.plan(body("x"), explain=True)
     assert plan.decision == "urgent" and plan.model == "mid"
-    assert [c["name"] for c in plan.explanation["considered"]] == ["urgent"]
+    considered = plan.explanation["considered"]
+    assert [c["name"] for c in considered] == ["urgent", "also-urgent", "first"]
+    assert all(c["matched"] for c in considered)
 
 
-def test_conditions_are_anded_and_token_bounds_apply() -> None:
+async def test_conditions_are_anded_and_token_bounds_apply() -> None:
     r = router([{"name": "long-code", "when": {"keywords_any": ["code"],
                                                 "min_prompt_tokens": 50},
                  "candidates": ["large"]}])
-    assert r.plan(body("code")).decision == "default"
-    assert r.plan(body("code " + "word " * 100)).decision == "long-code"
+    assert (await r.plan(body("code"))).decision == "default"
+    assert (await r.plan(body("code " + "word " * 100))).decision == "long-code"
 
 
-def test_failover_order_is_chosen_then_other_candidates_then_fallback() -> None:
-    plan = router([]).plan(body("hello"))
+async def test_failover_order_is_chosen_then_other_candidates_then_fallback() -> None:
+    plan = await router([]).plan(body("hello"))
     assert [m.name for m in plan.models] == ["small", "mid", "large"]
 
 
-def test_context_window_filters_candidates_and_fallbacks() -> None:
+async def test_context_window_filters_candidates_and_fallbacks() -> None:
     r = router([])
-    plan = r.plan(body("word " * 300))  # ~300 tokens: too long for small (100)
+    plan = await r.plan(body("word " * 300))  # ~300 tokens: too long for small (100)
     assert [m.name for m in plan.models] == ["mid", "large"]
-    plan = r.plan(body("word " * 5000))
+    plan = await r.plan(body("word " * 5000))
     assert [m.name for m in plan.models] == ["large"]
     with pytest.raises(ContextTooLong):
-        r.plan(body("word " * 5000, model="mid"))
+        await r.plan(body("word " * 5000, model="mid"))
 
 
 async def test_dry_run_works_before_start() -> None:
     r = router([{"name": "hard", "when": {"keywords_any": ["prove"]}, "candidates": ["large"]}])
     result = await r.route("prove it")
     assert result["model"] == "large" and result["decision"] == "hard"
-    assert result["signals"]["prompt_tokens"] > 0
+    assert result["prompt_tokens"] > 0
+    assert result["signals"]["keyword"]["matches"]["@hard"]["value"] == "prove"
 
 
 def test_breaker_opens_after_threshold_and_probes_after_cooldown() -> None:

@@ -223,7 +223,7 @@ def test_dry_run_over_http(gateway: RouterProcess) -> None:
     plan = response.json()
     assert {"signals", "decision", "model", "reason"} <= set(plan)
     assert plan["decision"] == "hard" and plan["model"] == "large"
-    assert "keyword 'prove'" in plan["reason"]
+    assert "keyword:@hard 'prove'" in plan["reason"]
     bad = httpx.post(f"{gateway.base_url}/route", json={"prompt": 3})
     assert bad.status_code == 400
 

@@ -78,7 +78,7 @@ def test_route_cli_prints_the_dry_run() -> None:
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["decision"] == "reasoning" and plan["model"] == "sim-large"
-    assert plan["signals"]["prompt_tokens"] > 0
+    assert plan["prompt_tokens"] > 0 and "keyword" in plan["signals"]
     assert "prove" in plan["reason"]
 
 

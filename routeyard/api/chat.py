@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -17,26 +18,53 @@ _JSON = "application/json"
 
 
 async def chat_completions(request: Request) -> Response:
+    # The Router is read once: a config reload swaps app.state.router, and this request
+    # finishes on the one it started with (in_flight keeps the old one open until then).
     router: Router = request.app.state.router
+    router.in_flight += 1
+    streaming = False
     try:
-        body = validate_chat_request(await read_json(request))
-        plan = router.plan(body)
-    except RouteyardError as error:
-        router.record_rejection(error)
-        raise
-    headers = {"x-routeyard-request-id": plan.request_id, "x-routeyard-decision": plan.decision}
+        try:
+            body = validate_chat_request(await read_json(request))
+            plan = await router.plan(body, _headers(request))
+        except RouteyardError as error:
+            router.record_rejection(error)
+            raise
+        headers = {"x-routeyard-request-id": plan.request_id,
+                   "x-routeyard-decision": plan.decision}
+        signals = plan.matched_signals()
+        if signals:
+            headers["x-routeyard-signals"] = ",".join(signals)
+        try:
+            if wants_stream(body):
+                relay = await router.open_stream(body, plan)
+                headers["x-routeyard-model"] = relay.served.model.name
+                headers["cache-control"] = "no-cache"
+                streaming = True
+                return StreamingResponse(_counted(router, relay.frames()),
+                                         media_type="text/event-stream", headers=headers)
+            result = await router.complete(body, plan)
+        except RouteyardError as error:
+            return routeyard_error_response(error, headers)
+        headers["x-routeyard-model"] = result.served.model.name
+        return Response(orjson.dumps(result.response), headers=headers, media_type=_JSON)
+    finally:
+        if not streaming:
+            router.in_flight -= 1
+
+
+async def _counted(router: Router, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A stream stays in flight until its last frame (or the client leaving)."""
     try:
-        if wants_stream(body):
-            relay = await router.open_stream(body, plan)
-            headers["x-routeyard-model"] = relay.served.model.name
-            headers["cache-control"] = "no-cache"
-            return StreamingResponse(relay.frames(), media_type="text/event-stream",
-                                     headers=headers)
-        result = await router.complete(body, plan)
-    except RouteyardError as error:
-        return routeyard_error_response(error, headers)
-    headers["x-routeyard-model"] = result.served.model.name
-    return Response(orjson.dumps(result.response), headers=headers, media_type=_JSON)
+        async for frame in frames:
+            yield frame
+    finally:
+        router.in_flight -= 1
+
+
+def _headers(request: Request) -> dict[str, str]:
+    return {key.decode("latin-1"): value.decode("latin-1")
+            for key, value in request.scope["headers"]}
 
 
 async def route_dry_run(request: Request) -> Response:
@@ -49,7 +77,7 @@ async def route_dry_run(request: Request) -> Response:
             raise InvalidRequest("give either a chat body with `messages` or a string `prompt`",
                                  param="prompt")
         data = prompt
-    result = await router.route(data)
+    result = await router.route(data, _headers(request))
     return Response(orjson.dumps(result), media_type=_JSON)
 
 

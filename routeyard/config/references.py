@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from routeyard.config.signals import FAMILY_NAMES, declared_names
 from routeyard.selection import SELECTION_ALGORITHMS
 from routeyard.state import STORE_BACKENDS
 
@@ -30,8 +31,12 @@ def check_references(data: dict[str, Any]) -> list[Problem]:
         problems += _duplicates(f"models[{index}].endpoints", endpoint_names, "endpoint")
     decisions = _dicts(data.get("decisions"))
     problems += _duplicates("decisions", [d.get("name") for _, d in decisions], "decision")
+    signals = data.get("signals") if isinstance(data.get("signals"), dict) else {}
     for index, decision in decisions:
         problems += _decision_references(f"decisions[{index}]", decision, known)
+        if "rules" in decision:
+            problems += _signal_references(f"decisions[{index}].rules", decision["rules"],
+                                           signals)
     default = data.get("default")
     default_name = "default"
     if isinstance(default, dict):
@@ -61,6 +66,36 @@ def _decision_references(where: str, decision: dict[str, Any], known: set[str]
         choices = ", ".join(sorted(SELECTION_ALGORITHMS))
         problems.append((f"{where}.algorithm", f"unknown algorithm '{algorithm}' "
                          f"(known: {choices})"))
+    return problems
+
+
+def _signal_references(where: str, rule: Any, signals: dict[str, Any]) -> list[Problem]:
+    """Every `family:name` leaf must name a configured family and one of its names."""
+    if isinstance(rule, str):
+        rule = {"signal": rule}
+    if not isinstance(rule, dict):
+        return []
+    problems: list[Problem] = []
+    for kind in ("all", "any"):
+        for index, child in enumerate(_list(rule.get(kind))):
+            problems += _signal_references(f"{where}.{kind}[{index}]", child, signals)
+    if "not" in rule:
+        problems += _signal_references(f"{where}.not", rule["not"], signals)
+    leaf = rule.get("signal")
+    if isinstance(leaf, str) and leaf.count(":") == 1:
+        family, name = leaf.split(":")
+        if family not in FAMILY_NAMES:
+            problems.append((f"{where}.signal", f"unknown signal family '{family}' "
+                             f"(known: {', '.join(FAMILY_NAMES)})"))
+        elif not isinstance(signals.get(family), dict):
+            problems.append((f"{where}.signal",
+                             f"signal '{leaf}': family '{family}' is not configured under signals"))
+        else:
+            names = declared_names(family, signals[family])
+            if names is not None and name not in names:
+                known = ", ".join(sorted(names)) or "none"
+                problems.append((f"{where}.signal",
+                                 f"unknown signal '{leaf}' ({family} names: {known})"))
     return problems
 
 

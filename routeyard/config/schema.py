@@ -10,6 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from routeyard.config.signals import RuleConfig as SignalRule
+from routeyard.config.signals import SignalsConfig
+
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 
@@ -66,7 +69,8 @@ class ModelConfig(Strict):
 
 
 class RuleConfig(Strict):
-    """The minimal rule form: every condition given must hold (AND)."""
+    """The shorthand rule form: every condition given must hold (AND). It is sugar for a
+    keyword set and a context_length band (see decisions/engine.py)."""
 
     keywords_any: list[str] = Field(default_factory=list)  # case-insensitive whole words/phrases
     min_prompt_tokens: Annotated[int, Field(ge=0)] | None = None
@@ -76,7 +80,8 @@ class RuleConfig(Strict):
 class DecisionConfig(Strict):
     name: Annotated[str, Field(min_length=1)]
     priority: int = 0  # higher wins when several decisions match
-    when: RuleConfig = RuleConfig()
+    when: RuleConfig = RuleConfig()  # shorthand conditions, ANDed with `rules`
+    rules: SignalRule | None = None  # a tree of all / any / not over family:name leaves
     candidates: Annotated[list[str], Field(min_length=1)]
     algorithm: str = "static"
     fallback: list[str] = Field(default_factory=list)
@@ -149,7 +154,11 @@ class RouteyardConfig(Strict):
     server: ServerConfig = ServerConfig()
     models: Annotated[list[ModelConfig], Field(min_length=1)]
     aliases: list[str] = Field(default_factory=lambda: ["auto"])
+    signals: SignalsConfig = SignalsConfig()
     decisions: list[DecisionConfig] = Field(default_factory=list)
+    # priority: the matching decision with the highest priority wins; confidence: the one whose
+    # rule holds with the highest confidence (priority breaks ties).
+    decision_strategy: Literal["priority", "confidence"] = "priority"
     default: DefaultDecisionConfig | None = None  # None: the first model
     pool: PoolConfig = PoolConfig()
     state: StateConfig = StateConfig()

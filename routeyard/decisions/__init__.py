@@ -1,5 +1,5 @@
-"""Decisions: rules over request features that pick candidates, an algorithm and fallbacks."""
+"""Decisions: rule trees over signals that pick candidates, an algorithm and fallbacks."""
 
-from routeyard.decisions.engine import Decision, DecisionEngine, DecisionOutcome, RequestFeatures
+from routeyard.decisions.engine import Decision, DecisionEngine, DecisionOutcome
 
-__all__ = ["Decision", "DecisionEngine", "DecisionOutcome", "RequestFeatures"]
+__all__ = ["Decision", "DecisionEngine", "DecisionOutcome"]

@@ -1,49 +1,29 @@
 """Decisions: which rule matches a request, and so which candidates and algorithm apply.
 
-This is the minimal rule form (keywords and prompt-length bounds, ANDed). The winner is the
-matching decision with the highest priority; ties go to the one declared first. When none
-matches, the default decision applies.
+A decision's rule is a tree over signal leaves (`rules:`), ANDed with the shorthand `when:`
+conditions, which are desugared here into a keyword set and a context_length band named
+`@<decision>`. With the `priority` strategy the matching decision with the highest priority wins
+(ties: the one declared first); with `confidence`, the one whose rule holds most confidently.
+When none matches, the default decision applies.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from routeyard.config.schema import DecisionConfig, DefaultDecisionConfig, RouteyardConfig
-from routeyard.tokens import count_prompt_tokens, message_text
-
-
-class RequestFeatures:
-    """What rules look at, computed lazily so unused features cost nothing."""
-
-    def __init__(self, messages: list[dict[str, Any]]) -> None:
-        self.messages = messages
-        self._text: str | None = None
-        self._tokens: int | None = None
-
-    @property
-    def text(self) -> str:
-        """Lower-cased text of the user turns."""
-        if self._text is None:
-            self._text = " ".join(
-                message_text(m) for m in self.messages if m.get("role") == "user"
-            ).lower()
-        return self._text
-
-    @property
-    def prompt_tokens(self) -> int:
-        if self._tokens is None:
-            self._tokens = count_prompt_tokens(self.messages)
-        return self._tokens
-
-    def computed(self) -> dict[str, Any]:
-        """The features some rule or step actually needed (for the dry-run explanation)."""
-        signals: dict[str, Any] = {}
-        if self._tokens is not None:
-            signals["prompt_tokens"] = self._tokens
-        return signals
+from routeyard.config.signals import (
+    ContextLengthFamily,
+    KeywordFamily,
+    KeywordSignal,
+    RuleConfig,
+    SignalsConfig,
+    TokenBand,
+)
+from routeyard.decisions.rules import RuleFunction, compile_rule, explain_rule
+from routeyard.signals import RequestContext, SignalEngine, SignalReport
 
 
 @dataclass(slots=True, frozen=True)
@@ -58,57 +38,122 @@ class Decision:
 @dataclass(slots=True)
 class DecisionOutcome:
     decision: Decision
-    matched: list[str] = field(default_factory=list)  # why it matched, condition by condition
+    confidence: float
+    report: SignalReport
+    reason: str
     considered: list[dict[str, Any]] = field(default_factory=list)
 
 
-class _CompiledRule:
-    def __init__(self, config: DecisionConfig) -> None:
-        # Whole words or phrases, so "prove" does not match "approve".
-        keywords = [k.lower() for k in config.when.keywords_any if k.strip()]
-        self.keywords = (
-            re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, keywords)) + r")(?!\w)")
-            if keywords else None
-        )
-        self.min_tokens = config.when.min_prompt_tokens
-        self.max_tokens = config.when.max_prompt_tokens
-
-    def match(self, features: RequestFeatures) -> list[str] | None:
-        """The satisfied conditions, or None when some condition fails."""
-        reasons: list[str] = []
-        if self.keywords is not None:
-            hit = self.keywords.search(features.text)
-            if hit is None:
-                return None
-            reasons.append(f"keyword '{hit.group(0)}'")
-        if self.min_tokens is not None:
-            if features.prompt_tokens < self.min_tokens:
-                return None
-            reasons.append(f"prompt_tokens {features.prompt_tokens} >= {self.min_tokens}")
-        if self.max_tokens is not None:
-            if features.prompt_tokens > self.max_tokens:
-                return None
-            reasons.append(f"prompt_tokens {features.prompt_tokens} <= {self.max_tokens}")
-        return reasons or ["no conditions: always matches"]
+@dataclass(slots=True)
+class _CompiledDecision:
+    decision: Decision
+    rule: RuleConfig | None  # None: always matches
+    function: RuleFunction | None
 
 
 class DecisionEngine:
-    def __init__(self, config: RouteyardConfig) -> None:
-        ordered = sorted(enumerate(config.decisions), key=lambda pair: (-pair[1].priority, pair[0]))
-        self._rules = [(_decision(d), _CompiledRule(d)) for _, d in ordered]
+    def __init__(self, config: RouteyardConfig, base_dir: Path | None = None) -> None:
+        signals, rules = desugar(config)
+        ordered = sorted(range(len(config.decisions)),
+                         key=lambda i: (-config.decisions[i].priority, i))
+        self._decisions = [
+            _CompiledDecision(_decision(config.decisions[i]), rules[i],
+                              compile_rule(rules[i]) if rules[i] is not None else None)
+            for i in ordered
+        ]
+        self.by_confidence = config.decision_strategy == "confidence"
         default = config.default or DefaultDecisionConfig(candidates=[config.models[0].name])
         self.default = _decision(default)
+        self.signals = SignalEngine(signals, referenced_leaves(rules), base_dir)
 
-    def decide(self, features: RequestFeatures, *, explain: bool = False) -> DecisionOutcome:
+    def context(self, body: dict[str, Any], headers: dict[str, str] | None = None
+                ) -> RequestContext:
+        return self.signals.context(body, headers)
+
+    async def decide(self, ctx: RequestContext, *, explain: bool = False) -> DecisionOutcome:
+        report = await self.signals.evaluate(ctx)
+        leaves = report.leaves
+        best: tuple[float, _CompiledDecision] | None = None
         considered: list[dict[str, Any]] = []
-        for decision, rule in self._rules:
-            reasons = rule.match(features)
+        for compiled in self._decisions:
+            confidence = compiled.function(leaves) if compiled.function else 1.0
             if explain:
-                considered.append({"name": decision.name, "priority": decision.priority,
-                                   "matched": reasons is not None, "conditions": reasons or []})
-            if reasons is not None:
-                return DecisionOutcome(decision, reasons, considered)
-        return DecisionOutcome(self.default, ["no decision matched: default"], considered)
+                considered.append(self._explain(compiled, confidence, leaves))
+            if confidence <= 0.0:
+                continue
+            # Priority: the first match (in priority order) wins; confidence: the highest.
+            if best is None or (self.by_confidence and confidence > best[0]):
+                best = (confidence, compiled)
+                if not self.by_confidence and not explain:
+                    break
+        if best is None:
+            return DecisionOutcome(self.default, 1.0, report, "no decision matched: default",
+                                   considered)
+        confidence, compiled = best
+        matched = [leaf for leaf in compiled.rule.leaves() if leaf in leaves] if compiled.rule \
+            else []
+        why = ", ".join(_describe(leaf, report) for leaf in matched) or "no conditions"
+        return DecisionOutcome(compiled.decision, confidence, report,
+                               f"matched ({why}; confidence {confidence:.2f})", considered)
+
+    @staticmethod
+    def _explain(compiled: _CompiledDecision, confidence: float, leaves: dict[str, float]
+                 ) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": compiled.decision.name,
+                                 "priority": compiled.decision.priority,
+                                 "matched": confidence > 0.0,
+                                 "confidence": round(confidence, 3)}
+        if compiled.rule is not None:
+            entry["rule"] = explain_rule(compiled.rule, leaves)
+        return entry
+
+
+def _describe(leaf: str, report: SignalReport) -> str:
+    family, name = leaf.split(":", 1)
+    result = report.results.get(family)
+    match = result.matches.get(name) if result is not None else None
+    return f"{leaf} '{match.value}'" if match is not None and match.value is not None else leaf
+
+
+def desugar(config: RouteyardConfig) -> tuple[SignalsConfig, list[RuleConfig | None]]:
+    """Turn each decision's `when:` into signal leaves; return the signals and rule trees."""
+    keyword_sets: dict[str, KeywordSignal] = {}
+    bands: dict[str, TokenBand] = {}
+    rules: list[RuleConfig | None] = []
+    for decision in config.decisions:
+        parts: list[RuleConfig] = []
+        when = decision.when
+        name = f"@{decision.name}"
+        if when.keywords_any:
+            keyword_sets[name] = KeywordSignal(any=when.keywords_any)
+            parts.append(RuleConfig(signal=f"keyword:{name}"))
+        if when.min_prompt_tokens is not None or when.max_prompt_tokens is not None:
+            bands[name] = TokenBand(min_tokens=when.min_prompt_tokens or 0,
+                                    max_tokens=when.max_prompt_tokens)
+            parts.append(RuleConfig(signal=f"context_length:{name}"))
+        if decision.rules is not None:
+            parts.append(decision.rules)
+        rules.append(None if not parts else parts[0] if len(parts) == 1
+                     else RuleConfig(all=parts))
+    signals = config.signals
+    if keyword_sets:
+        family = signals.keyword or KeywordFamily()
+        signals = signals.model_copy(update={"keyword": family.model_copy(
+            update={"sets": {**family.sets, **keyword_sets}})})
+    if bands:
+        family_cl = signals.context_length or ContextLengthFamily()
+        signals = signals.model_copy(update={"context_length": family_cl.model_copy(
+            update={"bands": {**family_cl.bands, **bands}})})
+    return signals, rules
+
+
+def referenced_leaves(rules: list[RuleConfig | None]) -> dict[str, set[str]]:
+    referenced: dict[str, set[str]] = {}
+    for rule in rules:
+        for leaf in rule.leaves() if rule is not None else []:
+            family, name = leaf.split(":", 1)
+            referenced.setdefault(family, set()).add(name)
+    return referenced
 
 
 def _decision(config: DecisionConfig | DefaultDecisionConfig) -> Decision:

