@@ -23,10 +23,26 @@ def _encoding() -> Any:
     return bpe_openai.get_encoding("cl100k_base")
 
 
+# bpe-openai refuses texts of a million characters or more; longer prompts are counted in
+# pieces cut at whitespace (a token never spans whitespace followed by a word start).
+_PIECE = 200_000
+
+
 def count_text_tokens(text: str) -> int:
     if not text:
         return 0
-    return len(_encoding().encode_ordinary(text))
+    encode = _encoding().encode_ordinary
+    if len(text) < _PIECE:
+        return len(encode(text))
+    total, start = 0, 0
+    while start < len(text):
+        end = min(len(text), start + _PIECE)
+        if end < len(text):
+            cut = text.rfind(" ", start + _PIECE // 2, end)
+            end = cut if cut > start else end
+        total += len(encode(text[start:end]))
+        start = end
+    return total
 
 
 def message_text(message: dict[str, Any]) -> str:

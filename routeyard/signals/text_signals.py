@@ -15,11 +15,28 @@ from routeyard.signals.base import Family, FamilyResult, Match, RequestContext, 
 
 
 def phrase_pattern(words: list[str], flags: int) -> re.Pattern[str] | None:
-    """Whole words or phrases: `prove` matches "prove it" but not "approve"; `c++` works."""
-    words = [w for w in words if w.strip()]
-    if not words:
-        return None
-    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", flags)
+    """Whole words or phrases: `prove` matches "prove it" but not "approve"; `c++` works.
+
+    Scripts written without spaces (Chinese, Japanese, Thai, ...) have no word edges, so a
+    keyword edge in such a script matches anywhere.
+    """
+    pieces = [_bounded(w) for w in words if w.strip()]
+    return re.compile("|".join(pieces), flags) if pieces else None
+
+
+def _bounded(word: str) -> str:
+    start = r"(?<!\w)" if _spaced(word[0]) else ""
+    end = r"(?!\w)" if _spaced(word[-1]) else ""
+    return f"{start}{re.escape(word)}{end}"
+
+
+def _spaced(char: str) -> bool:
+    """Whether a word boundary means something next to this character."""
+    if not char.isalnum():
+        return True  # punctuation: the (?<!\w) check keeps "c++" from matching "abc++"
+    code = ord(char)
+    return not (0x0E00 <= code <= 0x0EFF or 0x2E80 <= code <= 0x9FFF
+                or 0xAC00 <= code <= 0xD7AF or 0xF900 <= code <= 0xFAFF)
 
 
 class _KeywordSet:
