@@ -49,6 +49,8 @@ class Router:
         self.aliases = self.planner.aliases
         self.store = store if store is not None else _store_from_config(config)
         self.in_flight = 0  # requests being served; a replaced Router closes at zero
+        # On reload the store passes to the new Router, which then starts and closes it.
+        self.owns_store = True
         self._started = False
 
     @classmethod
@@ -58,13 +60,14 @@ class Router:
     async def start(self) -> None:
         if not self._started:
             await self.pool.start()
-            await self.store.start()
+            await self.store.start()  # idempotent: a store shared on reload is already running
             self._started = True
 
     async def close(self) -> None:
         if self._started:
             await self.pool.close()
-            await self.store.close()
+            if self.owns_store:
+                await self.store.close()
             self._started = False
 
     async def __aenter__(self) -> Router:

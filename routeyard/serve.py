@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import sys
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -37,7 +38,8 @@ def build_app(path: str | None, base_url: str, *, discover: bool) -> tuple[ASGIA
         from routeyard.simulator import build_simulator_app, demo_config
 
         mounts[SIMULATOR_MOUNT] = build_simulator_app(demo_config())
-    return create_app(Router(config), mounts=mounts), notes
+    router = Router(config, base_dir=Path(path).resolve().parent if path else None)
+    return create_app(router, mounts=mounts, config_path=path), notes
 
 
 def app_from_environment() -> ASGIApp:

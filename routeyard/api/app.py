@@ -22,6 +22,7 @@ from routeyard.api.errors import (
 )
 from routeyard.errors import RouteyardError
 from routeyard.metrics import CONTENT_TYPE
+from routeyard.reload import ConfigReloader
 from routeyard.router import Router
 
 _JSON = "application/json"
@@ -86,14 +87,29 @@ class ClientAuth:
         await self.app(scope, receive, send)
 
 
-def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None) -> ASGIApp:
+def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None,
+               config_path: str | None = None) -> ASGIApp:
+    """The app around one Router; with `config_path`, reloaded on SIGHUP or file change."""
+
     @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await router.start()
+        reloader = None
+        if config_path is not None:
+            reloader = ConfigReloader(app.state, config_path,
+                                      poll_s=router.config.server.watch_config_s)
+            reloader.start()
+        app.state.reloader = reloader
         try:
             yield
         finally:
-            await router.close()
+            if reloader is not None:
+                await reloader.stop()
+            current: Router = app.state.router
+            current.owns_store = True
+            await current.close()
+            if current is not router:
+                await router.close()
 
     routes: list[BaseRoute] = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),

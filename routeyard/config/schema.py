@@ -140,6 +140,8 @@ class ServerConfig(Strict):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
     api_keys: list[SecretStr] = Field(default_factory=list)  # empty: no client auth
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Seconds between checks of the config file for changes (0: reload on SIGHUP only).
+    watch_config_s: NonNegativeFloat = 1.0
 
     @field_validator("api_keys")
     @classmethod
