@@ -62,7 +62,7 @@ async def test_context_length_bands() -> None:
 
 async def test_language_detects_codes_and_groups() -> None:
     signals = {"language": {"groups": {"cjk": ["zh", "ja", "ko"]}}}
-    found = await leaves(signals, user("这是一个关于数据库索引的问题，请详细解释。"))
+    found = await leaves(signals, user("这是一个关于数据库索引的问题。请详细解释。"))
     assert {"language:zh", "language:cjk"} <= set(found)
     assert "language:fr" in await leaves(signals, user("Bonjour, pouvez-vous m'aider ?"))
     assert await leaves(signals, user("")) == {}
