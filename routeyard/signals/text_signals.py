@@ -12,6 +12,7 @@ from routeyard.config.signals import (
     LanguageFamily,
 )
 from routeyard.signals.base import Family, FamilyResult, Match, RequestContext, register
+from routeyard.tokens import prompt_size_upper_bound
 
 
 def phrase_pattern(words: list[str], flags: int) -> re.Pattern[str] | None:
@@ -156,10 +157,24 @@ class ContextLengthSignals(Family):
         return set(self.config.bands)
 
     def evaluate(self, ctx: RequestContext) -> FamilyResult:
-        tokens = ctx.prompt_tokens
-        result = FamilyResult(values={"prompt_tokens": tokens})
         config: ContextLengthFamily = self.config
-        for name, band in config.bands.items():
+        tokens = ctx.tokens_counted
+        if tokens is None:
+            # A cheap upper bound settles most bands without tokenizing (and without loading
+            # the tokenizer at all): below every lower edge, or inside a band that starts at 0.
+            bound = prompt_size_upper_bound(ctx.messages)
+            if all(bound < band.min_tokens
+                   or (band.min_tokens == 0 and (band.max_tokens is None
+                                                 or bound <= band.max_tokens))
+                   for band in config.bands.values()):
+                return self._bands(bound, exact=False)
+            tokens = ctx.prompt_tokens
+        return self._bands(tokens, exact=True)
+
+    def _bands(self, tokens: int, *, exact: bool) -> FamilyResult:
+        key = "prompt_tokens" if exact else "prompt_tokens_at_most"
+        result = FamilyResult(values={key: tokens})
+        for name, band in self.config.bands.items():
             if tokens >= band.min_tokens and (band.max_tokens is None or tokens <= band.max_tokens):
                 result.matches[name] = Match(1.0, tokens)
         return result
