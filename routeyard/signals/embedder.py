@@ -30,6 +30,8 @@ class StaticEmbedder:
         from model2vec import StaticModel  # imported here: only deployments using it pay
 
         self._model: Any = StaticModel.from_pretrained(str(path))
+        # Stored as float16 to halve the package; averaging float32 rows is ~15% faster.
+        self._model.embedding = np.asarray(self._model.embedding, dtype=np.float32)
         self.dimensions = int(self._model.dim)
 
     def embed(self, texts: list[str]) -> np.ndarray:
