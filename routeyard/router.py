@@ -61,6 +61,7 @@ class Router:
         if not self._started:
             await self.pool.start()
             await self.store.start()  # idempotent: a store shared on reload is already running
+            await self.planner.engine.signals.warm_up()
             self._started = True
 
     async def close(self) -> None:

@@ -65,6 +65,14 @@ class SignalEngine:
         self._sync = [f for f in self.families if not f.is_async]
         self._async = [f for f in self.families if f.is_async]
 
+    async def warm_up(self) -> None:
+        """Load what families load lazily (BPE tables, the language model), so the first
+        request does not pay half a second for it."""
+        ctx = self.context({"messages": [{"role": "user", "content": "Warm up, please."}]})
+        if "context_length" in self.referenced:
+            _ = ctx.prompt_tokens
+        await self.evaluate(ctx)
+
     def context(self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
                 ) -> RequestContext:
         return RequestContext(body, headers, self.embedder)
