@@ -39,8 +39,15 @@ def _configure_validate(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from routeyard.signals.validation import check_signal_build
+
     try:
         config = load_config(args.file)
+        problems = check_signal_build(config, Path(args.file).resolve().parent)
+        if problems:
+            raise ConfigError(args.file, problems)
     except ConfigError as error:
         print(error.render(), file=sys.stderr)
         return 1
@@ -54,15 +61,19 @@ def _configure_route(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_route(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from routeyard.errors import RouteyardError
     from routeyard.router import Router
     from routeyard.serve import resolve_config
+    from routeyard.signals.validation import BUILD_ERRORS
     from routeyard.state import MemoryStore
 
     async def dry_run() -> dict[str, object]:
         config, _ = resolve_config(args.config, "http://127.0.0.1:8080", discover=False)
-        async with Router(config, store=MemoryStore()) as router:
-            return await router.route(args.prompt)
+        base_dir = Path(args.config).resolve().parent if args.config else None
+        router = Router(config, store=MemoryStore(), base_dir=base_dir)
+        return await router.route(args.prompt)  # a dry run needs no connections
 
     try:
         result = asyncio.run(dry_run())
@@ -71,6 +82,9 @@ def _run_route(args: argparse.Namespace) -> int:
         return 1
     except RouteyardError as error:
         print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    except BUILD_ERRORS as error:
+        print(f"error: cannot build the router: {error}", file=sys.stderr)
         return 1
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
@@ -88,6 +102,18 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def _configure_fit_signal(parser: argparse.ArgumentParser) -> None:
+    from routeyard.signals.fitting import configure_parser
+
+    configure_parser(parser)
+
+
+def _run_fit_signal(args: argparse.Namespace) -> int:
+    from routeyard.signals.fitting import run_command
+
+    return run_command(args)
+
+
 COMMANDS: dict[str, tuple[str, Configure, Run]] = {
     "serve": ("run the router (OpenAI API)", _configure_serve, _run_serve),
     "validate": ("check a config file; list every error with its location",
@@ -96,6 +122,8 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
               _configure_route, _run_route),
     "simulate": ("run the backend simulator (OpenAI- and Anthropic-compatible)",
                  _configure_simulate, _run_simulate),
+    "fit-signal": ("fit a domain or complexity classifier into an artifact file",
+                   _configure_fit_signal, _run_fit_signal),
 }
 
 

@@ -16,8 +16,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from routeyard.config import ConfigError, load_config
+from routeyard.config import ConfigError, RouteyardConfig, load_config
 from routeyard.router import Router
+from routeyard.signals.validation import BUILD_ERRORS
 
 log = logging.getLogger("routeyard.reload")
 
@@ -66,12 +67,13 @@ class ConfigReloader:
                           self.last_error)
                 return False
             old: Router = self.state.router
-            if config.state != old.config.state or config.server.port != old.config.server.port:
-                log.warning("state and listening settings take effect on restart only")
+            _warn_restart_only(old.config, config)
             try:
-                new = Router(config, store=old.store, metrics=old.metrics,
-                             base_dir=self.path.resolve().parent)
-            except (ValueError, OSError, RuntimeError) as error:
+                # Built off the event loop: fitting classifiers can take a second.
+                new = await asyncio.to_thread(Router, config, store=old.store,
+                                              metrics=old.metrics,
+                                              base_dir=self.path.resolve().parent)
+            except BUILD_ERRORS as error:
                 self.last_error = f"{self.path}: {error}"
                 log.error("config reload refused (%s); the old config stays in force", error)
                 return False
@@ -79,6 +81,7 @@ class ConfigReloader:
             await new.start()
             self.state.router = new
             self.state.max_body_bytes = config.server.max_body_bytes
+            self.state.api_keys = frozenset(k.get_secret_value() for k in config.server.api_keys)
             self.reloads += 1
             self.last_error = None
             log.info("config reloaded from %s (%d models, %d decisions)", self.path,
@@ -103,6 +106,18 @@ class ConfigReloader:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _warn_restart_only(old: RouteyardConfig, new: RouteyardConfig) -> None:
+    changed = [name for name, before, after in (
+        ("state", old.state, new.state),
+        ("server.host", old.server.host, new.server.host),
+        ("server.port", old.server.port, new.server.port),
+        ("server.log_level", old.server.log_level, new.server.log_level),
+        ("server.watch_config_s", old.server.watch_config_s, new.server.watch_config_s),
+    ) if before != after]
+    if changed:
+        log.warning("%s changed: these take effect on restart only", ", ".join(changed))
 
 
 async def _retire(router: Router) -> None:

@@ -15,6 +15,7 @@ from routeyard.api import create_app
 from routeyard.config import ConfigError, RouteyardConfig, load_config
 from routeyard.config.defaults import SIMULATOR_MOUNT, default_config
 from routeyard.router import Router
+from routeyard.signals.validation import BUILD_ERRORS
 
 log = logging.getLogger("routeyard")
 
@@ -77,6 +78,9 @@ def serve(path: str | None, *, host: str | None, port: int | None, workers: int,
         app, notes = build_app(path, base_url, discover=discover)
     except ConfigError as error:
         print(error.render(), file=sys.stderr)
+        return 1
+    except BUILD_ERRORS as error:  # a signal's file is missing, say: no traceback
+        print(f"cannot build the router from {path}: {error}", file=sys.stderr)
         return 1
     _announce(path, base_url, notes)
     if workers > 1:

@@ -45,12 +45,15 @@ async def test_keyword_any_all_regex_and_case() -> None:
 async def test_keyword_fuzzy_and_bm25() -> None:
     signals = {"keyword": {"sets": {
         "kube": {"any": ["kubernetes"], "fuzzy": 85},
-        "billing": {"any": ["invoice", "refund", "charge"], "bm25_threshold": 0.1},
+        "billing": {"any": ["invoice", "refund", "charge"], "bm25_threshold": 2.0},
     }}}
     found = await leaves(signals, user("my kubernetse pod crashes"))
     assert 0.85 <= found["keyword:kube"] < 1.0  # a typo, matched with its fuzzy score
     assert "keyword:kube" not in await leaves(signals, user("my laptop crashes"))
-    assert "keyword:billing" in await leaves(signals, user("I want a refund"))
+    # BM25 needs relevance, not one word: a single mention scores ~1.4, below the threshold.
+    assert "keyword:billing" not in await leaves(signals, user("I want a refund"))
+    found = await leaves(signals, user("Refund the double charge on my last invoice"))
+    assert 0.5 <= found["keyword:billing"] <= 1.0
 
 
 async def test_context_length_bands() -> None:

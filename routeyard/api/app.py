@@ -67,19 +67,25 @@ async def metrics(request: Request) -> Response:
     return Response(router.metrics.render(), media_type=CONTENT_TYPE)
 
 
-class ClientAuth:
-    """Bearer-key check for the API when `server.api_keys` is configured."""
+def client_keys(router: Router) -> frozenset[str]:
+    return frozenset(k.get_secret_value() for k in router.config.server.api_keys)
 
-    def __init__(self, app: ASGIApp, keys: frozenset[str]) -> None:
+
+class ClientAuth:
+    """Bearer-key check when `server.api_keys` is configured. The keys live on the app state,
+    so a reload that changes them takes effect at once."""
+
+    def __init__(self, app: Starlette) -> None:
         self.app = app
-        self.keys = keys
+        self.state = app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in _OPEN_PATHS:
+        keys: frozenset[str] = self.state.api_keys
+        if keys and scope["type"] == "http" and scope["path"] not in _OPEN_PATHS:
             headers = dict(scope["headers"])
             auth = headers.get(b"authorization", b"").decode("latin-1")
             key = auth[7:] if auth[:7].lower() == "bearer " else ""
-            if key not in self.keys:
+            if key not in keys:
                 response = error_response(401, "Missing or invalid API key.",
                                           code="invalid_api_key")
                 await response(scope, receive, send)
@@ -131,5 +137,5 @@ def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None,
     )
     app.state.router = router
     app.state.max_body_bytes = router.config.server.max_body_bytes
-    keys = frozenset(k.get_secret_value() for k in router.config.server.api_keys)
-    return ClientAuth(app, keys) if keys else app
+    app.state.api_keys = client_keys(router)
+    return ClientAuth(app)

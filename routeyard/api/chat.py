@@ -34,7 +34,9 @@ async def chat_completions(request: Request) -> Response:
                    "x-routeyard-decision": plan.decision}
         signals = plan.matched_signals()
         if signals:
-            headers["x-routeyard-signals"] = ",".join(signals)
+            # Header values are latin-1: escape anything else in user-chosen signal names.
+            headers["x-routeyard-signals"] = ",".join(signals).encode(
+                "latin-1", "backslashreplace").decode("latin-1")
         try:
             if wants_stream(body):
                 relay = await router.open_stream(body, plan)

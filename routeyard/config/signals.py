@@ -20,6 +20,8 @@ class Strict(BaseModel):
 class FamilyPolicy(Strict):
     """What every family accepts: a time budget and what to do when it fails."""
 
+    # Budget for families that await I/O (a guard model, say). CPU families finish in well under
+    # a millisecond and run inline, so the budget does not apply to them.
     timeout_ms: Annotated[float, Field(gt=0)] = 50.0
     # skip: the family matches nothing; match: every referenced leaf of it holds (fail closed);
     # fail: the request is refused with a 503.
@@ -33,8 +35,9 @@ class KeywordSignal(Strict):
     case_sensitive: bool = False
     # rapidfuzz partial-ratio score (0-100) at which a keyword counts as present despite typos
     fuzzy: Annotated[float, Field(ge=0, le=100)] | None = None
-    # BM25 score of the prompt against the keyword set, as the match's confidence threshold
-    bm25_threshold: Annotated[float, Field(ge=0)] | None = None
+    # With a threshold, the set matches by BM25 relevance of the user turns to its `any` words
+    # (scored against the other sets that use BM25), not by any single word being present.
+    bm25_threshold: Annotated[float, Field(gt=0)] | None = None
     roles: list[str] = Field(default_factory=lambda: ["user"])  # whose turns are searched
 
     @model_validator(mode="after")
@@ -160,8 +163,8 @@ FAMILY_NAMES = _FAMILY_FIELDS = (
 class RuleConfig(Strict):
     """One node of a rule tree: exactly one of all / any / not / signal."""
 
-    all: list[RuleConfig] | None = None
-    any: list[RuleConfig] | None = None
+    all: Annotated[list[RuleConfig], Field(min_length=1)] | None = None
+    any: Annotated[list[RuleConfig], Field(min_length=1)] | None = None
     not_: RuleConfig | None = Field(default=None, alias="not")
     signal: str | None = None  # "family:name"
     threshold: Probability | None = None  # a leaf holds at this confidence or above

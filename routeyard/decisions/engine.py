@@ -22,7 +22,7 @@ from routeyard.config.signals import (
     SignalsConfig,
     TokenBand,
 )
-from routeyard.decisions.rules import RuleFunction, compile_rule, explain_rule
+from routeyard.decisions.rules import RuleFunction, compile_rule, explain_rule, holding_leaves
 from routeyard.signals import RequestContext, SignalEngine, SignalReport
 
 
@@ -87,11 +87,10 @@ class DecisionEngine:
                 if not self.by_confidence and not explain:
                     break
         if best is None:
-            return DecisionOutcome(self.default, 1.0, report, "no decision matched: default",
+            return DecisionOutcome(self.default, 1.0, report, "(no other decision matched)",
                                    considered)
         confidence, compiled = best
-        matched = [leaf for leaf in compiled.rule.leaves() if leaf in leaves] if compiled.rule \
-            else []
+        matched = holding_leaves(compiled.rule, leaves) if compiled.rule else []
         why = ", ".join(_describe(leaf, report) for leaf in matched) or "no conditions"
         return DecisionOutcome(compiled.decision, confidence, report,
                                f"matched ({why}; confidence {confidence:.2f})", considered)

@@ -43,6 +43,18 @@ def _leaf(confidence: float, threshold: float) -> float:
     return confidence if confidence >= threshold else 0.0
 
 
+def holding_leaves(rule: RuleConfig, leaves: dict[str, float]) -> list[str]:
+    """The leaves that made a rule hold: matched at their threshold, and not under a `not`."""
+    if rule.signal is not None:
+        confidence = leaves.get(rule.signal, 0.0)
+        holds = confidence > 0.0 and confidence >= (rule.threshold or 0.0)
+        return [rule.signal] if holds else []
+    if rule.not_ is not None:
+        return []
+    children = rule.all or rule.any or []
+    return [leaf for child in children for leaf in holding_leaves(child, leaves)]
+
+
 def explain_rule(rule: RuleConfig, leaves: dict[str, float]) -> dict[str, Any]:
     """The same evaluation, slowly, with every node's outcome (for the dry run)."""
     if rule.signal is not None:

@@ -56,9 +56,12 @@ class LinearClassifier:
     @classmethod
     def fit(cls, vectors: np.ndarray, labels: list[str], *, c: float = 4.0) -> LinearClassifier:
         from sklearn.linear_model import LogisticRegression
+        from threadpoolctl import threadpool_limits
 
         model = LogisticRegression(C=c, max_iter=3000)
-        model.fit(vectors, labels)
+        # One BLAS thread: on a busy 2-core host, competing BLAS threads made fits 20x slower.
+        with threadpool_limits(1):
+            model.fit(vectors, labels)
         classes = [str(label) for label in model.classes_]
         weights, bias = model.coef_, model.intercept_
         if len(classes) == 2:  # sklearn keeps one row for two classes; make it symmetric
@@ -89,7 +92,12 @@ def read_labelled_jsonl(path: str | Path) -> tuple[list[str], list[str]]:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
-            row = orjson.loads(line)
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: invalid JSON: {error}") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: each line must be a JSON object")
             text = row.get("text", row.get("prompt"))
             if not isinstance(text, str) or not isinstance(row.get("label"), str):
                 raise ValueError(f"{path}:{number}: needs string 'text' and 'label'")

@@ -84,16 +84,17 @@ class KeywordSignals(Family):
             key: LiteralIndex((w for s in specs for w in s.any + s.all), case_sensitive=key[1])
             for key, specs in groups.items()
         }
+        # Sets with a BM25 threshold match by relevance instead (see _Bm25Sets).
         self.sets = {
             name: (_KeywordSet(spec, self.indexes[(tuple(spec.roles), spec.case_sensitive)]),
                    (tuple(spec.roles), spec.case_sensitive))
-            for name, spec in config.sets.items()
+            for name, spec in config.sets.items() if spec.bm25_threshold is None
         }
-        self.bm25 = _Bm25Sets(config) if any(
-            s.bm25_threshold is not None for s in config.sets.values()) else None
+        scored = {n: s for n, s in config.sets.items() if s.bm25_threshold is not None}
+        self.bm25 = _Bm25Sets(scored) if scored else None
 
     def declared_names(self) -> set[str]:
-        return set(self.sets)
+        return set(self.config.sets)
 
     def evaluate(self, ctx: RequestContext) -> FamilyResult:
         result = FamilyResult()
@@ -111,34 +112,43 @@ class KeywordSignals(Family):
             if match is not None:
                 result.matches[name] = match
         if self.bm25 is not None:
-            for name, score in self.bm25.scores(ctx.texts_of(["user"])).items():
+            for name, (score, threshold) in self.bm25.scores(ctx).items():
                 result.values[f"bm25:{name}"] = round(score, 3)
-                threshold = self.config.sets[name].bm25_threshold
-                if threshold is not None and score >= threshold and name not in result.matches:
-                    result.matches[name] = Match(1.0, f"bm25 {score:.2f}")
+                if score >= threshold:
+                    # Confidence 0.5 at the threshold, 1.0 at twice the threshold and above.
+                    result.matches[name] = Match(min(1.0, score / (2 * threshold)),
+                                                 round(score, 3))
         return result
 
 
 class _Bm25Sets:
-    """BM25 of the prompt (the query) against each keyword set (a document)."""
+    """BM25 relevance of the searched turns (the query) to each set's words (a document).
 
-    def __init__(self, config: KeywordFamily) -> None:
-        from rank_bm25 import BM25Okapi
+    BM25+ keeps every term's IDF positive, so scores mean something with one or two sets too
+    (plain Okapi IDF is zero or negative when a term is in half the documents or more).
+    """
 
-        self.names = list(config.sets)
-        corpus = [_tokens(" ".join(s.any + s.all)) for s in config.sets.values()]
-        self.index = BM25Okapi(corpus)
+    def __init__(self, sets: dict[str, KeywordSignal]) -> None:
+        from rank_bm25 import BM25Plus
 
-    def scores(self, text: str) -> dict[str, float]:
-        values = self.index.get_scores(_tokens(text))
-        return dict(zip(self.names, (float(v) for v in values), strict=True))
+        self.sets = sets
+        corpus = [_tokens(" ".join(s.any + s.all), s.case_sensitive) for s in sets.values()]
+        self.index = BM25Plus(corpus)
+
+    def scores(self, ctx: RequestContext) -> dict[str, tuple[float, float]]:
+        scores: dict[str, tuple[float, float]] = {}
+        for position, (name, spec) in enumerate(self.sets.items()):
+            query = _tokens(ctx.texts_of(spec.roles), spec.case_sensitive)
+            score = float(self.index.get_batch_scores(query, [position])[0])
+            scores[name] = (score, float(spec.bm25_threshold or 0.0))
+        return scores
 
 
 _WORD = re.compile(r"\w+")
 
 
-def _tokens(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+def _tokens(text: str, case_sensitive: bool = False) -> list[str]:
+    return _WORD.findall(text if case_sensitive else text.lower())
 
 
 @register
