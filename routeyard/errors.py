@@ -40,6 +40,12 @@ class Unauthorized(RouteyardError):
     code = "invalid_api_key"
 
 
+class Forbidden(RouteyardError):
+    status = 403
+    type = "permission_error"
+    code = "direct_model_not_allowed"
+
+
 class NotFound(RouteyardError):
     status = 404
     type = "invalid_request_error"

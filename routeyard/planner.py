@@ -15,7 +15,7 @@ from typing import Any
 
 from routeyard.config import RouteyardConfig
 from routeyard.decisions import DecisionEngine
-from routeyard.errors import ContextTooLong, ModelNotFound
+from routeyard.errors import ContextTooLong, Forbidden, ModelNotFound
 from routeyard.pool import Pool, PooledModel
 from routeyard.selection import make_algorithm
 from routeyard.signals import RequestContext, SignalReport
@@ -50,6 +50,7 @@ class Planner:
     def __init__(self, config: RouteyardConfig, pool: Pool, base_dir: Path | None = None):
         self.pool = pool
         self.aliases = frozenset(config.aliases)
+        self.allow_direct = config.allow_direct_models
         self.engine = DecisionEngine(config, base_dir)
         algorithms = {d.name: d.algorithm for d in config.decisions}
         algorithms[self.engine.default.name] = self.engine.default.algorithm
@@ -62,6 +63,12 @@ class Planner:
         name = body["model"]
         if name in self.aliases:
             return await self._plan_routed(ctx, started, explain)
+        if not self.allow_direct:
+            raise Forbidden(
+                f"This router routes every request: use an alias "
+                f"({', '.join(sorted(self.aliases))}) instead of the model name '{name}'.",
+                param="model",
+            )
         model = self.pool.models.get(name)
         if model is None:
             raise ModelNotFound(

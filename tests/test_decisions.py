@@ -112,3 +112,13 @@ def test_abandoned_probe_lets_another_probe_through() -> None:
     assert not breaker.allows()
     breaker.on_abandoned()
     assert breaker.allows()
+
+
+async def test_direct_model_names_can_be_forbidden() -> None:
+    from routeyard.errors import Forbidden
+
+    r = router([], allow_direct_models=False)
+    with pytest.raises(Forbidden) as caught:
+        await r.plan(body("hi", model="large"))
+    assert caught.value.status == 403 and "alias" in caught.value.message
+    assert (await r.plan(body("hi"))).decision == "default"

@@ -156,6 +156,9 @@ class RouteyardConfig(Strict):
     server: ServerConfig = ServerConfig()
     models: Annotated[list[ModelConfig], Field(min_length=1)]
     aliases: list[str] = Field(default_factory=lambda: ["auto"])
+    # false: clients must use an alias, so every request goes through the decisions (a privacy
+    # or tenant rule cannot be sidestepped by naming a model).
+    allow_direct_models: bool = True
     signals: SignalsConfig = SignalsConfig()
     decisions: list[DecisionConfig] = Field(default_factory=list)
     # priority: the matching decision with the highest priority wins; confidence: the one whose
