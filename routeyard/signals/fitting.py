@@ -13,7 +13,7 @@ import re
 import sys
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from routeyard.signals.embedder import Embedder
+from routeyard.signals.jsonl import jsonl_objects, read_labelled
 from routeyard.signals.semantic_signals import COMPLEXITY_LABELS, LinearClassifier
 
 DOMAINS = ("math", "code", "knowledge", "reasoning")
@@ -66,38 +67,6 @@ Source = Literal["labelled", "routing"]
 
 # ---- reading ----------------------------------------------------------------------------
 
-def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; errors name the file and line."""
-    try:
-        handle = path.open("rb")
-    except OSError as error:
-        raise ValueError(f"{path}: cannot read: {error.strerror}") from error
-    with handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: invalid JSON: {error}") from error
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object")
-            yield number, row
-
-
-def read_labelled(path: str | Path) -> tuple[list[str], list[str]]:
-    """Lines of {"text": ..., "label": ...} ("prompt" is accepted for "text")."""
-    path = Path(path)
-    texts, labels = [], []
-    for number, row in _jsonl_objects(path):
-        text, label = row.get("text", row.get("prompt")), row.get("label")
-        if not isinstance(text, str) or not isinstance(label, str):
-            raise ValueError(f"{path}:{number}: needs string 'text' and 'label'")
-        texts.append(text)
-        labels.append(label)
-    if not texts:
-        raise ValueError(f"{path}: no examples")
-    return texts, labels
 
 
 def read_routing(path: str | Path) -> list[dict[str, Any]]:
@@ -108,7 +77,7 @@ def read_routing(path: str | Path) -> list[dict[str, Any]]:
             raise ValueError(f"{path}: no train.jsonl in this folder; give the .jsonl file")
         path = path / "train.jsonl"
     rows = []
-    for number, row in _jsonl_objects(path):
+    for number, row in jsonl_objects(path):
         scores = row.get("scores")
         if not isinstance(row.get("prompt"), str) or not isinstance(scores, dict):
             raise ValueError(f"{path}:{number}: needs string 'prompt' and object 'scores'")

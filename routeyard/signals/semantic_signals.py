@@ -12,6 +12,7 @@ import orjson
 from routeyard.config.signals import ClassifierFamily, EmbeddingFamily
 from routeyard.signals.base import Family, FamilyResult, Match, RequestContext, register
 from routeyard.signals.embedder import Embedder
+from routeyard.signals.jsonl import read_labelled
 
 COMPLEXITY_LABELS = ("easy", "medium", "hard")
 
@@ -85,27 +86,6 @@ class LinearClassifier:
             return cls([str(x) for x in data["labels"]], data["weights"], data["bias"])
 
 
-def read_labelled_jsonl(path: str | Path) -> tuple[list[str], list[str]]:
-    """Lines of {"text": ..., "label": ...} (or "prompt" for "text")."""
-    texts, labels = [], []
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: invalid JSON: {error}") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: each line must be a JSON object")
-            text = row.get("text", row.get("prompt"))
-            if not isinstance(text, str) or not isinstance(row.get("label"), str):
-                raise ValueError(f"{path}:{number}: needs string 'text' and 'label'")
-            texts.append(text)
-            labels.append(row["label"])
-    return texts, labels
-
-
 def build_classifier(config: ClassifierFamily, embedder: Embedder,
                      base_dir: Path | None = None) -> LinearClassifier:
     def resolve(name: str) -> Path:
@@ -120,7 +100,7 @@ def build_classifier(config: ClassifierFamily, embedder: Embedder,
         texts += examples
         labels += [label] * len(examples)
     if config.file:
-        more_texts, more_labels = read_labelled_jsonl(resolve(config.file))
+        more_texts, more_labels = read_labelled(resolve(config.file))
         texts += more_texts
         labels += more_labels
     if len(set(labels)) < 2:
