@@ -144,7 +144,7 @@ async def test_domain_classifier_from_examples() -> None:
 
 async def test_failing_family_policies() -> None:
     # A classifier file that is not there fails at build time: config errors are loud.
-    with pytest.raises(ValueError, match="labels.jsonl: cannot read"):
+    with pytest.raises(ValueError, match=r"labels\.jsonl: cannot read"):
         engine({"domain": {"file": "/nonexistent/labels.jsonl"}})
     skip = engine({"keyword": {"sets": {"k": {"regex": ["x"]}}}})
     family = skip.families[0]
