@@ -34,6 +34,13 @@ class RoutePlan:
     context: RequestContext
     signals: SignalReport | None = None
     explanation: dict[str, Any] = field(default_factory=dict)
+    reasoning_effort: str | None = None  # the chosen candidate's, if its decision sets one
+
+    def request_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body to send: with the decision's reasoning effort unless the client set one."""
+        if self.reasoning_effort is None or "reasoning_effort" in body:
+            return body
+        return {**body, "reasoning_effort": self.reasoning_effort}
 
     @property
     def model(self) -> str:
@@ -110,12 +117,13 @@ class Planner:
                 models.append(model)
         reason = f"decision '{decision.name}' {outcome.reason}: {why}"
         plan = RoutePlan(_new_request_id(), started, decision.name, models, reason, ctx,
-                         outcome.report)
+                         outcome.report, reasoning_effort=decision.efforts.get(chosen.name))
         if explain:
             plan.explanation = {"considered": outcome.considered,
                                 "algorithm": decision.algorithm,
                                 "candidates": decision.candidates,
-                                "fallback": [m.name for m in models[1:]]}
+                                "fallback": [m.name for m in models[1:]],
+                                "reasoning_effort": plan.reasoning_effort}
         return plan
 
 

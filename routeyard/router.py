@@ -113,7 +113,7 @@ class Router:
     async def complete(self, body: dict[str, Any], plan: RoutePlan | None = None) -> ChatResult:
         plan = plan or await self.plan(body)
         try:
-            served = await self.pool.executor.complete(plan.models, body)
+            served = await self.pool.executor.complete(plan.models, plan.request_body(body))
         except PoolExhausted as exhausted:
             self.finish(plan, None, 0, 0, status="upstream_failed", stream=False)
             raise exhausted_to_error(exhausted) from None
@@ -130,7 +130,7 @@ class Router:
         """Open a stream with failover; the relay's frames() must be consumed to the end."""
         plan = plan or await self.plan(body)
         try:
-            served = await self.pool.executor.open_stream(plan.models, body)
+            served = await self.pool.executor.open_stream(plan.models, plan.request_body(body))
         except PoolExhausted as exhausted:
             self.finish(plan, None, 0, 0, status="upstream_failed", stream=True)
             raise exhausted_to_error(exhausted) from None

@@ -33,7 +33,7 @@ def test_good_config_loads_with_env_secret() -> None:
     assert endpoint.api_key is not None
     assert endpoint.api_key.get_secret_value() == "sk-very-secret"
     assert "sk-very-secret" not in repr(config)
-    assert config.decisions[0].candidates == ["large"]
+    assert [c.model for c in config.decisions[0].candidates] == ["large"]
 
 
 def test_env_default_syntax() -> None:

@@ -122,3 +122,39 @@ async def test_direct_model_names_can_be_forbidden() -> None:
         await r.plan(body("hi", model="large"))
     assert caught.value.status == 403 and "alias" in caught.value.message
     assert (await r.plan(body("hi"))).decision == "default"
+
+
+async def test_candidate_reasoning_effort_reaches_the_backend() -> None:
+    """A decision's per-candidate effort is sent upstream; a client's own value wins."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    received: list[dict[str, Any]] = []
+
+    async def completions(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.json_response({"id": "x", "object": "chat.completion", "created": 0,
+                                  "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": "ok"}}],
+                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                            "total_tokens": 2}})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    async with TestServer(app) as server:
+        endpoint = [{"base_url": str(server.make_url("/v1"))}]
+        config = build_config({
+            "models": [{"name": "thinker", "endpoints": endpoint},
+                       {"name": "quick", "endpoints": endpoint}],
+            "decisions": [{"name": "hard", "when": {"keywords_any": ["prove"]},
+                           "candidates": [{"model": "thinker", "reasoning_effort": "high"}]}],
+            "default": {"candidates": ["quick"]},
+            "pool": {"health_check": {"interval_s": 0}},
+        })
+        async with Router(config, store=MemoryStore()) as r:
+            await r.chat(body("prove it"))
+            await r.chat(body("hello"))
+            await r.chat({**body("prove it"), "reasoning_effort": "low"})
+            plan = await r.route("prove it")
+    assert [b.get("reasoning_effort") for b in received] == ["high", None, "low"]
+    assert plan["reasoning_effort"] == "high"

@@ -59,7 +59,9 @@ def check_references(data: dict[str, Any]) -> list[Problem]:
 
 def _decision_references(where: str, decision: dict[str, Any], known: set[str]
                          ) -> list[Problem]:
-    problems = _unknown_models(f"{where}.candidates", _list(decision.get("candidates")), known)
+    candidates = [c.get("model") if isinstance(c, dict) else c
+                  for c in _list(decision.get("candidates"))]
+    problems = _unknown_models(f"{where}.candidates", candidates, known)
     problems += _unknown_models(f"{where}.fallback", _list(decision.get("fallback")), known)
     algorithm = decision.get("algorithm", "static")
     if isinstance(algorithm, str) and algorithm not in SELECTION_ALGORITHMS:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
 from routeyard.config.signals import RuleConfig as SignalRule
 from routeyard.config.signals import SignalsConfig
@@ -77,19 +77,32 @@ class RuleConfig(Strict):
     max_prompt_tokens: Annotated[int, Field(ge=0)] | None = None
 
 
+class CandidateConfig(Strict):
+    """A candidate with its own settings; a plain model name is the short form."""
+
+    model: Annotated[str, Field(min_length=1)]
+    # Sent as the request's `reasoning_effort` when this candidate answers (the Anthropic
+    # adapter maps it onto a thinking budget). A client's own value is kept.
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+
+
+Candidate = Annotated[CandidateConfig, BeforeValidator(
+    lambda value: {"model": value} if isinstance(value, str) else value)]
+
+
 class DecisionConfig(Strict):
     name: Annotated[str, Field(min_length=1)]
     priority: int = 0  # higher wins when several decisions match
     when: RuleConfig = RuleConfig()  # shorthand conditions, ANDed with `rules`
     rules: SignalRule | None = None  # a tree of all / any / not over family:name leaves
-    candidates: Annotated[list[str], Field(min_length=1)]
+    candidates: Annotated[list[Candidate], Field(min_length=1)]
     algorithm: str = "static"
     fallback: list[str] = Field(default_factory=list)
 
 
 class DefaultDecisionConfig(Strict):
     name: str = "default"
-    candidates: Annotated[list[str], Field(min_length=1)]
+    candidates: Annotated[list[Candidate], Field(min_length=1)]
     algorithm: str = "static"
     fallback: list[str] = Field(default_factory=list)
 

@@ -33,6 +33,7 @@ class Decision:
     algorithm: str
     fallback: list[str]
     priority: int = 0
+    efforts: dict[str, str] = field(default_factory=dict)  # candidate → reasoning effort
 
 
 @dataclass(slots=True)
@@ -158,7 +159,8 @@ def referenced_leaves(rules: list[RuleConfig | None]) -> dict[str, set[str]]:
 def _decision(config: DecisionConfig | DefaultDecisionConfig) -> Decision:
     return Decision(
         name=config.name,
-        candidates=list(config.candidates),
+        candidates=[c.model for c in config.candidates],
+        efforts={c.model: c.reasoning_effort for c in config.candidates if c.reasoning_effort},
         algorithm=config.algorithm,
         fallback=list(config.fallback),
         priority=getattr(config, "priority", 0),
