@@ -59,9 +59,9 @@ class Planner:
         self.aliases = frozenset(config.aliases)
         self.allow_direct = config.allow_direct_models
         self.engine = DecisionEngine(config, base_dir)
-        algorithms = {d.name: d.algorithm for d in config.decisions}
-        algorithms[self.engine.default.name] = self.engine.default.algorithm
-        self._algorithms = {name: make_algorithm(algo) for name, algo in algorithms.items()}
+        decisions = [c.decision for c in self.engine.decisions()] + [self.engine.default]
+        self._algorithms = {d.name: make_algorithm(d.algorithm, d.options, base_dir)
+                            for d in decisions}
 
     async def plan(self, body: dict[str, Any], headers: dict[str, str] | None = None, *,
                    explain: bool = False) -> RoutePlan:
@@ -99,7 +99,7 @@ class Planner:
         candidates = [self.pool.models[n] for n in decision.candidates]
         fallbacks = [self.pool.models[n] for n in decision.fallback]
         tokens = _prompt_tokens(ctx, candidates + fallbacks)
-        selection = self._algorithms[decision.name].select(list(candidates), tokens)
+        selection = self._algorithms[decision.name].select(list(candidates), tokens, ctx)
         if selection is not None:
             chosen, why = self.pool.models[selection.model], selection.reason
         else:

@@ -6,7 +6,7 @@ say) are checked in `references.py` so that every error is reported with its loc
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
@@ -97,6 +97,7 @@ class DecisionConfig(Strict):
     rules: SignalRule | None = None  # a tree of all / any / not over family:name leaves
     candidates: Annotated[list[Candidate], Field(min_length=1)]
     algorithm: str = "static"
+    algorithm_options: dict[str, Any] = Field(default_factory=dict)  # e.g. {artifact, lambda}
     fallback: list[str] = Field(default_factory=list)
 
 
@@ -104,6 +105,7 @@ class DefaultDecisionConfig(Strict):
     name: str = "default"
     candidates: Annotated[list[Candidate], Field(min_length=1)]
     algorithm: str = "static"
+    algorithm_options: dict[str, Any] = Field(default_factory=dict)  # e.g. {artifact, lambda}
     fallback: list[str] = Field(default_factory=list)
 
 

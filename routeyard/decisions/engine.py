@@ -23,6 +23,7 @@ from routeyard.config.signals import (
     TokenBand,
 )
 from routeyard.decisions.rules import RuleFunction, compile_rule, explain_rule, holding_leaves
+from routeyard.selection import SELECTION_ALGORITHMS
 from routeyard.signals import RequestContext, SignalEngine, SignalReport
 
 
@@ -34,6 +35,7 @@ class Decision:
     fallback: list[str]
     priority: int = 0
     efforts: dict[str, str] = field(default_factory=dict)  # candidate → reasoning effort
+    options: dict[str, Any] = field(default_factory=dict)  # the algorithm's options
 
 
 @dataclass(slots=True)
@@ -65,7 +67,14 @@ class DecisionEngine:
         self.by_confidence = config.decision_strategy == "confidence"
         default = config.default or DefaultDecisionConfig(candidates=[config.models[0].name])
         self.default = _decision(default)
-        self.signals = SignalEngine(signals, referenced_leaves(rules), base_dir)
+        needs_embedding = any(
+            SELECTION_ALGORITHMS[d.algorithm].needs_embedding
+            for d in [*(c.decision for c in self._decisions), self.default])
+        self.signals = SignalEngine(signals, referenced_leaves(rules), base_dir,
+                                    embedder_needed=needs_embedding)
+
+    def decisions(self) -> list[_CompiledDecision]:
+        return list(self._decisions)
 
     def context(self, body: dict[str, Any], headers: dict[str, str] | None = None
                 ) -> RequestContext:
@@ -161,6 +170,7 @@ def _decision(config: DecisionConfig | DefaultDecisionConfig) -> Decision:
         name=config.name,
         candidates=[c.model for c in config.candidates],
         efforts={c.model: c.reasoning_effort for c in config.candidates if c.reasoning_effort},
+        options=dict(config.algorithm_options),
         algorithm=config.algorithm,
         fallback=list(config.fallback),
         priority=getattr(config, "priority", 0),

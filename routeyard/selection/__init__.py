@@ -1,10 +1,9 @@
 """Selection: pick one model among a decision's candidates.
 
-Each algorithm is a class registered by name in SELECTION_ALGORITHMS; a decision names one in
-config. Learned and online algorithms (later issues) join the same registry.
+Each algorithm is a class registered by name in SELECTION_ALGORITHMS (importing its module
+registers it); a decision names one in config, with `algorithm_options`.
 """
 
-from routeyard.selection import static as _static  # noqa: F401 - registers static algorithms
 from routeyard.selection.base import (
     SELECTION_ALGORITHMS,
     CandidateView,
@@ -12,11 +11,16 @@ from routeyard.selection.base import (
     SelectionAlgorithm,
     make_algorithm,
 )
+from routeyard.selection.learned_selection import LearnedSelection
+from routeyard.selection.static import FirstHealthySelection, StaticSelection
 
 __all__ = [
     "SELECTION_ALGORITHMS",
     "CandidateView",
+    "FirstHealthySelection",
+    "LearnedSelection",
     "Selection",
     "SelectionAlgorithm",
+    "StaticSelection",
     "make_algorithm",
 ]

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from routeyard.signals.base import RequestContext
 
 
 class CandidateView(Protocol):
@@ -25,9 +29,15 @@ class Selection:
 
 class SelectionAlgorithm(ABC):
     name: ClassVar[str]
+    needs_embedding: ClassVar[bool] = False  # the planner then loads the embedding model
+
+    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
+        """`options` are the decision's `algorithm_options`; files resolve against base_dir."""
+        self.options = options or {}
 
     @abstractmethod
-    def select(self, candidates: list[CandidateView], prompt_tokens: int) -> Selection | None:
+    def select(self, candidates: list[CandidateView], prompt_tokens: int,
+               ctx: RequestContext | None = None) -> Selection | None:
         """Return the chosen candidate, or None when no candidate can take the request."""
 
 
@@ -39,5 +49,6 @@ def register(cls: type[SelectionAlgorithm]) -> type[SelectionAlgorithm]:
     return cls
 
 
-def make_algorithm(name: str) -> SelectionAlgorithm:
-    return SELECTION_ALGORITHMS[name]()
+def make_algorithm(name: str, options: dict[str, Any] | None = None,
+                   base_dir: Path | None = None) -> SelectionAlgorithm:
+    return SELECTION_ALGORITHMS[name](options, base_dir)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from routeyard.selection.base import CandidateView, Selection, SelectionAlgorithm, register
+
+if TYPE_CHECKING:
+    from routeyard.signals.base import RequestContext
 
 
 @register
@@ -11,7 +16,8 @@ class StaticSelection(SelectionAlgorithm):
 
     name = "static"
 
-    def select(self, candidates: list[CandidateView], prompt_tokens: int) -> Selection | None:
+    def select(self, candidates: list[CandidateView], prompt_tokens: int,
+               ctx: RequestContext | None = None) -> Selection | None:
         for index, candidate in enumerate(candidates):
             if candidate.fits(prompt_tokens):
                 reason = "first candidate" if index == 0 else "first candidate whose context fits"
@@ -25,7 +31,8 @@ class FirstHealthySelection(SelectionAlgorithm):
 
     name = "first_healthy"
 
-    def select(self, candidates: list[CandidateView], prompt_tokens: int) -> Selection | None:
+    def select(self, candidates: list[CandidateView], prompt_tokens: int,
+               ctx: RequestContext | None = None) -> Selection | None:
         fitting = [c for c in candidates if c.fits(prompt_tokens)]
         for candidate in fitting:
             if candidate.is_available():

@@ -51,11 +51,13 @@ class SignalReport:
 
 class SignalEngine:
     def __init__(self, config: SignalsConfig, referenced: Mapping[str, set[str]],
-                 base_dir: Path | None = None) -> None:
-        """`referenced` maps each family that some rule uses to the names it uses."""
+                 base_dir: Path | None = None, *, embedder_needed: bool = False) -> None:
+        """`referenced` maps each family that some rule uses to the names it uses;
+        `embedder_needed` loads the embedding model for others (learned selection)."""
         configured = config.families()
         self.referenced = {f: names for f, names in referenced.items() if f in configured}
-        needs_embedder = any(FAMILIES[f].needs_embedder for f in self.referenced)
+        needs_embedder = embedder_needed or any(
+            FAMILIES[f].needs_embedder for f in self.referenced)
         self.embedder: Embedder | None = (
             load_embedder(config.embedding_model.model) if needs_embedder else None)
         self.families: list[Family] = [

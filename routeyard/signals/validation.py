@@ -32,6 +32,7 @@ def check_signal_build(config: RouteyardConfig, base_dir: Path | None) -> list[P
             problems.append((f"signals.{name}", f"cannot build: {error}"))
             continue
         declared[name] = family.declared_names()
+    problems += _check_algorithms(config, base_dir)
     for index, decision in enumerate(config.decisions):
         if decision.rules is None:
             continue
@@ -42,4 +43,21 @@ def check_signal_build(config: RouteyardConfig, base_dir: Path | None) -> list[P
                 known = ", ".join(sorted(names)) or "none"
                 problems.append((f"decisions[{index}].rules",
                                  f"signal '{leaf}' can never match ({family} names: {known})"))
+    return problems
+
+
+def _check_algorithms(config: RouteyardConfig, base_dir: Path | None) -> list[Problem]:
+    """Build each decision's selection algorithm (a learned one reads its artifact)."""
+    from routeyard.selection import make_algorithm
+
+    located = [(f"decisions[{i}]", d.algorithm, d.algorithm_options)
+               for i, d in enumerate(config.decisions)]
+    if config.default is not None:
+        located.append(("default", config.default.algorithm, config.default.algorithm_options))
+    problems: list[Problem] = []
+    for where, name, options in located:
+        try:
+            make_algorithm(name, options, base_dir)
+        except BUILD_ERRORS as error:
+            problems.append((f"{where}.algorithm_options", f"cannot build '{name}': {error}"))
     return problems

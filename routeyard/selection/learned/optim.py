@@ -1,0 +1,64 @@
+"""Full-batch Adam in numpy for the small latent models (MF, IRT): no torch needed.
+
+Training stops early on a held-out loss when one is given; the epoch count found that way is
+reused when refitting on all of train.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+Params = dict[str, np.ndarray]
+LossAndGrads = Callable[[Params], tuple[float, Params]]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # tanh form: no overflow warnings
+
+
+def bce_grad(logits: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean binary cross-entropy (soft targets allowed) and its gradient in the logits."""
+    p = sigmoid(logits)
+    eps = 1e-7
+    loss = -np.mean(target * np.log(p + eps) + (1 - target) * np.log(1 - p + eps))
+    return float(loss), (p - target) / target.size
+
+
+def adam(params: Params, loss_and_grads: LossAndGrads, *, epochs: int, lr: float = 0.01,
+         weight_decay: float = 0.0, val_loss: Callable[[Params], float] | None = None,
+         patience: int = 30, check_every: int = 5) -> tuple[Params, int]:
+    """Minimise; returns (best params, epochs run to reach them).
+
+    `weight_decay` is an L2 penalty on every array except 1-d biases.
+    """
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(x) for k, x in params.items()}
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    best, best_epoch, best_val, stale = _copy(params), epochs, np.inf, 0
+    for epoch in range(1, epochs + 1):
+        _, grads = loss_and_grads(params)
+        for key, grad in grads.items():
+            if weight_decay and params[key].ndim > 1:
+                grad = grad + weight_decay * params[key]
+            m[key] = beta1 * m[key] + (1 - beta1) * grad
+            v[key] = beta2 * v[key] + (1 - beta2) * grad * grad
+            m_hat = m[key] / (1 - beta1 ** epoch)
+            v_hat = v[key] / (1 - beta2 ** epoch)
+            params[key] = params[key] - lr * m_hat / (np.sqrt(v_hat) + eps)
+        if val_loss is not None and epoch % check_every == 0:
+            loss = val_loss(params)
+            if loss < best_val - 1e-5:
+                best, best_epoch, best_val, stale = _copy(params), epoch, loss, 0
+            else:
+                stale += 1
+                if stale >= patience // check_every:
+                    break
+    if val_loss is None:
+        return params, epochs
+    return best, best_epoch
+
+
+def _copy(params: Params) -> Params:
+    return {k: v.copy() for k, v in params.items()}

@@ -1,0 +1,57 @@
+"""Serving a trained router: `algorithm: learned` with `algorithm_options: {artifact, lambda}`.
+
+The artifact (from `routeyard train`) predicts each model's quality for the prompt's embedding;
+the candidate with the best `quality - λ·cost` wins. Candidates the artifact does not know are
+skipped by it (and still serve as failover); `model_map` renames dataset models to config names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from routeyard.selection.base import CandidateView, Selection, SelectionAlgorithm, register
+
+if TYPE_CHECKING:
+    from routeyard.signals.base import RequestContext
+
+
+@register
+class LearnedSelection(SelectionAlgorithm):
+    name = "learned"
+    needs_embedding = True
+
+    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
+        super().__init__(options, base_dir)
+        from routeyard.selection.learned import load_router
+
+        artifact = self.options.get("artifact")
+        if not isinstance(artifact, str):
+            raise ValueError("algorithm 'learned' needs algorithm_options.artifact (a file "
+                             "made by `routeyard train`)")
+        path = Path(artifact)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        self.router = load_router(path)
+        self.lam = float(self.options.get("lambda", 1.0))
+        model_map = self.options.get("model_map") or {}
+        names = [str(model_map.get(m, m)) for m in self.router.models]
+        self.column = {name: index for index, name in enumerate(names)}
+
+    def select(self, candidates: list[CandidateView], prompt_tokens: int,
+               ctx: RequestContext | None = None) -> Selection | None:
+        fitting = [c for c in candidates if c.fits(prompt_tokens)]
+        known = [c for c in fitting if c.name in self.column]
+        if ctx is None or not known:
+            return Selection(fitting[0].name, "no learned estimate; first that fits") \
+                if fitting else None
+        quality = self.router.predict_quality(ctx.embedding()[None, :])[0]
+        columns = np.array([self.column[c.name] for c in known])
+        value = quality[columns] - self.lam * self.router.mean_costs[columns] \
+            / self.router.cost_scale
+        best = int(np.argmax(value))
+        return Selection(known[best].name,
+                         f"{self.router.kind}: predicted quality {quality[columns[best]]:.2f}, "
+                         f"λ={self.lam:g}")
