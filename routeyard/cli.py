@@ -114,6 +114,30 @@ def _run_fit_signal(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def _configure_eval(parser: argparse.ArgumentParser) -> None:
+    from routeyard.eval.command import configure_eval
+
+    configure_eval(parser)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from routeyard.eval.command import run_eval
+
+    return run_eval(args)
+
+
+def _configure_train(parser: argparse.ArgumentParser) -> None:
+    from routeyard.eval.command import configure_train
+
+    configure_train(parser)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from routeyard.eval.command import run_train
+
+    return run_train(args)
+
+
 COMMANDS: dict[str, tuple[str, Configure, Run]] = {
     "serve": ("run the router (OpenAI API)", _configure_serve, _run_serve),
     "validate": ("check a config file; list every error with its location",
@@ -124,6 +148,10 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
                  _configure_simulate, _run_simulate),
     "fit-signal": ("fit a domain or complexity classifier into an artifact file",
                    _configure_fit_signal, _run_fit_signal),
+    "train": ("train a selection algorithm on a routing dataset's train.jsonl",
+              _configure_train, _run_train),
+    "eval": ("train on train.jsonl, score on test.jsonl: AIQ, max quality, cost ratio, curve",
+             _configure_eval, _run_eval),
 }
 
 

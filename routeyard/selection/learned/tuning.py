@@ -7,6 +7,7 @@ for a proxy loss alone.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,7 +21,7 @@ LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 40)])
 def split_rows(n: int, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(fit rows, validation rows): a seeded shuffle, so choices are reproducible."""
     order = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, int(round(n * fraction)))
+    n_val = max(1, round(n * fraction))
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -52,7 +53,7 @@ def _hull_area(points: list[tuple[float, float]]) -> float:
             hull.pop()
         hull.append(point)
     area = 0.0
-    for (x0, y0), (x1, y1) in zip(hull, hull[1:], strict=False):
+    for (x0, y0), (x1, y1) in itertools.pairwise(hull):
         area += (min(x1, 1.0) - max(x0, 0.0)) * (y0 + y1) / 2 if x1 > 0 else 0.0
     if hull and hull[-1][0] < 1.0:
         area += (1.0 - max(hull[-1][0], 0.0)) * hull[-1][1]

@@ -1,0 +1,114 @@
+"""Item response theory, RADAR-style: models have an ability, prompts a difficulty.
+
+P(correct | prompt i, model m) = sigmoid(a_m·(θ_m - d_i) + alpha_m·(A·e_i)), with the difficulty
+d_i = w·e_i + c read from the prompt's embedding and a_m = softplus(ã_m) > 0 the model's
+discrimination. The optional `dim`-dimensional term (multidimensional IRT) lets a model be
+strong on some kinds of prompt and weak on others; dim = 0 is the classic 2PL model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from routeyard.eval.dataset import RoutingDataset
+from routeyard.selection.learned.base import TrainableRouter, register_trainable
+from routeyard.selection.learned.optim import Params, adam, bce_grad, sigmoid
+from routeyard.selection.learned.tuning import choose_candidate, split_rows
+
+CANDIDATES = ({"dim": 0, "weight_decay": 1e-4}, {"dim": 8, "weight_decay": 1e-4},
+              {"dim": 8, "weight_decay": 1e-2}, {"dim": 32, "weight_decay": 1e-3})
+MAX_EPOCHS = 1500
+
+
+@register_trainable
+class IrtRouter(TrainableRouter):
+    kind = "irt"
+
+    def __init__(self, dim: int | None = None, weight_decay: float = 1e-3,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.dim, self.weight_decay, self.seed = dim, weight_decay, seed
+        self.params: Params = {}
+        self.validation: dict[str, float] = {}
+
+    def _fit(self, train: RoutingDataset, embeddings: np.ndarray) -> None:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):  # BLAS threads fight on a busy 2-core box
+            if self.dim is None:
+                best, self.validation = choose_candidate(train, embeddings, CANDIDATES,
+                                                         self._fit_predict)
+                self.dim, self.weight_decay = int(best["dim"]), float(best["weight_decay"])
+            self.params = _train(embeddings, train.scores, self.dim, self.weight_decay,
+                                 self.seed)
+
+    def _fit_predict(self, candidate: dict[str, Any], fit: RoutingDataset,
+                     fit_embeddings: np.ndarray, val_embeddings: np.ndarray) -> np.ndarray:
+        params = _train(fit_embeddings, fit.scores, int(candidate["dim"]),
+                        float(candidate["weight_decay"]), self.seed)
+        return _predict(params, val_embeddings)
+
+    def predict_quality(self, embeddings: np.ndarray) -> np.ndarray:
+        return _predict(self.params, embeddings)
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        return dict(self.params)
+
+    def load_parameters(self, parameters: dict[str, np.ndarray]) -> None:
+        self.params = {k: np.asarray(v, dtype=float) for k, v in parameters.items()}
+
+    def difficulty(self, embeddings: np.ndarray) -> np.ndarray:
+        """Each prompt's learned difficulty (higher: fewer models answer it)."""
+        return np.asarray(embeddings, dtype=float) @ self.params["w"] + self.params["c"]
+
+
+def _forward(params: Params, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    difficulty = x @ params["w"] + params["c"]  # (n,)
+    gap = params["theta"][None, :] - difficulty[:, None]  # (n, m)
+    discrimination = np.logaddexp(0.0, params["a"])  # softplus, (m,)
+    z = x @ params["A"].T  # (n, dim); dim may be 0
+    logits = discrimination * gap + z @ params["alpha"].T
+    return logits, {"gap": gap, "discrimination": discrimination, "z": z}
+
+
+def _predict(params: Params, x: np.ndarray) -> np.ndarray:
+    return sigmoid(_forward(params, np.asarray(x, dtype=float))[0])
+
+
+def _objective(x: np.ndarray, y: np.ndarray) -> Callable[[Params], tuple[float, Params]]:
+    def loss_and_grads(params: Params) -> tuple[float, Params]:
+        logits, cache = _forward(params, x)
+        loss, g = bce_grad(logits, y)
+        s = cache["discrimination"]
+        d_difficulty = -(g * s).sum(axis=1)
+        dz = g @ params["alpha"]
+        return loss, {
+            "theta": (g * s).sum(axis=0),
+            "a": (g * cache["gap"]).sum(axis=0) * sigmoid(params["a"]),
+            "w": x.T @ d_difficulty, "c": np.array([d_difficulty.sum()]),
+            "alpha": g.T @ cache["z"], "A": dz.T @ x}
+    return loss_and_grads
+
+
+def _init(d: int, y: np.ndarray, dim: int, seed: int) -> Params:
+    rng = np.random.default_rng(seed)
+    prior = np.clip(y.mean(axis=0), 1e-3, 1 - 1e-3)
+    return {"theta": np.log(prior / (1 - prior)), "a": np.full(y.shape[1], 0.5413),  # a = 1
+            "w": np.zeros(d), "c": np.zeros(1),
+            "A": rng.normal(0, 1 / np.sqrt(d), (dim, d)),
+            "alpha": rng.normal(0, 0.1, (y.shape[1], dim))}
+
+
+def _train(x: np.ndarray, y: np.ndarray, dim: int, weight_decay: float, seed: int) -> Params:
+    """Early-stop on an inner split to find the epoch count, then refit on all rows."""
+    x = np.asarray(x, dtype=float)
+    inner, held = split_rows(len(x), 0.15, seed + 1)
+    _, epochs = adam(_init(x.shape[1], y, dim, seed), _objective(x[inner], y[inner]),
+                     epochs=MAX_EPOCHS, weight_decay=weight_decay,
+                     val_loss=lambda p: _objective(x[held], y[held])(p)[0])
+    params, _ = adam(_init(x.shape[1], y, dim, seed), _objective(x, y), epochs=epochs,
+                     weight_decay=weight_decay)
+    return params
