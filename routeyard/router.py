@@ -104,6 +104,7 @@ class Router:
             "reason": plan.reason,
             **plan.explanation,
         }
+
     # -- calling -----------------------------------------------------------------------------
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:

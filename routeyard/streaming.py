@@ -40,6 +40,7 @@ class StreamRelay:
         self.text_parts: list[str] = []
         self.first_chunk: dict[str, Any] | None = None
         self.status = "client_disconnect"  # until the stream ends one way or the other
+        self._finished = False
 
     async def frames(self) -> AsyncIterator[bytes]:
         metrics = self.router.metrics
@@ -66,7 +67,7 @@ class StreamRelay:
                 "message": f"the backend stream broke after it started: {error.message}",
                 "type": "upstream_error", "param": None, "code": "stream_interrupted"}}))
         finally:
-            await self._finish()
+            await self.finish()
 
     def _absorb(self, chunk: dict[str, Any]) -> bool:
         """Track text and usage; return whether to forward the chunk to the client."""
@@ -91,6 +92,13 @@ class StreamRelay:
                 "created": first.get("created", int(time.time())),
                 "model": first.get("model", self.plan.model), "choices": [],
                 "usage": self.usage}
+
+    async def finish(self) -> None:
+        """Release the upstream stream and account for the request, once. Also called when
+        the response ends before `frames()` was ever iterated (the client left at once)."""
+        if not self._finished:
+            self._finished = True
+            await self._finish()
 
     async def _finish(self) -> None:
         stream = self.served.result

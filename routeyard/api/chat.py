@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from routeyard.api.errors import routeyard_error_response
 from routeyard.chat_request import validate_chat_request, wants_stream
 from routeyard.errors import InvalidRequest, PayloadTooLarge, RouteyardError
 from routeyard.router import Router
+from routeyard.streaming import StreamRelay
 
 _JSON = "application/json"
 
@@ -43,8 +44,7 @@ async def chat_completions(request: Request) -> Response:
                 headers["x-routeyard-model"] = relay.served.model.name
                 headers["cache-control"] = "no-cache"
                 streaming = True
-                return StreamingResponse(_counted(router, relay.frames()),
-                                         media_type="text/event-stream", headers=headers)
+                return RelayResponse(router, relay, headers)
             result = await router.complete(body, plan)
         except RouteyardError as error:
             return routeyard_error_response(error, headers)
@@ -55,13 +55,21 @@ async def chat_completions(request: Request) -> Response:
             router.in_flight -= 1
 
 
-async def _counted(router: Router, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """A stream stays in flight until its last frame (or the client leaving)."""
-    try:
-        async for frame in frames:
-            yield frame
-    finally:
-        router.in_flight -= 1
+class RelayResponse(StreamingResponse):
+    """An SSE response that always releases its upstream stream and its in-flight count,
+    even when the client leaves before the first frame is sent."""
+
+    def __init__(self, router: Router, relay: StreamRelay, headers: dict[str, str]) -> None:
+        super().__init__(relay.frames(), media_type="text/event-stream", headers=headers)
+        self.router = router
+        self.relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.relay.finish()
+            self.router.in_flight -= 1
 
 
 def _headers(request: Request) -> dict[str, str]:
