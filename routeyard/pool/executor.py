@@ -21,6 +21,7 @@ import aiohttp
 from routeyard.config.schema import PoolConfig
 from routeyard.metrics import Metrics
 from routeyard.pool.endpoint import Endpoint, PooledModel
+from routeyard.pool.latency import record_attempt
 from routeyard.pool.providers.base import ChatStream, UpstreamError
 
 T = TypeVar("T")
@@ -140,6 +141,7 @@ class Executor:
                         self.metrics.upstream_latency.labels(model.name, endpoint.name).observe(
                             upstream_s
                         )
+                        record_attempt(model, upstream_s, result, stream=keep_outstanding)
                         attempts.append(AttemptLog(model.name, endpoint.name, "ok"))
                         return Served(model, endpoint, result, attempts, upstream_s)
                     outcome = f"status:{last.status}" if last.kind == "status" else last.kind

@@ -7,8 +7,12 @@ reused when refitting on all of train.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
+
+from routeyard.eval.dataset import RoutingDataset
+from routeyard.selection.learned.base import TrainableRouter
 
 Params = dict[str, np.ndarray]
 LossAndGrads = Callable[[Params], tuple[float, Params]]
@@ -62,3 +66,47 @@ def adam(params: Params, loss_and_grads: LossAndGrads, *, epochs: int, lr: float
 
 def _copy(params: Params) -> Params:
     return {k: v.copy() for k, v in params.items()}
+
+
+class GradientRouter(TrainableRouter):
+    """A router trained by `train_fn` and served by `predict_fn`; (dim, weight decay) is chosen
+    among `candidates` on a validation split of train unless given."""
+
+    candidates: ClassVar[tuple[dict[str, Any], ...]]
+    train_fn: ClassVar[Callable[[np.ndarray, np.ndarray, int, float, int], Params]]
+    predict_fn: ClassVar[Callable[[Params, np.ndarray], np.ndarray]]
+
+    def __init__(self, dim: int | None = None, weight_decay: float = 1e-3,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.dim, self.weight_decay, self.seed = dim, weight_decay, seed
+        self.params: Params = {}
+        self.validation: dict[str, float] = {}
+
+    def _fit(self, train: RoutingDataset, embeddings: np.ndarray) -> None:
+        from threadpoolctl import threadpool_limits
+
+        from routeyard.selection.learned.tuning import choose_candidate
+
+        with threadpool_limits(1):  # BLAS threads fight on a busy 2-core box
+            if self.dim is None:
+                best, self.validation = choose_candidate(train, embeddings, self.candidates,
+                                                         self._fit_predict)
+                self.dim, self.weight_decay = int(best["dim"]), float(best["weight_decay"])
+            self.params = type(self).train_fn(embeddings, train.scores, self.dim,
+                                              self.weight_decay, self.seed)
+
+    def _fit_predict(self, candidate: dict[str, Any], fit: RoutingDataset,
+                     fit_embeddings: np.ndarray, val_embeddings: np.ndarray) -> np.ndarray:
+        params = type(self).train_fn(fit_embeddings, fit.scores, int(candidate["dim"]),
+                                     float(candidate["weight_decay"]), self.seed)
+        return type(self).predict_fn(params, val_embeddings)
+
+    def predict_quality(self, embeddings: np.ndarray) -> np.ndarray:
+        return type(self).predict_fn(self.params, embeddings)
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        return dict(self.params)
+
+    def load_parameters(self, parameters: dict[str, np.ndarray]) -> None:
+        self.params = {k: np.asarray(v, dtype=float) for k, v in parameters.items()}

@@ -1,0 +1,42 @@
+"""Helpers shared by the serving-time algorithms: which candidates to weigh, and option
+parsing with errors that name the option."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from routeyard.selection.base import CandidateView
+
+if TYPE_CHECKING:
+    from routeyard.signals.base import RequestContext
+
+NONE_AVAILABLE = " (no candidate is available; the pool will fail over)"
+
+
+def eligible(candidates: list[CandidateView], prompt_tokens: int
+             ) -> tuple[list[CandidateView], str]:
+    """The candidates that fit and are available; if none is available, all that fit (with a
+    note for the reason). Never a candidate whose context window the prompt exceeds."""
+    fitting = [c for c in candidates if c.fits(prompt_tokens)]
+    available = [c for c in fitting if c.is_available()]
+    if available:
+        return available, ""
+    return fitting, NONE_AVAILABLE if fitting else ""
+
+
+def number(options: dict[str, Any], key: str, default: float, *, minimum: float = 0.0) -> float:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        raise ValueError(f"algorithm_options.{key} must be a number >= {minimum:g}")
+    return float(value)
+
+
+def expected_output_tokens(default: int, ctx: RequestContext | None) -> int:
+    """The configured expectation, capped by the request's own max_tokens if it sets one."""
+    if ctx is None:
+        return default
+    for key in ("max_completion_tokens", "max_tokens"):
+        cap = ctx.body.get(key)
+        if isinstance(cap, int) and not isinstance(cap, bool) and cap >= 0:
+            return min(default, cap)
+    return default

@@ -1,0 +1,81 @@
+"""Cost-aware selection: `cheapest`, and `quality_cost` (quality priors minus λ·cost).
+
+The expected cost of a request on a model is its price per million tokens times the prompt
+tokens plus the expected output tokens (`expected_output_tokens`, default 256, capped by the
+request's max_tokens).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from routeyard.selection.base import CandidateView, Selection, SelectionAlgorithm, register
+from routeyard.selection.common import eligible, expected_output_tokens, number
+
+if TYPE_CHECKING:
+    from routeyard.signals.base import RequestContext
+
+
+def expected_cost(candidate: CandidateView, prompt_tokens: int, output_tokens: int) -> float:
+    pricing = candidate.config.pricing  # type: ignore[attr-defined]
+    return float(pricing.cost(prompt_tokens, output_tokens))
+
+
+class _CostAware(SelectionAlgorithm):
+    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
+        super().__init__(options, base_dir)
+        self.output_tokens = int(number(self.options, "expected_output_tokens", 256))
+
+
+@register
+class CheapestSelection(_CostAware):
+    """The fitting, available candidate with the lowest expected cost (ties: first listed)."""
+
+    name = "cheapest"
+
+    def select(self, candidates: list[CandidateView], prompt_tokens: int,
+               ctx: RequestContext | None = None) -> Selection | None:
+        pool, note = eligible(candidates, prompt_tokens)
+        if not pool:
+            return None
+        output = expected_output_tokens(self.output_tokens, ctx)
+        costs = [expected_cost(c, prompt_tokens, output) for c in pool]
+        best = min(range(len(pool)), key=costs.__getitem__)
+        return Selection(pool[best].name,
+                         f"cheapest: expected ${costs[best]:.6f} for {prompt_tokens} prompt + "
+                         f"{output} output tokens{note}")
+
+
+@register
+class QualityCostSelection(_CostAware):
+    """argmax of prior quality − λ·(expected cost / the dearest candidate's expected cost)."""
+
+    name = "quality_cost"
+
+    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
+        super().__init__(options, base_dir)
+        priors = self.options.get("priors") or {}
+        if not isinstance(priors, dict) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in priors.values()):
+            raise ValueError("algorithm_options.priors must map model names to numbers")
+        self.priors = {str(k): float(v) for k, v in priors.items()}
+        self.default_prior = number(self.options, "default_prior", 0.5)
+        self.lam = number(self.options, "lambda", 1.0)
+
+    def select(self, candidates: list[CandidateView], prompt_tokens: int,
+               ctx: RequestContext | None = None) -> Selection | None:
+        pool, note = eligible(candidates, prompt_tokens)
+        if not pool:
+            return None
+        output = expected_output_tokens(self.output_tokens, ctx)
+        costs = [expected_cost(c, prompt_tokens, output) for c in pool]
+        dearest = max(costs)
+        qualities = [self.priors.get(c.name, self.default_prior) for c in pool]
+        values = [q - self.lam * (cost / dearest if dearest > 0 else 0.0)
+                  for q, cost in zip(qualities, costs, strict=True)]
+        best = max(range(len(pool)), key=values.__getitem__)  # ties: the first listed
+        relative = costs[best] / dearest if dearest > 0 else 0.0
+        return Selection(pool[best].name,
+                         f"quality_cost: quality {qualities[best]:.2f} − λ={self.lam:g} × "
+                         f"relative cost {relative:.2f} = {values[best]:.2f}, the best{note}")

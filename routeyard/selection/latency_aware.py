@@ -1,0 +1,84 @@
+"""Load- and latency-aware selection: `latency_aware` (observed TTFT/TPOT) and `load_aware`
+(outstanding requests per unit endpoint weight)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from routeyard.pool.latency import LatencyTracker, shared_tracker
+from routeyard.selection.base import CandidateView, Selection, SelectionAlgorithm, register
+from routeyard.selection.common import eligible, expected_output_tokens, number
+
+if TYPE_CHECKING:
+    from routeyard.signals.base import RequestContext
+
+
+@register
+class LatencyAwareSelection(SelectionAlgorithm):
+    """Lowest expected latency = TTFT + expected output tokens × TPOT, both EWMAs of what the
+    pool observed. A model with no (or only stale) observations is tried first: its expected
+    latency counts as 0, so every candidate gets measured."""
+
+    name = "latency_aware"
+
+    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
+        super().__init__(options, base_dir)
+        self.output_tokens = int(number(self.options, "expected_output_tokens", 256))
+        self._tracker: LatencyTracker | None = None  # the shared one, looked up on first use
+
+    @property
+    def tracker(self) -> LatencyTracker:
+        if self._tracker is None:
+            self._tracker = shared_tracker()
+        return self._tracker
+
+    @tracker.setter
+    def tracker(self, tracker: LatencyTracker) -> None:
+        self._tracker = tracker
+
+    def select(self, candidates: list[CandidateView], prompt_tokens: int,
+               ctx: RequestContext | None = None) -> Selection | None:
+        pool, note = eligible(candidates, prompt_tokens)
+        if not pool:
+            return None
+        output = expected_output_tokens(self.output_tokens, ctx)
+        best_index, best_latency = 0, float("inf")
+        for index, candidate in enumerate(pool):
+            estimate = self.tracker.estimate(candidate)
+            if estimate is None:
+                return Selection(candidate.name,
+                                 f"latency_aware: no recent latency observed for it yet; "
+                                 f"trying it{note}")
+            ttft, tpot = estimate
+            latency = ttft + output * tpot
+            if latency < best_latency:
+                best_index, best_latency = index, latency
+        return Selection(pool[best_index].name,
+                         f"latency_aware: lowest expected latency {best_latency * 1000:.0f} ms "
+                         f"(TTFT + {output} tokens × TPOT){note}")
+
+
+@register
+class LoadAwareSelection(SelectionAlgorithm):
+    """The candidate whose available endpoints carry the fewest outstanding requests per unit
+    of weight (ties: the first listed)."""
+
+    name = "load_aware"
+
+    def select(self, candidates: list[CandidateView], prompt_tokens: int,
+               ctx: RequestContext | None = None) -> Selection | None:
+        pool, note = eligible(candidates, prompt_tokens)
+        if not pool:
+            return None
+        best_index, best_load = 0, float("inf")
+        for index, candidate in enumerate(pool):
+            endpoints = [e for e in candidate.endpoints  # type: ignore[attr-defined]
+                         if e.is_available()] or candidate.endpoints  # type: ignore[attr-defined]
+            weight = sum(e.weight for e in endpoints)
+            load = sum(e.outstanding for e in endpoints) / weight if weight > 0 else float("inf")
+            if load < best_load:
+                best_index, best_load = index, load
+        return Selection(pool[best_index].name,
+                         f"load_aware: least loaded, {best_load:.2f} outstanding requests per "
+                         f"unit of endpoint weight{note}")
