@@ -11,16 +11,24 @@ from routeyard.selection.base import (
     SelectionAlgorithm,
     make_algorithm,
 )
+from routeyard.selection.cost_aware import CheapestSelection, QualityCostSelection
+from routeyard.selection.latency_aware import LatencyAwareSelection, LoadAwareSelection
 from routeyard.selection.learned_selection import LearnedSelection
 from routeyard.selection.static import FirstHealthySelection, StaticSelection
+from routeyard.selection.sticky import StickySelection
 
 __all__ = [
     "SELECTION_ALGORITHMS",
     "CandidateView",
+    "CheapestSelection",
     "FirstHealthySelection",
+    "LatencyAwareSelection",
     "LearnedSelection",
+    "LoadAwareSelection",
+    "QualityCostSelection",
     "Selection",
     "SelectionAlgorithm",
     "StaticSelection",
+    "StickySelection",
     "make_algorithm",
 ]

@@ -49,7 +49,7 @@ class CheapestSelection(_CostAware):
 
 @register
 class QualityCostSelection(_CostAware):
-    """argmax of prior quality − λ·(expected cost / the dearest candidate's expected cost)."""
+    """argmax of prior quality - λ·(expected cost / the dearest candidate's expected cost)."""
 
     name = "quality_cost"
 
@@ -77,5 +77,5 @@ class QualityCostSelection(_CostAware):
         best = max(range(len(pool)), key=values.__getitem__)  # ties: the first listed
         relative = costs[best] / dearest if dearest > 0 else 0.0
         return Selection(pool[best].name,
-                         f"quality_cost: quality {qualities[best]:.2f} − λ={self.lam:g} × "
-                         f"relative cost {relative:.2f} = {values[best]:.2f}, the best{note}")
+                         f"quality_cost: quality {qualities[best]:.2f} - λ={self.lam:g} * "
+                         f"relative cost {relative:.2f} = {values[best]:.2f}, the highest{note}")

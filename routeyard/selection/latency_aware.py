@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 @register
 class LatencyAwareSelection(SelectionAlgorithm):
-    """Lowest expected latency = TTFT + expected output tokens × TPOT, both EWMAs of what the
+    """Lowest expected latency = TTFT + expected output tokens * TPOT, both EWMAs of what the
     pool observed. A model with no (or only stale) observations is tried first: its expected
     latency counts as 0, so every candidate gets measured."""
 
@@ -56,7 +56,7 @@ class LatencyAwareSelection(SelectionAlgorithm):
                 best_index, best_latency = index, latency
         return Selection(pool[best_index].name,
                          f"latency_aware: lowest expected latency {best_latency * 1000:.0f} ms "
-                         f"(TTFT + {output} tokens × TPOT){note}")
+                         f"(TTFT + {output} tokens * TPOT){note}")
 
 
 @register
