@@ -138,6 +138,18 @@ def _run_train(args: argparse.Namespace) -> int:
     return run_train(args)
 
 
+def _configure_replay(parser: argparse.ArgumentParser) -> None:
+    from routeyard.eval.replay import configure_replay
+
+    configure_replay(parser)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from routeyard.eval.replay import run_replay
+
+    return run_replay(args)
+
+
 COMMANDS: dict[str, tuple[str, Configure, Run]] = {
     "serve": ("run the router (OpenAI API)", _configure_serve, _run_serve),
     "validate": ("check a config file; list every error with its location",
@@ -152,6 +164,8 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
               _configure_train, _run_train),
     "eval": ("train on train.jsonl, score on test.jsonl: AIQ, max quality, cost ratio, curve",
              _configure_eval, _run_eval),
+    "replay": ("stream a routing dataset as live traffic with feedback; regret plots",
+               _configure_replay, _run_replay),
 }
 
 

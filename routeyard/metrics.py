@@ -46,6 +46,10 @@ class Metrics:
             "routeyard_errors", "Errors by kind (client input, upstream kinds, stream breaks).",
             ["kind"], registry=r,
         )
+        self.feedback = Counter(
+            "routeyard_feedback", "Feedback events counted, by decision.",
+            ["decision"], registry=r,
+        )
         self.endpoint_up = Gauge(
             "routeyard_endpoint_up", "1 when an endpoint is healthy and its breaker closed.",
             ["model", "endpoint"], registry=r,

@@ -60,7 +60,7 @@ class Planner:
         self.allow_direct = config.allow_direct_models
         self.engine = DecisionEngine(config, base_dir)
         decisions = [c.decision for c in self.engine.decisions()] + [self.engine.default]
-        self._algorithms = {d.name: make_algorithm(d.algorithm, d.options, base_dir)
+        self.algorithms = {d.name: make_algorithm(d.algorithm, d.options, base_dir)
                             for d in decisions}
 
     async def plan(self, body: dict[str, Any], headers: dict[str, str] | None = None, *,
@@ -99,7 +99,7 @@ class Planner:
         candidates = [self.pool.models[n] for n in decision.candidates]
         fallbacks = [self.pool.models[n] for n in decision.fallback]
         tokens = _prompt_tokens(ctx, candidates + fallbacks)
-        selection = self._algorithms[decision.name].select(list(candidates), tokens, ctx)
+        selection = self.algorithms[decision.name].select(list(candidates), tokens, ctx)
         if selection is not None:
             chosen, why = self.pool.models[selection.model], selection.reason
         else:

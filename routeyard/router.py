@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,16 +20,20 @@ import orjson
 from routeyard.chat_request import validate_chat_request
 from routeyard.config import RouteyardConfig, load_config
 from routeyard.errors import RouteyardError
+from routeyard.feedback import FeedbackService, parse_feedback
 from routeyard.metrics import Metrics
 from routeyard.planner import Planner, RoutePlan
 from routeyard.pool import Pool, PoolExhausted
 from routeyard.pool.executor import Served
-from routeyard.state import DecisionRecord, Store, make_store
+from routeyard.selection import OnlineAlgorithm
+from routeyard.state import DecisionRecord, Store, StoreUnavailable, make_store
 from routeyard.streaming import DONE, StreamRelay
 from routeyard.tokens import count_text_tokens, message_text
 from routeyard.upstream_errors import exhausted_to_error
 
 log = logging.getLogger("routeyard")
+
+LEARNER_REFRESH_S = 5.0  # how often learned state is reloaded from the (shared) store
 
 
 @dataclass(slots=True)
@@ -48,6 +53,11 @@ class Router:
         self.planner = Planner(config, self.pool, base_dir)
         self.aliases = self.planner.aliases
         self.store = store if store is not None else _store_from_config(config)
+        self.feedback = FeedbackService(self.store, {
+            name: algorithm for name, algorithm in self.planner.algorithms.items()
+            if isinstance(algorithm, OnlineAlgorithm)})
+        self._background: set[asyncio.Task[None]] = set()
+        self._refresher: asyncio.Task[None] | None = None
         self.in_flight = 0  # requests being served; a replaced Router closes at zero
         # On reload the store passes to the new Router, which then starts and closes it.
         self.owns_store = True
@@ -62,9 +72,22 @@ class Router:
             await self.pool.start()
             await self.store.start()  # idempotent: a store shared on reload is already running
             await self.planner.engine.signals.warm_up()
+            try:
+                await self.feedback.load_states()
+            except StoreUnavailable:
+                log.warning("learned online state could not be loaded: the store is down")
+            if self.feedback.learners:
+                self._refresher = asyncio.get_running_loop().create_task(
+                    self._refresh_learners())
             self._started = True
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+            self._refresher = None
+        if self._background:  # context writes still under way
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._started:
             await self.pool.close()
             if self.owns_store:
@@ -157,6 +180,9 @@ class Router:
         model = served.model if served else None
         cost = model.config.pricing.cost(prompt_tokens, completion_tokens) if model else 0.0
         model_label = model.name if model else "none"
+        self.feedback.served(plan, model.name if model else None)
+        if model is not None and plan.decision in self.feedback.learners:
+            self._remember_context(plan)
         m = self.metrics
         m.requests.labels(model_label, plan.decision, status).inc()
         if model is not None:
@@ -171,6 +197,36 @@ class Router:
             latency_ms=latency * 1000, prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens, cost_usd=cost, status=status, stream=stream,
         ))
+
+    async def submit_feedback(self, data: Any) -> dict[str, Any]:
+        result = await self.feedback.submit(parse_feedback(data))
+        self.metrics.feedback.labels(result["decision"] or "none").inc()
+        return result
+
+    def _remember_context(self, plan: RoutePlan) -> None:
+        """Keep the prompt's embedding for a contextual learner's later feedback, off the
+        request path."""
+        async def write() -> None:
+            try:
+                await self.feedback.remember_context(plan)
+            except StoreUnavailable:
+                log.warning("context for %s not kept: the store is down", plan.request_id)
+
+        self._spawn(write())
+
+    async def _refresh_learners(self) -> None:
+        """Pick up what other replicas learned, every few seconds."""
+        while True:
+            await asyncio.sleep(LEARNER_REFRESH_S)
+            try:
+                await self.feedback.load_states()
+            except StoreUnavailable:
+                continue
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def record_rejection(self, error: RouteyardError) -> None:
         self.metrics.errors.labels(f"client_{error.code or error.status}").inc()

@@ -13,17 +13,19 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from routeyard.api.chat import chat_completions, route_dry_run
+from routeyard.api.chat import chat_completions, feedback, route_dry_run
 from routeyard.api.errors import (
     error_response,
     handle_http_exception,
     handle_routeyard_error,
+    handle_store_unavailable,
     handle_unexpected,
 )
 from routeyard.errors import RouteyardError
 from routeyard.metrics import CONTENT_TYPE
 from routeyard.reload import ConfigReloader
 from routeyard.router import Router
+from routeyard.state import StoreUnavailable
 
 _JSON = "application/json"
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -121,6 +123,7 @@ def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None,
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/route", route_dry_run, methods=["POST"]),
+        Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -131,6 +134,7 @@ def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None,
         lifespan=lifespan,
         exception_handlers={
             RouteyardError: handle_routeyard_error,
+            StoreUnavailable: handle_store_unavailable,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },

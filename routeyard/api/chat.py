@@ -91,6 +91,13 @@ async def route_dry_run(request: Request) -> Response:
     return Response(orjson.dumps(result), media_type=_JSON)
 
 
+async def feedback(request: Request) -> Response:
+    """POST /v1/feedback: {request_id, one of rating | score | correct | preferred_over}."""
+    router: Router = request.app.state.router
+    result = await router.submit_feedback(await read_json(request))
+    return Response(orjson.dumps(result), media_type=_JSON)
+
+
 async def read_json(request: Request) -> Any:
     limit: int = request.app.state.max_body_bytes
     length = request.headers.get("content-length")

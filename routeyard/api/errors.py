@@ -41,6 +41,12 @@ async def handle_routeyard_error(_: Request, exc: Exception) -> Response:
     return routeyard_error_response(exc)
 
 
+async def handle_store_unavailable(_: Request, exc: Exception) -> Response:
+    log.warning("store unavailable: %s", exc)
+    return error_response(503, "The state store is unavailable; try again shortly.",
+                          code="store_unavailable")
+
+
 async def handle_http_exception(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)

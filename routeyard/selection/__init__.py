@@ -14,6 +14,13 @@ from routeyard.selection.base import (
 from routeyard.selection.cost_aware import CheapestSelection, QualityCostSelection
 from routeyard.selection.latency_aware import LatencyAwareSelection, LoadAwareSelection
 from routeyard.selection.learned_selection import LearnedSelection
+from routeyard.selection.online import (
+    EloSelection,
+    EmaSelection,
+    LinUCBSelection,
+    OnlineAlgorithm,
+    ThompsonSelection,
+)
 from routeyard.selection.static import FirstHealthySelection, StaticSelection
 from routeyard.selection.sticky import StickySelection
 
@@ -21,14 +28,19 @@ __all__ = [
     "SELECTION_ALGORITHMS",
     "CandidateView",
     "CheapestSelection",
+    "EloSelection",
+    "EmaSelection",
     "FirstHealthySelection",
     "LatencyAwareSelection",
     "LearnedSelection",
+    "LinUCBSelection",
     "LoadAwareSelection",
+    "OnlineAlgorithm",
     "QualityCostSelection",
     "Selection",
     "SelectionAlgorithm",
     "StaticSelection",
     "StickySelection",
+    "ThompsonSelection",
     "make_algorithm",
 ]

@@ -1,8 +1,10 @@
 """The store contract: one interface over in-memory, SQLite and Redis state.
 
-Later issues add learned state, budgets and caches here; for now a store holds the decision
-log. Writes on the request path must never block the event loop: `record_decision` only
-enqueues, and each store flushes in the background (a thread for SQLite, a pipeline for Redis).
+A store holds the decision log and a small key-value space for learned online state (bandit
+parameters as JSON/bytes blobs) and once-only markers (`claim`). Writes on the request path
+must never block the event loop: `record_decision` only enqueues,
+and each store flushes in the background (a thread for SQLite, a pipeline for Redis). The
+key-value methods are written through instead and never block the loop either.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+# A claim marker's stored value (what `get_value` returns for a claimed key).
+CLAIM_VALUE = b"1"
 
 
 class StoreUnavailable(RuntimeError):
@@ -74,5 +79,40 @@ class Store(ABC):
     async def ping(self) -> bool:
         """True when the backing service answers (used by /readyz)."""
 
+    # -- key-value state ---------------------------------------------------------------
+    # Written through, never buffered: when `set_value`/`claim` return, the value is durable
+    # (SQLite) or visible to every replica (Redis). Expired keys read as absent.
+
+    @abstractmethod
+    async def get_value(self, key: str) -> bytes | None:
+        """The value under `key`, or None when absent or expired."""
+
+    @abstractmethod
+    async def set_value(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        """Store `value` under `key` (overwriting), expiring after `ttl_s` seconds if given."""
+
+    @abstractmethod
+    async def claim(self, key: str, ttl_s: float | None = None) -> bool:
+        """Set-if-absent, atomically: True for the first caller only, until the key expires.
+
+        A claimed key reads back as `CLAIM_VALUE`.
+        """
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources."""
+
+
+def check_value(value: object) -> bytes:
+    """The bytes to store; a str or other non-bytes value is a caller bug."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"store values are bytes, not {type(value).__name__}")
+
+
+def check_ttl(ttl_s: float | None) -> float | None:
+    """None (no expiry) or a positive number of seconds."""
+    if ttl_s is not None and not ttl_s > 0:
+        raise ValueError(f"ttl_s must be positive or None, got {ttl_s!r}")
+    return None if ttl_s == float("inf") else ttl_s

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from itertools import islice
 
-from routeyard.state.base import DecisionRecord, Store
+from routeyard.state.base import CLAIM_VALUE, DecisionRecord, Store, check_ttl, check_value
 
 DEFAULT_MAX_RECORDS = 10_000
+DEFAULT_MAX_KEYS = 100_000
 
 
 class MemoryStore(Store):
     name = "memory"
 
-    def __init__(self, *, max_records: int | None = None) -> None:
+    def __init__(self, *, max_records: int | None = None,
+                 max_keys: int = DEFAULT_MAX_KEYS) -> None:
         self.max_records = max_records if max_records is not None else DEFAULT_MAX_RECORDS
         if self.max_records < 1:
             raise ValueError("max_records must be at least 1")
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self.max_keys = max_keys
+        # key -> (value, monotonic expiry or None). Insertion order is write order (a write
+        # re-inserts), so past max_keys the least recently written key goes first.
+        self._kv: dict[str, tuple[bytes, float | None]] = {}
         # Oldest on the left. The id index holds only what the deque holds, so memory stays
         # flat however many requests pass through.
         self._records: deque[DecisionRecord] = deque()
@@ -45,4 +54,36 @@ class MemoryStore(Store):
         return list(islice(reversed(self._records), max(0, limit)))
 
     async def ping(self) -> bool:
+        return True
+
+    # -- key-value state (no awaits inside: each call is atomic on the event loop) ----------
+
+    def _live(self, key: str) -> bytes | None:
+        entry = self._kv.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if expires is not None and expires <= time.monotonic():
+            del self._kv[key]  # lazy expiry
+            return None
+        return value
+
+    def _put(self, key: str, value: bytes, ttl_s: float | None) -> None:
+        kv = self._kv
+        kv.pop(key, None)
+        kv[key] = (value, None if ttl_s is None else time.monotonic() + ttl_s)
+        while len(kv) > self.max_keys:
+            del kv[next(iter(kv))]
+
+    async def get_value(self, key: str) -> bytes | None:
+        return self._live(key)
+
+    async def set_value(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        self._put(key, check_value(value), check_ttl(ttl_s))
+
+    async def claim(self, key: str, ttl_s: float | None = None) -> bool:
+        ttl_s = check_ttl(ttl_s)
+        if self._live(key) is not None:
+            return False
+        self._put(key, CLAIM_VALUE, ttl_s)
         return True

@@ -3,6 +3,7 @@
 Layout under the key prefix P (default "routeyard"):
   P:decision:{request_id}  the record as JSON, with a TTL (default 7 days)
   P:decisions              sorted set of request ids scored by time, trimmed to max_records
+  P:kv:{key}               key-value state (learned parameters, claim markers), own TTL if any
 
 Redis being down never breaks a request: writes stay buffered (bounded) and are retried by the
 flusher; reads raise StoreUnavailable; ping() answers False within about half a second.
@@ -21,7 +22,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from routeyard.state._buffered import BufferedStore, log
-from routeyard.state.base import DecisionRecord, StoreUnavailable
+from routeyard.state.base import (
+    CLAIM_VALUE,
+    DecisionRecord,
+    StoreUnavailable,
+    check_ttl,
+    check_value,
+)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_MAX_RECORDS = 100_000
@@ -129,6 +136,37 @@ class RedisStore(BufferedStore):
             raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
         # An id can outlive its record by a moment (TTL expiry before the next trim): skip it.
         return [DecisionRecord.from_dict(orjson.loads(raw)) for raw in raws if raw is not None]
+
+    # -- key-value state (written through, one command each) ---------------------------
+
+    def _kv_key(self, key: str) -> str:
+        return self.key(("kv", key))
+
+    @staticmethod
+    def _px(ttl_s: float | None) -> int | None:
+        # Milliseconds, not EX seconds: sub-second TTLs must not round down to "no expiry".
+        return None if ttl_s is None else max(1, round(ttl_s * 1000))
+
+    async def get_value(self, key: str) -> bytes | None:
+        try:
+            return await self._redis.get(self._kv_key(key))
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
+
+    async def set_value(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        value, px = check_value(value), self._px(check_ttl(ttl_s))
+        try:
+            await self._redis.set(self._kv_key(key), value, px=px)
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
+
+    async def claim(self, key: str, ttl_s: float | None = None) -> bool:
+        px = self._px(check_ttl(ttl_s))
+        try:
+            # SET NX is atomic on the server, so exactly one replica wins.
+            return bool(await self._redis.set(self._kv_key(key), CLAIM_VALUE, nx=True, px=px))
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
 
     async def ping(self) -> bool:
         try:

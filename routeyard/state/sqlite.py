@@ -1,8 +1,12 @@
 """SQLite store: the embedded default. One file, WAL mode, write-behind batches.
 
 Two connections, each owned by its own single-thread executor: a writer (the flusher's
-batches, retention) and a reader (lookups). In WAL mode readers never wait on the writer, and
-neither ever runs on the event loop.
+batches, retention, key-value writes) and a reader (lookups). In WAL mode readers never wait on
+the writer, and neither ever runs on the event loop.
+
+Key-value state lives in the `kv` table and is written through: `set_value` and `claim` return
+after their statement committed on the writer thread, so a following read (on the reader
+connection, which holds no open transaction between statements) sees them.
 """
 
 from __future__ import annotations
@@ -10,13 +14,21 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from routeyard.state._buffered import BufferedStore, log
-from routeyard.state.base import DECISION_FIELDS, DecisionRecord
+from routeyard.state.base import (
+    CLAIM_VALUE,
+    DECISION_FIELDS,
+    DecisionRecord,
+    StoreUnavailable,
+    check_ttl,
+    check_value,
+)
 
 T = TypeVar("T")
 
@@ -37,6 +49,12 @@ _SCHEMA: tuple[str, ...] = (
         stream INTEGER NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time)",
+    """CREATE TABLE IF NOT EXISTS kv (
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        expires_at REAL
+    )""",
+    "CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires_at) WHERE expires_at IS NOT NULL",
 )
 _INSERT = (
     f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) "
@@ -48,6 +66,15 @@ _PRUNE = (
     "(SELECT rowid FROM decisions ORDER BY time DESC LIMIT -1 OFFSET ?)"
 )
 _BAD_ROW_ERRORS = (sqlite3.InterfaceError, sqlite3.ProgrammingError)
+# Expiry times are wall-clock (unix seconds) so they stay meaningful across restarts.
+_KV_GET = "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
+_KV_SET = "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
+_KV_DELETE_EXPIRED_KEY = "DELETE FROM kv WHERE key = ? AND expires_at <= ?"
+_KV_CLAIM = "INSERT OR IGNORE INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
+_KV_SWEEP = "DELETE FROM kv WHERE expires_at <= ?"
+# Expired rows nobody reads again are swept after this many key-value writes.
+_KV_SWEEP_EVERY = 1_000
+_KV_ERRORS = (sqlite3.OperationalError, OSError)
 
 
 def default_sqlite_path() -> Path:
@@ -91,6 +118,7 @@ class SQLiteStore(BufferedStore):
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._open_lock: asyncio.Lock | None = None
+        self._kv_writes = 0
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -200,6 +228,71 @@ class SQLiteStore(BufferedStore):
         assert self._writer is not None and self.max_records is not None
         self._writer.execute(_PRUNE, (self.max_records,))
         self._since_prune = 0
+
+    # -- key-value state (writes on the writer thread, reads on the reader) -------------
+
+    async def get_value(self, key: str) -> bytes | None:
+        try:
+            return await self._in_reader(self._kv_get, key)
+        except _KV_ERRORS as exc:
+            raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
+
+    async def set_value(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        value, ttl_s = check_value(value), check_ttl(ttl_s)
+        try:
+            await self._in_writer(self._kv_set, key, value, ttl_s)
+        except _KV_ERRORS as exc:
+            raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
+
+    async def claim(self, key: str, ttl_s: float | None = None) -> bool:
+        ttl_s = check_ttl(ttl_s)
+        try:
+            return await self._in_writer(self._kv_claim, key, ttl_s)
+        except _KV_ERRORS as exc:
+            raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
+
+    def _kv_get(self, key: str) -> bytes | None:
+        assert self._reader is not None
+        # fetchall, not fetchone: an unfinished statement would hold its read snapshot open.
+        rows = self._reader.execute(_KV_GET, (key, time.time())).fetchall()
+        return bytes(rows[0][0]) if rows else None
+
+    def _kv_set(self, key: str, value: bytes, ttl_s: float | None) -> None:
+        assert self._writer is not None
+        now = time.time()
+        self._writer.execute(_KV_SET, (key, value, None if ttl_s is None else now + ttl_s))
+        self._kv_wrote(now)
+
+    def _kv_claim(self, key: str, ttl_s: float | None) -> bool:
+        assert self._writer is not None
+        conn = self._writer
+        now = time.time()
+        # IMMEDIATE takes the write lock up front, so two processes sharing the file cannot
+        # both see the key absent; within this process the single writer thread serializes.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_KV_DELETE_EXPIRED_KEY, (key, now))
+            cur = conn.execute(
+                _KV_CLAIM, (key, CLAIM_VALUE, None if ttl_s is None else now + ttl_s)
+            )
+            claimed = cur.rowcount == 1
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._kv_wrote(now)
+        return claimed
+
+    def _kv_wrote(self, now: float) -> None:
+        self._kv_writes += 1
+        if self._kv_writes >= _KV_SWEEP_EVERY:
+            self._kv_writes = 0
+            assert self._writer is not None
+            try:  # housekeeping: the write itself already committed
+                self._writer.execute(_KV_SWEEP, (now,))
+            except sqlite3.OperationalError as exc:
+                log.warning("sqlite store could not sweep expired keys: %s", exc)
 
     # -- reads (reader thread) --------------------------------------------------------
 

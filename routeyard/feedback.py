@@ -1,0 +1,151 @@
+"""Feedback: a rating, a score, correctness or a preference for a served request, fed to the
+online learner of the decision that served it.
+
+Each request id takes feedback once (claimed in the store, so replicas agree). Learned state
+lives in the store under `online:<decision>`: it is loaded when a Router starts and reloaded
+before each update, so replicas sharing Redis learn together (last writer wins when two
+updates land at the same instant).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from routeyard.config.loader import format_location
+from routeyard.errors import InvalidRequest, NotFound, RouteyardError
+from routeyard.state import DecisionRecord, Store
+
+if TYPE_CHECKING:
+    from routeyard.planner import RoutePlan
+    from routeyard.selection.online.base import OnlineAlgorithm
+
+log = logging.getLogger("routeyard.feedback")
+
+FEEDBACK_TTL_S = 7 * 24 * 3600.0  # how long a request id stays claimed, and contexts kept
+_RECENT = 10_000  # requests remembered in-process (the decision log flushes in the background)
+
+
+class DuplicateFeedback(RouteyardError):
+    status = 409
+    type = "invalid_request_error"
+    code = "duplicate_feedback"
+
+
+class UnknownRequest(NotFound):
+    code = "unknown_request_id"
+
+
+class FeedbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    request_id: Annotated[str, Field(min_length=1)]
+    rating: Annotated[int, Field(ge=1, le=5)] | None = None  # 1 (bad) to 5 (good)
+    score: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    correct: bool | None = None
+    preferred_over: str | None = None  # another request id, from the same decision
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FeedbackBody:
+        given = [k for k in ("rating", "score", "correct", "preferred_over")
+                 if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of rating, score, correct or preferred_over")
+        return self
+
+    def reward(self) -> float | None:
+        if self.rating is not None:
+            return (self.rating - 1) / 4
+        if self.score is not None:
+            return self.score
+        if self.correct is not None:
+            return 1.0 if self.correct else 0.0
+        return None
+
+
+def parse_feedback(data: Any) -> FeedbackBody:
+    try:
+        return FeedbackBody.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        param = format_location(tuple(first["loc"])) or None
+        message = f"{param}: {first['msg']}" if param else str(first["msg"])
+        raise InvalidRequest(message, param=param) from None
+
+
+class FeedbackService:
+    def __init__(self, store: Store, learners: dict[str, OnlineAlgorithm]) -> None:
+        """`learners` maps decision names to their online algorithms."""
+        self.store = store
+        self.learners = learners
+        self._recent: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+
+    async def load_states(self) -> None:
+        for decision, learner in self.learners.items():
+            state = await self.store.get_value(_state_key(decision))
+            if state is not None:
+                learner.set_state(state)
+
+    def served(self, plan: RoutePlan, model: str | None) -> None:
+        """Remember a finished request, and its context when its learner uses one."""
+        self._recent[plan.request_id] = (plan.decision, model)
+        if len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
+
+    async def remember_context(self, plan: RoutePlan) -> None:
+        learner = self.learners.get(plan.decision)
+        if learner is not None and learner.needs_embedding:
+            vector = plan.context.embedding().astype(np.float16).tobytes()
+            await self.store.set_value(f"context:{plan.request_id}", vector, FEEDBACK_TTL_S)
+
+    async def submit(self, feedback: FeedbackBody) -> dict[str, Any]:
+        decision, model = await self._lookup(feedback.request_id)
+        other: tuple[str, str | None] | None = None
+        if feedback.preferred_over is not None:
+            other = await self._lookup(feedback.preferred_over)
+            if other[0] != decision:
+                raise InvalidRequest("preferred_over must name a request of the same decision",
+                                     param="preferred_over")
+        if model is None:
+            raise InvalidRequest("that request was not answered, so it takes no feedback",
+                                 param="request_id")
+        if not await self.store.claim(f"feedback:{feedback.request_id}", FEEDBACK_TTL_S):
+            raise DuplicateFeedback(f"feedback for {feedback.request_id} was already counted",
+                                    param="request_id")
+        learner = self.learners.get(decision)
+        reward = feedback.reward()
+        if learner is not None:
+            state = await self.store.get_value(_state_key(decision))
+            if state is not None:
+                learner.set_state(state)  # pick up other replicas' updates first
+            if other is not None and other[1] is not None:
+                learner.update_preference(model, other[1])
+            elif reward is not None:
+                learner.update(model, reward, await self._context(feedback.request_id, learner))
+            await self.store.set_value(_state_key(decision), learner.get_state())
+        return {"request_id": feedback.request_id, "decision": decision, "model": model,
+                "reward": reward, "learner": learner.name if learner is not None else None}
+
+    async def _lookup(self, request_id: str) -> tuple[str, str | None]:
+        recent = self._recent.get(request_id)
+        if recent is not None:
+            return recent
+        record: DecisionRecord | None = await self.store.get_decision(request_id)
+        if record is None:
+            raise UnknownRequest(f"no request with id {request_id!r} is known",
+                                 param="request_id")
+        return record.decision or "", record.model
+
+    async def _context(self, request_id: str, learner: OnlineAlgorithm) -> np.ndarray | None:
+        if not learner.needs_embedding:
+            return None
+        raw = await self.store.get_value(f"context:{request_id}")
+        return None if raw is None else np.frombuffer(raw, dtype=np.float16).astype(np.float32)
+
+
+def _state_key(decision: str) -> str:
+    return f"online:{decision}"

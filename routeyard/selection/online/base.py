@@ -1,0 +1,167 @@
+"""The online-learner contract: select / update / get_state / set_state.
+
+An online algorithm learns from feedback while it serves. Its state is plain data (JSON through
+orjson, numpy arrays as base64), so that it can live in SQLite or Redis and be shared between
+workers; models it has never seen get an optimistic or default prior, so a model that joins a
+running pool is explored rather than ignored.
+
+Options common to every online algorithm:
+- `lambda` (default 0): cost weight; costs are divided by the dearest candidate's expected cost,
+  so λ is unitless (score = estimate - λ·relative cost).
+- `seed` (default 0): the seed of the algorithm's random generator (exploration, sampling).
+- `expected_output_tokens` (default 256): for the expected cost of a request.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import threading
+from abc import abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from routeyard.selection.base import CandidateView, Selection, SelectionAlgorithm
+from routeyard.selection.common import eligible, expected_output_tokens, number
+
+if TYPE_CHECKING:
+    from routeyard.signals.base import RequestContext
+
+STATE_VERSION = 1
+
+
+def encode_array(array: np.ndarray) -> dict[str, Any]:
+    """An exact, compact JSON form of a float64 array."""
+    data = np.ascontiguousarray(array, dtype="<f8")
+    return {"shape": list(data.shape), "b64": base64.b64encode(data.tobytes()).decode("ascii")}
+
+
+def decode_array(value: dict[str, Any]) -> np.ndarray:
+    raw = base64.b64decode(value["b64"])
+    return np.frombuffer(raw, dtype="<f8").reshape(value["shape"]).astype(np.float64)
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    state = rng.bit_generator.state
+    inner = state["state"]
+    # PCG64's 128-bit integers do not fit JSON numbers everywhere: keep them as strings.
+    return {"bit_generator": state["bit_generator"],
+            "state": {k: str(v) for k, v in inner.items()},
+            "has_uint32": state["has_uint32"], "uinteger": state["uinteger"]}
+
+
+def _set_rng_state(rng: np.random.Generator, value: dict[str, Any]) -> None:
+    rng.bit_generator.state = {
+        "bit_generator": value["bit_generator"],
+        "state": {k: int(v) for k, v in value["state"].items()},
+        "has_uint32": value["has_uint32"], "uinteger": value["uinteger"]}
+
+
+def check_reward(reward: float) -> float:
+    value = float(reward)
+    if not math.isfinite(value):
+        raise ValueError(f"reward must be a finite number in [0, 1], got {reward!r}")
+    return min(1.0, max(0.0, value))
+
+
+class OnlineAlgorithm(SelectionAlgorithm):
+    """A selection algorithm that learns from rewards in [0, 1] while serving."""
+
+    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
+        super().__init__(options, base_dir)
+        self.lam = number(self.options, "lambda", 0.0)
+        seed = self.options.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError("algorithm_options.seed must be an integer >= 0")
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.output_tokens = int(number(self.options, "expected_output_tokens", 256))
+        self.lock = threading.RLock()  # select and update may come from different threads
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def select(self, candidates: list[CandidateView], prompt_tokens: int,
+               ctx: RequestContext | None = None) -> Selection | None:
+        pool, note = eligible(candidates, prompt_tokens)
+        if not pool:
+            return None
+        output = expected_output_tokens(self.output_tokens, ctx)
+        costs = [_expected_cost(c, prompt_tokens, output) for c in pool]
+        context = None
+        if self.needs_embedding and ctx is not None and ctx.embedder is not None:
+            context = np.asarray(ctx.embedding(), dtype=np.float64)
+        names = [c.name for c in pool]
+        with self.lock:
+            index = self.choose_index(names, costs, context)
+            why = self.explain(names[index])
+        return Selection(names[index], f"{self.name}: {why}, λ={self.lam:g}{note}")
+
+    def relative_costs(self, costs: list[float] | np.ndarray) -> np.ndarray:
+        values = np.asarray(costs, dtype=np.float64)
+        dearest = float(values.max()) if values.size else 0.0
+        return values / dearest if dearest > 0 else np.zeros_like(values)
+
+    def argmax(self, values: np.ndarray) -> int:
+        """The best index; exact ties are broken by the seeded generator."""
+        best = np.flatnonzero(values >= values.max())
+        return int(best[0]) if len(best) == 1 else int(self.rng.choice(best))
+
+    @abstractmethod
+    def choose_index(self, names: list[str], costs: list[float] | np.ndarray,
+                     context: np.ndarray | None = None) -> int:
+        """The index into `names` to serve; `costs` are expected dollars per call."""
+
+    def explain(self, model: str) -> str:
+        return "learned estimate"
+
+    # -- feedback --------------------------------------------------------------------------
+
+    @abstractmethod
+    def update(self, model: str, reward: float, context: np.ndarray | None = None) -> None:
+        """Feedback for one call of `model`: reward in [0, 1] (clipped), optional context."""
+
+    def update_preference(self, winner: str, loser: str) -> None:
+        """A pairwise preference: by default one win and one loss."""
+        with self.lock:
+            self.update(winner, 1.0)
+            self.update(loser, 0.0)
+
+    # -- state -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """The learned state as JSON-able data (without the RNG)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def get_state(self) -> bytes:
+        with self.lock:
+            return orjson.dumps({"algorithm": self.name, "version": STATE_VERSION,
+                                 "rng": _rng_state(self.rng), "state": self.state_dict()})
+
+    def set_state(self, data: bytes) -> None:
+        try:
+            blob = orjson.loads(data)
+        except orjson.JSONDecodeError as error:
+            raise ValueError(f"not an online-learner state: {error}") from None
+        if not isinstance(blob, dict) or blob.get("algorithm") != self.name:
+            found = blob.get("algorithm") if isinstance(blob, dict) else None
+            raise ValueError(f"state is for algorithm {found!r}, not {self.name!r}")
+        if blob.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported state version {blob.get('version')!r}")
+        with self.lock:
+            self.load_state_dict(blob["state"])
+            if "rng" in blob:
+                _set_rng_state(self.rng, blob["rng"])
+
+
+def _expected_cost(candidate: CandidateView, prompt_tokens: int, output_tokens: int) -> float:
+    config = getattr(candidate, "config", None)
+    pricing = getattr(config, "pricing", None)
+    if pricing is None:
+        return 0.0
+    return float(pricing.cost(prompt_tokens, output_tokens))
