@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
@@ -240,8 +241,6 @@ def _store_from_config(config: RouteyardConfig) -> Store:
 
 
 def _default_state_dir() -> Path:
-    import os
-
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "routeyard"
 
