@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("routeyard.feedback")
 
 FEEDBACK_TTL_S = 7 * 24 * 3600.0  # how long a request id stays claimed, and contexts kept
-_RECENT = 10_000  # requests remembered in-process (the decision log flushes in the background)
+# Requests remembered in-process: the decision log reaches the store ~0.1 s after a request, so
+# this only bridges feedback that arrives sooner. Small, so memory stays flat under load.
+_RECENT = 1_000
 
 
 class DuplicateFeedback(RouteyardError):
@@ -91,7 +93,7 @@ class FeedbackService:
                 learner.set_state(state)
 
     def served(self, plan: RoutePlan, model: str | None) -> None:
-        """Remember a finished request, and its context when its learner uses one."""
+        """Remember a finished request, so feedback can find it before the log is flushed."""
         self._recent[plan.request_id] = (plan.decision, model)
         if len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
