@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from routeyard.budget import build_ledger
 from routeyard.chat_request import validate_chat_request
 from routeyard.config import RouteyardConfig, load_config
 from routeyard.errors import RouteyardError
@@ -59,6 +60,8 @@ class Router:
             if isinstance(algorithm, OnlineAlgorithm)})
         self._background: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
+        self.budget_ledger = build_ledger(self.store, self.planner.algorithms.values(),
+                                          self._spawn)
         self.in_flight = 0  # requests being served; a replaced Router closes at zero
         # On reload the store passes to the new Router, which then starts and closes it.
         self.owns_store = True
@@ -137,6 +140,11 @@ class Router:
 
     async def complete(self, body: dict[str, Any], plan: RoutePlan | None = None) -> ChatResult:
         plan = plan or await self.plan(body)
+        # -- cascade hook (routeyard/cascade.py): decisions with algorithm_options.cascade --
+        from routeyard.cascade import cascade_options, complete_cascade
+        if (cascade := cascade_options(self, plan)) is not None:
+            return await complete_cascade(self, cascade, plan, body)
+        # -- end cascade hook --
         try:
             served = await self.pool.executor.complete(plan.models, plan.request_body(body))
         except PoolExhausted as exhausted:
@@ -154,6 +162,11 @@ class Router:
     async def open_stream(self, body: dict[str, Any], plan: RoutePlan | None = None) -> StreamRelay:
         """Open a stream with failover; the relay's frames() must be consumed to the end."""
         plan = plan or await self.plan(body)
+        # -- cascade hook (routeyard/cascade.py): probes run first, the answer is replayed --
+        from routeyard.cascade import cascade_options, open_cascade_stream
+        if (cascade := cascade_options(self, plan)) is not None:
+            return await open_cascade_stream(self, cascade, plan, body)
+        # -- end cascade hook --
         try:
             served = await self.pool.executor.open_stream(plan.models, plan.request_body(body))
         except PoolExhausted as exhausted:
@@ -191,6 +204,8 @@ class Router:
             m.tokens.labels(model_label, "prompt").inc(prompt_tokens)
             m.tokens.labels(model_label, "completion").inc(completion_tokens)
             m.cost.labels(model_label).inc(cost)
+        if self.budget_ledger is not None:  # count the cost against its budgets
+            self.budget_ledger.record_request(plan.context, cost)
         self.store.record_decision(DecisionRecord(
             request_id=plan.request_id, time=time.time() - latency, decision=plan.decision,
             model=model_label if model else None,

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from routeyard.eval import metrics
+from routeyard.eval.cascade_eval import CascadeEval  # cascade hook
 from routeyard.eval.dataset import RoutingDataset, load_dataset, load_split
 from routeyard.selection.learned.base import TRAINABLE_ROUTERS, TrainableRouter
 
@@ -42,7 +43,9 @@ class OutputAwareAlgorithm(Protocol):
         """(λ, (mean cost, mean quality)) per knob setting, on test."""
 
 
-OUTPUT_AWARE_ALGORITHMS: dict[str, Callable[[], OutputAwareAlgorithm]] = {}
+OUTPUT_AWARE_ALGORITHMS: dict[str, Callable[[], OutputAwareAlgorithm]] = {
+    "cascade": CascadeEval,  # routeyard/eval/cascade_eval.py
+}
 
 
 def _load_registries() -> None:

@@ -11,6 +11,7 @@ from routeyard.selection.base import (
     SelectionAlgorithm,
     make_algorithm,
 )
+from routeyard.selection.budget import BudgetSelection as BudgetSelection  # registers "budget"
 from routeyard.selection.cost_aware import CheapestSelection, QualityCostSelection
 from routeyard.selection.latency_aware import LatencyAwareSelection, LoadAwareSelection
 from routeyard.selection.learned_selection import LearnedSelection
