@@ -24,16 +24,16 @@ import asyncio
 import logging
 import re
 import time
-import weakref
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from routeyard.decisions import Decision
 from routeyard.planner import RoutePlan
-from routeyard.pool import PooledModel, PoolExhausted
+from routeyard.pool import Pool, PooledModel, PoolExhausted
 from routeyard.pool.executor import Served
 from routeyard.pool.providers.base import ChatStream
 from routeyard.router import ChatResult, Router
@@ -99,33 +99,22 @@ def vote(answers: list[str | None], voters: int) -> tuple[int | None, float]:
 
 # -- the live cascade ------------------------------------------------------------------------
 
-_TABLES: weakref.WeakKeyDictionary[Router, dict[str, CascadeOptions]] = \
-    weakref.WeakKeyDictionary()
-
-
-def cascade_options(router: Router, plan: RoutePlan) -> CascadeOptions | None:
-    """The cascade of the plan's decision, if it has a valid one (read once per Router)."""
-    table = _TABLES.get(router)
-    if table is None:
-        table = _TABLES[router] = _build_table(router)
-    return table.get(plan.decision)
-
-
-def _build_table(router: Router) -> dict[str, CascadeOptions]:
-    engine = router.planner.engine
+def build_cascades(pool: Pool, decisions: Iterable[Decision]) -> dict[str, CascadeOptions]:
+    """The cascade of each decision that has one (`algorithm_options.cascade`), checked once
+    when a Router is built: a bad one is a config error, reported with its decision."""
     table: dict[str, CascadeOptions] = {}
-    for decision in [c.decision for c in engine.decisions()] + [engine.default]:
+    for decision in decisions:
         raw = decision.options.get("cascade")
         if raw is None:
             continue
         try:
             options = CascadeOptions.parse(raw)
-            missing = [m for m in options.models if m not in router.pool.models]
-            if missing:
-                raise ValueError(f"cascade.models: unknown model(s) {', '.join(missing)}")
         except ValueError as error:
-            log.error("decision '%s': cascade disabled: %s", decision.name, error)
-            continue
+            raise ValueError(f"decision '{decision.name}': {error}") from None
+        missing = [m for m in options.models if m not in pool.models]
+        if missing:
+            raise ValueError(f"decision '{decision.name}': cascade.models: unknown model(s) "
+                             f"{', '.join(missing)}")
         table[decision.name] = options
     return table
 
@@ -137,6 +126,7 @@ class CascadeRun:
     path: list[str]
     usage: dict[str, int]
     calls: int = 0
+    cost_usd: float = 0.0  # every call, each at its own model's price
 
 
 @dataclass(slots=True)
@@ -144,14 +134,19 @@ class _Tally:
     prompt: int = 0
     completion: int = 0
     calls: int = 0
+    cost_usd: float = 0.0
     path: list[str] = field(default_factory=list)
 
-    def add(self, router: Router, plan: RoutePlan, result: dict[str, Any]) -> None:
+    def add(self, router: Router, plan: RoutePlan, served: Served) -> None:
+        result = served.result
         usage = result.get("usage")
         if not isinstance(usage, dict) or "completion_tokens" not in usage:
             usage = router.compute_usage(plan, _text(result))
-        self.prompt += int(usage.get("prompt_tokens") or 0)
-        self.completion += int(usage.get("completion_tokens") or 0)
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        self.prompt += prompt
+        self.completion += completion
+        self.cost_usd += served.model.config.pricing.cost(prompt, completion)
         self.calls += 1
 
     def usage(self) -> dict[str, int]:
@@ -171,7 +166,7 @@ async def run_cascade(router: Router, options: CascadeOptions, plan: RoutePlan,
         tally.path.append(model.name)
         probes = await _probe(router, model, base, options)
         for served in {id(s.result): s for s, _ in probes}.values():
-            tally.add(router, plan, served.result)
+            tally.add(router, plan, served)
         answers = [normalise_answer(_text(choice)) for _, choice in probes]
         winner, share = vote(list(answers), options.probes)
         if winner is not None and share >= options.agreement:
@@ -180,13 +175,14 @@ async def run_cascade(router: Router, options: CascadeOptions, plan: RoutePlan,
     rest = [m for m in plan.models if m not in models]  # failover for the final answer
     served = await router.pool.executor.complete([models[-1], *rest], base)
     tally.path.append(served.model.name)
-    tally.add(router, plan, served.result)
+    tally.add(router, plan, served)
     return _done(served, served.result, tally)
 
 
 def _done(served: Served, response: dict[str, Any], tally: _Tally) -> CascadeRun:
     usage = tally.usage()
-    return CascadeRun(served, {**response, "usage": usage}, tally.path, usage, tally.calls)
+    return CascadeRun(served, {**response, "usage": usage}, tally.path, usage, tally.calls,
+                      tally.cost_usd)
 
 
 async def _probe(router: Router, model: PooledModel, base: dict[str, Any],
@@ -249,7 +245,7 @@ async def complete_cascade(router: Router, options: CascadeOptions, plan: RouteP
                            body: dict[str, Any]) -> CascadeResult:
     run = await _run_or_fail(router, options, plan, body, stream=False)
     router.finish(plan, run.served, run.usage["prompt_tokens"], run.usage["completion_tokens"],
-                  status="ok", stream=False)
+                  status="ok", stream=False, cost_usd=run.cost_usd)
     return CascadeResult(plan, run.served, run.response, run.path)
 
 
@@ -262,6 +258,7 @@ async def open_cascade_stream(router: Router, options: CascadeOptions, plan: Rou
                     served.attempts, served.upstream_s)
     relay = CascadeRelay(router, plan, replay, body)
     relay.path = run.path
+    relay.cost_usd = run.cost_usd
     return relay
 
 

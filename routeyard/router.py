@@ -60,6 +60,7 @@ class Router:
             if isinstance(algorithm, OnlineAlgorithm)})
         self._background: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
+        self.cascades = _cascades(self.pool, self.planner)
         self.budget_ledger = build_ledger(self.store, self.planner.algorithms.values(),
                                           self._spawn)
         self.in_flight = 0  # requests being served; a replaced Router closes at zero
@@ -140,11 +141,10 @@ class Router:
 
     async def complete(self, body: dict[str, Any], plan: RoutePlan | None = None) -> ChatResult:
         plan = plan or await self.plan(body)
-        # -- cascade hook (routeyard/cascade.py): decisions with algorithm_options.cascade --
-        from routeyard.cascade import cascade_options, complete_cascade
-        if (cascade := cascade_options(self, plan)) is not None:
+        if (cascade := self.cascades.get(plan.decision)) is not None:
+            from routeyard.cascade import complete_cascade  # only cascading configs load it
+
             return await complete_cascade(self, cascade, plan, body)
-        # -- end cascade hook --
         try:
             served = await self.pool.executor.complete(plan.models, plan.request_body(body))
         except PoolExhausted as exhausted:
@@ -162,11 +162,11 @@ class Router:
     async def open_stream(self, body: dict[str, Any], plan: RoutePlan | None = None) -> StreamRelay:
         """Open a stream with failover; the relay's frames() must be consumed to the end."""
         plan = plan or await self.plan(body)
-        # -- cascade hook (routeyard/cascade.py): probes run first, the answer is replayed --
-        from routeyard.cascade import cascade_options, open_cascade_stream
-        if (cascade := cascade_options(self, plan)) is not None:
+        if (cascade := self.cascades.get(plan.decision)) is not None:
+            # Probes run first; the chosen answer is then replayed as a stream.
+            from routeyard.cascade import open_cascade_stream
+
             return await open_cascade_stream(self, cascade, plan, body)
-        # -- end cascade hook --
         try:
             served = await self.pool.executor.open_stream(plan.models, plan.request_body(body))
         except PoolExhausted as exhausted:
@@ -188,11 +188,15 @@ class Router:
                 "total_tokens": prompt + completion}
 
     def finish(self, plan: RoutePlan, served: Served | None, prompt_tokens: int,
-               completion_tokens: int, *, status: str, stream: bool) -> None:
-        """Account for one finished request: metrics and the decision log."""
+               completion_tokens: int, *, status: str, stream: bool,
+               cost_usd: float | None = None) -> None:
+        """Account for one finished request: metrics and the decision log. `cost_usd`
+        overrides the price of the tokens at the answering model's rate (a cascade paid
+        several models)."""
         latency = time.monotonic() - plan.started
         model = served.model if served else None
-        cost = model.config.pricing.cost(prompt_tokens, completion_tokens) if model else 0.0
+        cost = cost_usd if cost_usd is not None else (
+            model.config.pricing.cost(prompt_tokens, completion_tokens) if model else 0.0)
         model_label = model.name if model else "none"
         self.feedback.served(plan, model.name if model else None)
         if model is not None and plan.decision in self.feedback.learners:
@@ -246,6 +250,16 @@ class Router:
 
     def record_rejection(self, error: RouteyardError) -> None:
         self.metrics.errors.labels(f"client_{error.code or error.status}").inc()
+
+
+def _cascades(pool: Pool, planner: Planner) -> dict[str, Any]:
+    """Decision name → its cascade options, for decisions with `algorithm_options.cascade`."""
+    decisions = [c.decision for c in planner.engine.decisions()] + [planner.engine.default]
+    if not any("cascade" in d.options for d in decisions):
+        return {}
+    from routeyard.cascade import build_cascades  # imports this module: only when used
+
+    return build_cascades(pool, decisions)
 
 
 def _store_from_config(config: RouteyardConfig) -> Store:

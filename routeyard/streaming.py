@@ -41,6 +41,7 @@ class StreamRelay:
         self.first_chunk: dict[str, Any] | None = None
         self.status = "client_disconnect"  # until the stream ends one way or the other
         self._finished = False
+        self.cost_usd: float | None = None  # set when several calls made the answer (cascade)
 
     async def frames(self) -> AsyncIterator[bytes]:
         metrics = self.router.metrics
@@ -109,4 +110,4 @@ class StreamRelay:
         usage = self.usage or self.router.compute_usage(self.plan, "".join(self.text_parts))
         self.router.finish(self.plan, self.served, int(usage.get("prompt_tokens") or 0),
                            int(usage.get("completion_tokens") or 0), status=self.status,
-                           stream=True)
+                           stream=True, cost_usd=self.cost_usd)

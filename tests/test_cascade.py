@@ -120,9 +120,11 @@ def recorded_prompt() -> str:
 def cascade_config(sim: SimulatorProcess, **extra: Any) -> dict[str, Any]:
     return {
         "models": [{"name": "cheap", "endpoints": [{"base_url": sim.base_url,
-                                                    "upstream_model": CHEAP}]},
+                                                    "upstream_model": CHEAP}],
+                    "pricing": {"input_per_mtok": 1, "output_per_mtok": 1}},
                    {"name": "large", "endpoints": [{"base_url": sim.base_url,
-                                                    "upstream_model": LARGE}]}],
+                                                    "upstream_model": LARGE}],
+                    "pricing": {"input_per_mtok": 100, "output_per_mtok": 100}}],
         "default": {"candidates": ["large"], "algorithm_options": {
             "cascade": {"models": ["cheap", "large"], "probes": 3, "agreement": 1.0}}},
         **extra,
@@ -166,6 +168,13 @@ async def test_live_cascade_agrees_or_escalates(replay_sim: SimulatorProcess,
             "prompt_tokens"]
         assert usage["completion_tokens"] > final_tokens  # the probes' tokens count too
         assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        # The decision log prices each call at its own model's rate: the cheap probes at
+        # $1/Mtok, the large answer at $100/Mtok; not all tokens at the large rate.
+        await router.store.flush()
+        record = await router.store.get_decision(escalated.plan.request_id)
+        assert record is not None and record.model == "large"
+        all_at_large_rate = usage["total_tokens"] * 100 / 1e6
+        assert 0 < record.cost_usd < all_at_large_rate
 
 
 def test_streaming_cascade_through_openai_sdk(replay_sim: SimulatorProcess,
@@ -180,6 +189,7 @@ def test_streaming_cascade_through_openai_sdk(replay_sim: SimulatorProcess,
             stream=True, stream_options={"include_usage": True})
         assert raw.headers["content-type"].startswith("text/event-stream")
         assert raw.headers["x-routeyard-model"] == "cheap"
+        assert raw.headers["x-routeyard-cascade"] == "cheap"
         chunks = list(raw.parse())
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == httpx.post(replay_sim.base_url + "/chat/completions", json={
@@ -193,6 +203,7 @@ def test_streaming_cascade_through_openai_sdk(replay_sim: SimulatorProcess,
         raw = client.chat.completions.with_raw_response.create(
             model="auto", messages=[{"role": "user", "content": UNRECORDED}], stream=True)
         assert raw.headers["x-routeyard-model"] == "large"
+        assert raw.headers["x-routeyard-cascade"] == "cheap>large"
         chunks = list(raw.parse())
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert all(c.usage is None for c in chunks)  # not asked for

@@ -42,6 +42,7 @@ async def chat_completions(request: Request) -> Response:
             if wants_stream(body):
                 relay = await router.open_stream(body, plan)
                 headers["x-routeyard-model"] = relay.served.model.name
+                _cascade_header(headers, relay)
                 headers["cache-control"] = "no-cache"
                 streaming = True
                 return RelayResponse(router, relay, headers)
@@ -49,6 +50,7 @@ async def chat_completions(request: Request) -> Response:
         except RouteyardError as error:
             return routeyard_error_response(error, headers)
         headers["x-routeyard-model"] = result.served.model.name
+        _cascade_header(headers, result)
         return Response(orjson.dumps(result.response), headers=headers, media_type=_JSON)
     finally:
         if not streaming:
@@ -70,6 +72,13 @@ class RelayResponse(StreamingResponse):
         finally:
             await self.relay.finish()
             self.router.in_flight -= 1
+
+
+def _cascade_header(headers: dict[str, str], result: object) -> None:
+    """`x-routeyard-cascade: cheap>large`: the models a cascade asked, in order."""
+    path = getattr(result, "path_header", None)
+    if path:
+        headers["x-routeyard-cascade"] = path
 
 
 def _headers(request: Request) -> dict[str, str]:

@@ -55,9 +55,24 @@ def _check_algorithms(config: RouteyardConfig, base_dir: Path | None) -> list[Pr
     if config.default is not None:
         located.append(("default", config.default.algorithm, config.default.algorithm_options))
     problems: list[Problem] = []
+    models = {m.name for m in config.models}
     for where, name, options in located:
         try:
             make_algorithm(name, options, base_dir)
         except BUILD_ERRORS as error:
             problems.append((f"{where}.algorithm_options", f"cannot build '{name}': {error}"))
+        if "cascade" in options:
+            problems += _check_cascade(f"{where}.algorithm_options.cascade",
+                                       options["cascade"], models)
     return problems
+
+
+def _check_cascade(where: str, raw: object, models: set[str]) -> list[Problem]:
+    from routeyard.cascade import CascadeOptions  # loads the router: only when cascading
+
+    try:
+        options = CascadeOptions.parse(raw)
+    except ValueError as error:
+        return [(where, str(error))]
+    return [(f"{where}.models", f"unknown model '{m}'") for m in options.models
+            if m not in models]
