@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from routeyard.budget import PERIODS, check_scope, scope_key
 from routeyard.selection.base import CandidateView, Selection, register
-from routeyard.selection.common import eligible, expected_output_tokens, number
-from routeyard.selection.cost_aware import QualityCostSelection, expected_cost
+from routeyard.selection.common import number, priced
+from routeyard.selection.cost_aware import QualityCostSelection
 
 if TYPE_CHECKING:
     from routeyard.budget import BudgetLedger
@@ -105,11 +105,10 @@ class BudgetSelection(QualityCostSelection):
 
     def select(self, candidates: list[CandidateView], prompt_tokens: int,
                ctx: RequestContext | None = None) -> Selection | None:
-        pool, note = eligible(candidates, prompt_tokens)
-        if not pool:
+        weighed = priced(candidates, prompt_tokens, self.output_tokens, ctx)
+        if weighed is None:
             return None
-        output = expected_output_tokens(self.output_tokens, ctx)
-        costs = [expected_cost(c, prompt_tokens, output) for c in pool]
+        pool, costs, note = weighed.pool, weighed.costs, weighed.note
         state = self.tightest(ctx)
         if state is not None and state.fraction >= 1.0:
             cheapest = min(range(len(pool)), key=costs.__getitem__)  # ties: the first listed

@@ -3,6 +3,7 @@ parsing with errors that name the option."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from routeyard.selection.base import CandidateView
@@ -40,3 +41,29 @@ def expected_output_tokens(default: int, ctx: RequestContext | None) -> int:
         if isinstance(cap, int) and not isinstance(cap, bool) and cap >= 0:
             return min(default, cap)
     return default
+
+
+def expected_cost(candidate: CandidateView, prompt_tokens: int, output_tokens: int) -> float:
+    """Dollars for this request at the candidate's configured price (0 when it has none)."""
+    pricing = getattr(getattr(candidate, "config", None), "pricing", None)
+    return 0.0 if pricing is None else float(pricing.cost(prompt_tokens, output_tokens))
+
+
+@dataclass(slots=True)
+class Priced:
+    """The candidates an algorithm weighs, with each one's expected cost for this request."""
+
+    pool: list[CandidateView]
+    costs: list[float]
+    output_tokens: int
+    note: str  # appended to the reason when no candidate is available
+
+
+def priced(candidates: list[CandidateView], prompt_tokens: int, default_output: int,
+           ctx: RequestContext | None) -> Priced | None:
+    """`eligible` candidates and their expected costs; None when none fits the prompt."""
+    pool, note = eligible(candidates, prompt_tokens)
+    if not pool:
+        return None
+    output = expected_output_tokens(default_output, ctx)
+    return Priced(pool, [expected_cost(c, prompt_tokens, output) for c in pool], output, note)

@@ -11,15 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routeyard.selection.base import CandidateView, Selection, SelectionAlgorithm, register
-from routeyard.selection.common import eligible, expected_output_tokens, number
+from routeyard.selection.common import number, priced
 
 if TYPE_CHECKING:
     from routeyard.signals.base import RequestContext
-
-
-def expected_cost(candidate: CandidateView, prompt_tokens: int, output_tokens: int) -> float:
-    pricing = candidate.config.pricing  # type: ignore[attr-defined]
-    return float(pricing.cost(prompt_tokens, output_tokens))
 
 
 class _CostAware(SelectionAlgorithm):
@@ -36,11 +31,11 @@ class CheapestSelection(_CostAware):
 
     def select(self, candidates: list[CandidateView], prompt_tokens: int,
                ctx: RequestContext | None = None) -> Selection | None:
-        pool, note = eligible(candidates, prompt_tokens)
-        if not pool:
+        weighed = priced(candidates, prompt_tokens, self.output_tokens, ctx)
+        if weighed is None:
             return None
-        output = expected_output_tokens(self.output_tokens, ctx)
-        costs = [expected_cost(c, prompt_tokens, output) for c in pool]
+        pool, costs, output, note = (weighed.pool, weighed.costs, weighed.output_tokens,
+                                     weighed.note)
         best = min(range(len(pool)), key=costs.__getitem__)
         return Selection(pool[best].name,
                          f"cheapest: expected ${costs[best]:.6f} for {prompt_tokens} prompt + "
@@ -65,11 +60,10 @@ class QualityCostSelection(_CostAware):
 
     def select(self, candidates: list[CandidateView], prompt_tokens: int,
                ctx: RequestContext | None = None) -> Selection | None:
-        pool, note = eligible(candidates, prompt_tokens)
-        if not pool:
+        weighed = priced(candidates, prompt_tokens, self.output_tokens, ctx)
+        if weighed is None:
             return None
-        output = expected_output_tokens(self.output_tokens, ctx)
-        costs = [expected_cost(c, prompt_tokens, output) for c in pool]
+        pool, costs, note = weighed.pool, weighed.costs, weighed.note
         dearest = max(costs)
         qualities = [self.priors.get(c.name, self.default_prior) for c in pool]
         values = [q - self.lam * (cost / dearest if dearest > 0 else 0.0)

@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 
 from routeyard.selection.base import CandidateView, Selection, SelectionAlgorithm
-from routeyard.selection.common import eligible, expected_output_tokens, number
+from routeyard.selection.common import number, priced
 
 if TYPE_CHECKING:
     from routeyard.signals.base import RequestContext
@@ -85,11 +85,10 @@ class OnlineAlgorithm(SelectionAlgorithm):
 
     def select(self, candidates: list[CandidateView], prompt_tokens: int,
                ctx: RequestContext | None = None) -> Selection | None:
-        pool, note = eligible(candidates, prompt_tokens)
-        if not pool:
+        weighed = priced(candidates, prompt_tokens, self.output_tokens, ctx)
+        if weighed is None:
             return None
-        output = expected_output_tokens(self.output_tokens, ctx)
-        costs = [_expected_cost(c, prompt_tokens, output) for c in pool]
+        pool, costs, note = weighed.pool, weighed.costs, weighed.note
         context = None
         if self.needs_embedding and ctx is not None and ctx.embedder is not None:
             context = np.asarray(ctx.embedding(), dtype=np.float64)
@@ -157,11 +156,3 @@ class OnlineAlgorithm(SelectionAlgorithm):
             self.load_state_dict(blob["state"])
             if "rng" in blob:
                 _set_rng_state(self.rng, blob["rng"])
-
-
-def _expected_cost(candidate: CandidateView, prompt_tokens: int, output_tokens: int) -> float:
-    config = getattr(candidate, "config", None)
-    pricing = getattr(config, "pricing", None)
-    if pricing is None:
-        return 0.0
-    return float(pricing.cost(prompt_tokens, output_tokens))
