@@ -13,12 +13,16 @@ from collections.abc import Callable
 import numpy as np
 
 from routeyard.selection.learned.base import register_trainable
-from routeyard.selection.learned.optim import GradientRouter, Params, adam, bce_grad, sigmoid
-from routeyard.selection.learned.tuning import split_rows
+from routeyard.selection.learned.optim import (
+    GradientRouter,
+    Params,
+    bce_grad,
+    early_stopped_fit,
+    sigmoid,
+)
 
 CANDIDATES = ({"dim": 0, "weight_decay": 1e-4}, {"dim": 8, "weight_decay": 1e-4},
               {"dim": 8, "weight_decay": 1e-2}, {"dim": 32, "weight_decay": 1e-3})
-MAX_EPOCHS = 1500
 
 
 def _forward(params: Params, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -59,15 +63,7 @@ def _init(d: int, y: np.ndarray, dim: int, seed: int) -> Params:
 
 
 def _train(x: np.ndarray, y: np.ndarray, dim: int, weight_decay: float, seed: int) -> Params:
-    """Early-stop on an inner split to find the epoch count, then refit on all rows."""
-    x = np.asarray(x, dtype=float)
-    inner, held = split_rows(len(x), 0.15, seed + 1)
-    _, epochs = adam(_init(x.shape[1], y, dim, seed), _objective(x[inner], y[inner]),
-                     epochs=MAX_EPOCHS, weight_decay=weight_decay,
-                     val_loss=lambda p: _objective(x[held], y[held])(p)[0])
-    params, _ = adam(_init(x.shape[1], y, dim, seed), _objective(x, y), epochs=epochs,
-                     weight_decay=weight_decay)
-    return params
+    return early_stopped_fit(x, y, dim, weight_decay, seed, _init, _objective)
 
 
 @register_trainable

@@ -68,6 +68,26 @@ def _copy(params: Params) -> Params:
     return {k: v.copy() for k, v in params.items()}
 
 
+MAX_EPOCHS = 1500
+
+
+def early_stopped_fit(x: np.ndarray, y: np.ndarray, dim: int, weight_decay: float, seed: int,
+                      init: Callable[[int, np.ndarray, int, int], Params],
+                      objective: Callable[[np.ndarray, np.ndarray],
+                                          Callable[[Params], tuple[float, Params]]]) -> Params:
+    """Early-stop on an inner split to find the epoch count, then refit on all rows."""
+    from routeyard.selection.learned.tuning import split_rows
+
+    x = np.asarray(x, dtype=float)
+    inner, held = split_rows(len(x), 0.15, seed + 1)
+    _, epochs = adam(init(x.shape[1], y, dim, seed), objective(x[inner], y[inner]),
+                     epochs=MAX_EPOCHS, weight_decay=weight_decay,
+                     val_loss=lambda p: objective(x[held], y[held])(p)[0])
+    params, _ = adam(init(x.shape[1], y, dim, seed), objective(x, y), epochs=epochs,
+                     weight_decay=weight_decay)
+    return params
+
+
 class GradientRouter(TrainableRouter):
     """A router trained by `train_fn` and served by `predict_fn`; (dim, weight decay) is chosen
     among `candidates` on a validation split of train unless given."""
