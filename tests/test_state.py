@@ -227,13 +227,13 @@ async def test_sqlite_record_is_non_blocking(tmp_path: Path) -> None:
     s = SQLiteStore(tmp_path / "state.db")
     await s.start()
     try:
-        records = [rec(i) for i in range(10_000)]
-        t = time.perf_counter()
-        for r in records:
-            s.record_decision(r)
-        elapsed = time.perf_counter() - t
-        assert elapsed < 0.05, f"10k enqueues took {elapsed * 1000:.1f} ms"
-        assert s.pending == 10_000  # nothing was written inline
+        for i in range(10_000):
+            s.record_decision(rec(i))
+        # Nothing was written inline: every record waits for the background writer, and the
+        # file holds no row yet (no await has let the flusher run). Speed is bench material.
+        assert s.pending == 10_000
+        with contextlib.closing(sqlite3.connect(s.path)) as conn:
+            assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
         await s.flush()
         assert s.pending == 0
         with contextlib.closing(sqlite3.connect(s.path)) as conn:
@@ -245,26 +245,29 @@ async def test_sqlite_record_is_non_blocking(tmp_path: Path) -> None:
 async def test_sqlite_flush_does_not_stall_the_loop(tmp_path: Path) -> None:
     s = SQLiteStore(tmp_path / "state.db")
     await s.start()
-    worst = 0.0
+    ticks = 0
     done = False
 
     async def ticker() -> None:
-        nonlocal worst
+        nonlocal ticks
         while not done:
-            t = time.perf_counter()
-            await asyncio.sleep(0.001)
-            worst = max(worst, time.perf_counter() - t)
+            await asyncio.sleep(0)
+            ticks += 1
 
     tick = asyncio.create_task(ticker())
     try:
         for i in range(50_000):
             s.record_decision(rec(i, t0=0.0))
+        await asyncio.sleep(0)  # let the ticker start
+        before = ticks
         await s.flush()
+        during = ticks - before
     finally:
         done = True
         await tick
         await s.close()
-    assert worst < 0.1, f"event loop stalled {worst * 1000:.0f} ms during a 50k flush"
+    # The writes ran in the writer thread: the loop kept ticking while the flush was awaited.
+    assert during >= 1, "the event loop did not run at all during a 50k-row flush"
 
 
 async def test_sqlite_retention_keeps_newest(tmp_path: Path) -> None:
