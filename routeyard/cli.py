@@ -150,6 +150,18 @@ def _run_replay(args: argparse.Namespace) -> int:
     return run_replay(args)
 
 
+def _configure_safety_eval(parser: argparse.ArgumentParser) -> None:
+    from routeyard.safety.command import configure_parser
+
+    configure_parser(parser)
+
+
+def _run_safety_eval(args: argparse.Namespace) -> int:
+    from routeyard.safety.command import run_command
+
+    return run_command(args)
+
+
 COMMANDS: dict[str, tuple[str, Configure, Run]] = {
     "serve": ("run the router (OpenAI API)", _configure_serve, _run_serve),
     "validate": ("check a config file; list every error with its location",
@@ -166,6 +178,8 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
              _configure_eval, _run_eval),
     "replay": ("stream a routing dataset as live traffic with feedback; regret plots",
                _configure_replay, _run_replay),
+    "safety-eval": ("jailbreak recall/FPR and PII per-label scores on labelled JSONL files",
+                    _configure_safety_eval, _run_safety_eval),
 }
 
 

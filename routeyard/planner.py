@@ -35,6 +35,7 @@ class RoutePlan:
     signals: SignalReport | None = None
     explanation: dict[str, Any] = field(default_factory=dict)
     reasoning_effort: str | None = None  # the chosen candidate's, if its decision sets one
+    response_headers: dict[str, str] | None = None  # extra response headers set by plugins
 
     def request_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body to send: with the decision's reasoning effort unless the client set one."""

@@ -41,7 +41,7 @@ LEARNER_REFRESH_S = 5.0  # how often learned state is reloaded from the (shared)
 @dataclass(slots=True)
 class ChatResult:
     plan: RoutePlan
-    served: Served
+    served: Served | None  # None: a plugin answered without a backend
     response: dict[str, Any]
 
 
@@ -61,6 +61,7 @@ class Router:
         self._background: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self.cascades = _cascades(self.pool, self.planner)
+        self.plugins = _plugins(self.planner)  # decision name → its plugins ({} when none)
         self.budget_ledger = build_ledger(self.store, self.planner.algorithms.values(),
                                           self._spawn)
         self.in_flight = 0  # requests being served; a replaced Router closes at zero
@@ -141,6 +142,14 @@ class Router:
 
     async def complete(self, body: dict[str, Any], plan: RoutePlan | None = None) -> ChatResult:
         plan = plan or await self.plan(body)
+        if self.plugins and (chain := self.plugins.get(plan.decision)):
+            from routeyard.plugins.runner import complete_with_plugins
+
+            return await complete_with_plugins(self, chain, plan, body)
+        return await self.complete_plain(body, plan)
+
+    async def complete_plain(self, body: dict[str, Any], plan: RoutePlan) -> ChatResult:
+        """`complete` without the decision's plugins (they call it with the edited body)."""
         if (cascade := self.cascades.get(plan.decision)) is not None:
             from routeyard.cascade import complete_cascade  # only cascading configs load it
 
@@ -162,6 +171,14 @@ class Router:
     async def open_stream(self, body: dict[str, Any], plan: RoutePlan | None = None) -> StreamRelay:
         """Open a stream with failover; the relay's frames() must be consumed to the end."""
         plan = plan or await self.plan(body)
+        if self.plugins and (chain := self.plugins.get(plan.decision)):
+            from routeyard.plugins.runner import open_stream_with_plugins
+
+            return await open_stream_with_plugins(self, chain, plan, body)
+        return await self.open_stream_plain(body, plan)
+
+    async def open_stream_plain(self, body: dict[str, Any], plan: RoutePlan) -> StreamRelay:
+        """`open_stream` without the decision's plugins."""
         if (cascade := self.cascades.get(plan.decision)) is not None:
             # Probes run first; the chosen answer is then replayed as a stream.
             from routeyard.cascade import open_cascade_stream
@@ -260,6 +277,16 @@ def _cascades(pool: Pool, planner: Planner) -> dict[str, Any]:
     from routeyard.cascade import build_cascades  # imports this module: only when used
 
     return build_cascades(pool, decisions)
+
+
+def _plugins(planner: Planner) -> dict[str, Any]:
+    """Decision name → its built plugins, for decisions with `plugins:`."""
+    decisions = [c.decision for c in planner.engine.decisions()] + [planner.engine.default]
+    if not any(d.plugins for d in decisions):
+        return {}
+    from routeyard.plugins.runner import build_chains  # imports this module: only when used
+
+    return build_chains(decisions)
 
 
 def _store_from_config(config: RouteyardConfig) -> Store:

@@ -41,7 +41,10 @@ async def chat_completions(request: Request) -> Response:
         try:
             if wants_stream(body):
                 relay = await router.open_stream(body, plan)
-                headers["x-routeyard-model"] = relay.served.model.name
+                if relay.served is not None:  # None: a plugin answered
+                    headers["x-routeyard-model"] = relay.served.model.name
+                if plan.response_headers:
+                    headers.update(plan.response_headers)
                 _cascade_header(headers, relay)
                 headers["cache-control"] = "no-cache"
                 streaming = True
@@ -49,7 +52,10 @@ async def chat_completions(request: Request) -> Response:
             result = await router.complete(body, plan)
         except RouteyardError as error:
             return routeyard_error_response(error, headers)
-        headers["x-routeyard-model"] = result.served.model.name
+        if result.served is not None:  # None: a plugin answered
+            headers["x-routeyard-model"] = result.served.model.name
+        if plan.response_headers:
+            headers.update(plan.response_headers)
         _cascade_header(headers, result)
         return Response(orjson.dumps(result.response), headers=headers, media_type=_JSON)
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic_core import PydanticCustomError
 
 from routeyard.config.signals import RuleConfig as SignalRule
 from routeyard.config.signals import SignalsConfig
@@ -90,6 +91,24 @@ Candidate = Annotated[CandidateConfig, BeforeValidator(
     lambda value: {"model": value} if isinstance(value, str) else value)]
 
 
+class PluginConfig(BaseModel):
+    """`{type: NAME, ...options}`: the type is checked here, the options when the Router
+    is built (see routeyard/plugins)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from routeyard.plugins import PLUGINS
+
+        if value not in PLUGINS:
+            raise PydanticCustomError("unknown_plugin", "unknown plugin '{type}' (known: {known})",
+                                      {"type": value, "known": ", ".join(sorted(PLUGINS))})
+        return value
+
+
 class DecisionConfig(Strict):
     name: Annotated[str, Field(min_length=1)]
     priority: int = 0  # higher wins when several decisions match
@@ -99,6 +118,7 @@ class DecisionConfig(Strict):
     algorithm: str = "static"
     algorithm_options: dict[str, Any] = Field(default_factory=dict)  # e.g. {artifact, lambda}
     fallback: list[str] = Field(default_factory=list)
+    plugins: list[PluginConfig] = Field(default_factory=list)  # run in order, see plugins.md
 
 
 class DefaultDecisionConfig(Strict):
@@ -107,6 +127,7 @@ class DefaultDecisionConfig(Strict):
     algorithm: str = "static"
     algorithm_options: dict[str, Any] = Field(default_factory=dict)  # e.g. {artifact, lambda}
     fallback: list[str] = Field(default_factory=list)
+    plugins: list[PluginConfig] = Field(default_factory=list)  # run in order, see plugins.md
 
 
 class RetryConfig(Strict):

@@ -130,6 +130,30 @@ class ClassifierFamily(FamilyPolicy):
         return self
 
 
+PII_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS",
+                "US_SSN")
+
+
+class PiiFamily(FamilyPolicy):
+    """Names: each entity type found (e.g. EMAIL_ADDRESS), and `any`."""
+
+    entities: list[Literal["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE",
+                           "IP_ADDRESS", "US_SSN"]] = Field(
+        default_factory=lambda: list(PII_ENTITIES))
+    roles: list[str] = Field(default_factory=lambda: ["user"])  # whose turns are searched
+    min_score: Probability = 0.0  # spans scored below it are ignored
+
+
+class JailbreakFamily(FamilyPolicy):
+    """Names: jailbreak (jailbreak or prompt-injection wrapper), harmful (plain harmful request).
+    Confidence is the shipped classifier's class probability; `patterns` force `jailbreak`."""
+
+    threshold: Probability | None = None  # None: the shipped model's (set for <= 1% FPR)
+    harmful_threshold: Probability | None = None
+    patterns: list[str] | None = None  # regexes (case-insensitive); None: the built-in list
+    artifact: str | None = None  # .npz from scripts/train_jailbreak.py; None: the shipped one
+
+
 class EmbeddingModelConfig(Strict):
     # "builtin" is the bundled static model (no torch); anything else is a sentence-transformers
     # model name or path, which needs the `embeddings-st` extra.
@@ -147,6 +171,8 @@ class SignalsConfig(Strict):
     embedding: EmbeddingFamily | None = None
     domain: ClassifierFamily | None = None
     complexity: ClassifierFamily | None = None
+    jailbreak: JailbreakFamily | None = None
+    pii: PiiFamily | None = None
     embedding_model: EmbeddingModelConfig = EmbeddingModelConfig()
 
     def families(self) -> dict[str, FamilyPolicy]:
@@ -156,7 +182,7 @@ class SignalsConfig(Strict):
 
 FAMILY_NAMES = _FAMILY_FIELDS = (
     "keyword", "context_length", "language", "conversation", "modality", "authz", "metadata",
-    "embedding", "domain", "complexity",
+    "embedding", "domain", "complexity", "jailbreak", "pii",
 )
 
 
@@ -196,6 +222,7 @@ CONVERSATION_NAMES = frozenset({"multi_turn", "long_conversation", "has_tools", 
                                 "has_system", "reask"})
 MODALITY_NAMES = frozenset({"image", "audio", "file", "text_only"})
 COMPLEXITY_NAMES = frozenset({"easy", "medium", "hard"})
+JAILBREAK_NAMES = frozenset({"jailbreak", "harmful"})
 # Families whose names are the keys of one mapping in their config.
 _NAMED_BY = {"keyword": "sets", "context_length": "bands", "authz": "roles", "metadata": "hints",
              "embedding": "sets"}
@@ -210,6 +237,11 @@ def declared_names(family: str, raw: dict[str, Any]) -> set[str] | None:
         return set(CONVERSATION_NAMES)
     if family == "modality":
         return set(MODALITY_NAMES)
+    if family == "jailbreak":
+        return set(JAILBREAK_NAMES)
+    if family == "pii":
+        entities = raw.get("entities", PII_ENTITIES)
+        return set(entities if isinstance(entities, list | tuple) else PII_ENTITIES) | {"any"}
     if family in ("domain", "complexity"):
         examples = raw.get("examples")
         if raw.get("file") or raw.get("artifact") or not isinstance(examples, dict):

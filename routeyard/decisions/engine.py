@@ -36,6 +36,7 @@ class Decision:
     priority: int = 0
     efforts: dict[str, str] = field(default_factory=dict)  # candidate → reasoning effort
     options: dict[str, Any] = field(default_factory=dict)  # the algorithm's options
+    plugins: tuple[dict[str, Any], ...] = ()  # {type, ...options}, built by the Router
 
 
 @dataclass(slots=True)
@@ -70,7 +71,14 @@ class DecisionEngine:
         needs_embedding = any(
             SELECTION_ALGORITHMS[d.algorithm].needs_embedding
             for d in [*(c.decision for c in self._decisions), self.default])
-        self.signals = SignalEngine(signals, referenced_leaves(rules), base_dir,
+        referenced = referenced_leaves(rules)
+        for decision in [*(c.decision for c in self._decisions), self.default]:
+            for plugin in decision.plugins:  # a plugin's `when: family:name` needs its signal
+                when = plugin.get("when")
+                if isinstance(when, str) and ":" in when:
+                    family, name = when.split(":", 1)
+                    referenced.setdefault(family, set()).add(name)
+        self.signals = SignalEngine(signals, referenced, base_dir,
                                     embedder_needed=needs_embedding)
 
     def decisions(self) -> list[_CompiledDecision]:
@@ -174,4 +182,5 @@ def _decision(config: DecisionConfig | DefaultDecisionConfig) -> Decision:
         algorithm=config.algorithm,
         fallback=list(config.fallback),
         priority=getattr(config, "priority", 0),
+        plugins=tuple(p.model_dump() for p in config.plugins),
     )

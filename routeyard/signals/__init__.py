@@ -5,6 +5,8 @@ families that some decision references.
 """
 
 from routeyard.signals import (  # noqa: F401 - importing registers the families
+    jailbreak,
+    pii,
     request_signals,
     semantic_signals,
     text_signals,

@@ -1,0 +1,18 @@
+"""Per-decision request/response plugins (`decisions[].plugins`).
+
+    decisions:
+      - name: guarded
+        rules: {signal: "keyword:forbidden"}
+        candidates: [large]
+        plugins:
+          - {type: block, when: "keyword:forbidden", message: "I can't help with that."}
+          - {type: system_prompt, mode: inject, text: "You are concise."}
+
+This package holds the plugin API (`base`) and the built-in plugins (`builtin`); the Router
+runs them through `runner`, which it imports only when some decision has plugins.
+"""
+
+from routeyard.plugins import builtin as _builtin  # noqa: F401  (registers the built-ins)
+from routeyard.plugins.base import PLUGINS, Blocked, Plugin, PluginContext, register
+
+__all__ = ["PLUGINS", "Blocked", "Plugin", "PluginContext", "register"]

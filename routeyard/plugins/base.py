@@ -1,0 +1,77 @@
+"""The plugin API: a Plugin is built from its config dict and hooks into one request.
+
+- `on_request(ctx)` runs before any backend is called. It may edit `ctx.body` (the outgoing
+  body, a copy: the client's request is untouched) and add response headers to
+  `ctx.headers`; returning a `Blocked` answers the request at once, without a backend.
+- `on_response(ctx, response)` runs after a non-streaming completion and may edit the
+  response dict in place. Streamed responses do not pass through it (not implemented yet).
+
+Plugins of one decision run in their configured order; the first `Blocked` stops the chain.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from routeyard.planner import RoutePlan
+
+
+@dataclass(slots=True)
+class PluginContext:
+    plan: RoutePlan
+    body: dict[str, Any]  # the body to send upstream; plugins may edit it
+    headers: dict[str, str]  # extra response headers
+    stream: bool  # the client asked for a stream
+
+
+@dataclass(slots=True, frozen=True)
+class Blocked:
+    """Answer without a backend: a normal completion ("ok") or a 400 error ("error")."""
+
+    message: str
+    status: Literal["ok", "error"] = "ok"
+    reason: str = "policy"
+
+
+class Plugin(ABC):
+    """Subclasses set `name` and `options` (the option keys they take) and parse their
+    options in `__init__`, raising ValueError for a bad one."""
+
+    name: ClassVar[str]
+    options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        unknown = set(options) - self.options
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(sorted(self.options)) or 'none'})")
+
+    def on_request(self, ctx: PluginContext) -> Blocked | None:
+        return None
+
+    def on_response(self, ctx: PluginContext, response: dict[str, Any]) -> None:
+        return None
+
+
+PLUGINS: dict[str, type[Plugin]] = {}
+
+
+def register(cls: type[Plugin]) -> type[Plugin]:
+    PLUGINS[cls.name] = cls
+    return cls
+
+
+def header_safe(value: Any, what: str) -> str:
+    """A string usable as an HTTP header value (latin-1, no line breaks)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be latin-1 text (an HTTP header value)") from None
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"{what} must not contain line breaks")
+    return value

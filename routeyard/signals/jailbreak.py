@@ -1,0 +1,178 @@
+"""The jailbreak family: jailbreak / prompt-injection wrappers and plain harmful requests.
+
+A 3-class softmax (benign / jailbreak / harmful) over the prompt's static embedding plus a
+hashed word n-gram block, shipped as numpy arrays in `models/jailbreak/` (trained by
+scripts/train_jailbreak.py; see PROVENANCE.md there). Rule `patterns` force `jailbreak` at
+confidence 1.0. Names: `jailbreak`, `harmful`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import zlib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from routeyard.config.signals import JAILBREAK_NAMES, JailbreakFamily
+from routeyard.signals.base import Family, FamilyResult, Match, RequestContext, register
+from routeyard.signals.embedder import Embedder
+
+MODEL_DIR = Path(__file__).parent / "models" / "jailbreak"
+BUILTIN_ARTIFACT = MODEL_DIR / "classifier.npz"
+# Used when the config gives no `patterns`; `patterns: []` turns them off.
+DEFAULT_PATTERNS = (
+    r"\bignore\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier)\s+"
+    r"(?:instructions|prompts?|rules|directions)",
+    r"\bdisregard\s+(?:all\s+|any\s+)?(?:previous|prior|above|your)\s+(?:instructions|rules)",
+    r"(?-i:\bDAN\b)",  # "Do Anything Now", upper case only (Dan is a name)
+    r"\bdo anything now\b",
+    r"\bdeveloper mode\b",
+    r"\bjailbr(?:eak|oken)\b",
+)
+MAX_CHARS = 20_000  # hashed features read this much of a prompt
+_TOKEN = re.compile(r"\w+")
+
+
+def hashed_features(text: str, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values (unit length) of the word unigrams and bigrams present in text."""
+    words = _TOKEN.findall(text[:MAX_CHARS].lower())
+    grams = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
+    if not grams:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    index = np.unique(np.fromiter((zlib.crc32(g.encode()) for g in grams), dtype=np.int64,
+                                  count=len(grams)) % buckets)
+    values = np.full(len(index), 1.0 / np.sqrt(len(index)), dtype=np.float32)
+    return index, values
+
+
+class JailbreakClassifier:
+    """Softmax over [embedding | hashed n-grams]; stored as plain arrays (no pickle)."""
+
+    def __init__(self, labels: list[str], dense: np.ndarray, hashed: np.ndarray,
+                 bias: np.ndarray, meta: dict[str, Any]) -> None:
+        self.labels = labels
+        self.dense = np.ascontiguousarray(dense, dtype=np.float32)
+        # Stored bucket-major so one prompt's buckets are a contiguous gather.
+        self.hashed_t = np.ascontiguousarray(hashed.T, dtype=np.float32)
+        self.bias = bias.astype(np.float32)
+        self.meta = meta
+        self.buckets = int(hashed.shape[1])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.meta.get("threshold", 0.5))
+
+    @property
+    def harmful_threshold(self) -> float:
+        return float(self.meta.get("harmful_threshold", 0.5))
+
+    def logits(self, embedding: np.ndarray, text: str) -> np.ndarray:
+        index, values = hashed_features(text, self.buckets)
+        out = self.dense @ embedding + self.bias
+        if len(index):
+            out = out + values @ self.hashed_t[index]
+        return out
+
+    def probabilities(self, embedding: np.ndarray, text: str) -> dict[str, float]:
+        logits = self.logits(embedding, text)
+        exp = np.exp(logits - logits.max())
+        probs = exp / exp.sum()
+        return {label: float(p) for label, p in zip(self.labels, probs, strict=True)}
+
+    def save(self, path: str | Path) -> None:
+        np.savez_compressed(path, labels=np.array(self.labels), dense=self.dense,
+                            hashed=self.hashed_t.T.astype(np.float16), bias=self.bias,
+                            meta=np.array(orjson.dumps(self.meta).decode()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> JailbreakClassifier:
+        with np.load(path, allow_pickle=False) as data:
+            return cls([str(x) for x in data["labels"]], data["dense"], data["hashed"],
+                       data["bias"], orjson.loads(str(data["meta"])))
+
+
+@cache
+def load_builtin() -> JailbreakClassifier:
+    return JailbreakClassifier.load(BUILTIN_ARTIFACT)
+
+
+class JailbreakDetector:
+    """The family's decision on one text: patterns first, then the classifier's thresholds."""
+
+    def __init__(self, classifier: JailbreakClassifier, embedder: Embedder,
+                 patterns: list[str] | tuple[str, ...] = DEFAULT_PATTERNS,
+                 threshold: float | None = None, harmful_threshold: float | None = None) -> None:
+        self.classifier = classifier
+        self.embedder = embedder
+        self.patterns = [re.compile(p, re.IGNORECASE) for p in patterns]
+        self.threshold = classifier.threshold if threshold is None else threshold
+        self.harmful_threshold = (classifier.harmful_threshold if harmful_threshold is None
+                                  else harmful_threshold)
+
+    def pattern(self, text: str) -> str | None:
+        for pattern in self.patterns:
+            if pattern.search(text):
+                return pattern.pattern
+        return None
+
+    def detect(self, text: str, embedding: np.ndarray | None = None) -> FamilyResult:
+        result = FamilyResult()
+        hit = self.pattern(text)
+        if hit is not None:
+            result.values["pattern"] = hit
+            result.matches["jailbreak"] = Match(1.0, hit)
+        if embedding is None:
+            embedding = self.embedder.embed_one(text)
+        probs = self.classifier.probabilities(embedding, text)
+        result.values.update({label: round(p, 3) for label, p in probs.items()})
+        jailbreak, harmful = probs.get("jailbreak", 0.0), probs.get("harmful", 0.0)
+        if hit is None and jailbreak >= self.threshold:
+            result.matches["jailbreak"] = Match(jailbreak, round(jailbreak, 3))
+        if harmful >= self.harmful_threshold:
+            result.matches["harmful"] = Match(harmful, round(harmful, 3))
+        return result
+
+
+def build_detector(config: JailbreakFamily, embedder: Embedder,
+                   base_dir: Path | None = None) -> JailbreakDetector:
+    if config.artifact:
+        path = Path(config.artifact)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        classifier = JailbreakClassifier.load(path)
+    else:
+        classifier = load_builtin()
+    patterns = DEFAULT_PATTERNS if config.patterns is None else config.patterns
+    return JailbreakDetector(classifier, embedder, patterns, config.threshold,
+                             config.harmful_threshold)
+
+
+@register
+class JailbreakSignals(Family):
+    name = "jailbreak"
+    needs_embedder = True
+
+    def __init__(self, config: JailbreakFamily, embedder: Embedder | None = None,
+                 detector: JailbreakDetector | None = None) -> None:
+        super().__init__(config, embedder)
+        if embedder is None:
+            raise RuntimeError("the jailbreak family needs an embedding model")
+        self.detector = detector or build_detector(config, embedder)
+
+    @classmethod
+    def build(cls, config: JailbreakFamily, embedder: Embedder | None,
+              base_dir: Path | None) -> Family:
+        if embedder is None:
+            raise RuntimeError("the jailbreak family needs an embedding model")
+        return cls(config, embedder, build_detector(config, embedder, base_dir))
+
+    def declared_names(self) -> set[str]:
+        return set(JAILBREAK_NAMES)
+
+    def evaluate(self, ctx: RequestContext) -> FamilyResult:
+        return self.detector.detect(ctx.last_user_text, ctx.embedding())
