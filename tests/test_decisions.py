@@ -126,23 +126,10 @@ async def test_direct_model_names_can_be_forbidden() -> None:
 
 async def test_candidate_reasoning_effort_reaches_the_backend() -> None:
     """A decision's per-candidate effort is sent upstream; a client's own value wins."""
-    from aiohttp import web
-    from aiohttp.test_utils import TestServer
+    from echo_backend import echo_backend
 
-    received: list[dict[str, Any]] = []
-
-    async def completions(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.json_response({"id": "x", "object": "chat.completion", "created": 0,
-                                  "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
-                                  "message": {"role": "assistant", "content": "ok"}}],
-                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1,
-                                            "total_tokens": 2}})
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", completions)
-    async with TestServer(app) as server:
-        endpoint = [{"base_url": str(server.make_url("/v1"))}]
+    async with echo_backend() as (url, received):
+        endpoint = [{"base_url": url}]
         config = build_config({
             "models": [{"name": "thinker", "endpoints": endpoint},
                        {"name": "quick", "endpoints": endpoint}],

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from echo_backend import echo_backend
 from routerproc import start_router
 from simproc import SimulatorProcess, start_simulator
 
@@ -148,23 +149,8 @@ def test_plugin_options_are_checked() -> None:
 
 @pytest.fixture
 async def echo() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-    from aiohttp import web
-    from aiohttp.test_utils import TestServer
-
-    received: list[dict[str, Any]] = []
-
-    async def completions(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.json_response({"id": "x", "object": "chat.completion", "created": 0,
-                                  "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
-                                  "message": {"role": "assistant", "content": "ok"}}],
-                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1,
-                                            "total_tokens": 2}})
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", completions)
-    async with TestServer(app) as server:
-        yield str(server.make_url("/v1")), received
+    async with echo_backend() as backend:
+        yield backend
 
 
 def echo_router(url: str, plugins: list[dict[str, Any]], models: tuple[str, ...] = ("m",),
