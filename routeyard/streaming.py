@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from routeyard.router import Router
 
 DONE = b"data: [DONE]\n\n"
+log = logging.getLogger("routeyard.streaming")
 
 
 def sse(payload: bytes) -> bytes:
@@ -42,6 +44,8 @@ class StreamRelay:
         self.status = "client_disconnect"  # until the stream ends one way or the other
         self._finished = False
         self.cost_usd: float | None = None  # set when several calls made the answer (cascade)
+        # Called once when the stream ended successfully (plugins: the semantic cache fills).
+        self.on_complete: Callable[[StreamRelay], None] | None = None
 
     async def frames(self) -> AsyncIterator[bytes]:
         metrics = self.router.metrics
@@ -60,6 +64,11 @@ class StreamRelay:
                 if self.client_wants_usage:
                     yield sse(orjson.dumps(self._usage_chunk()))
             self.status = "ok"
+            if self.on_complete is not None:
+                try:
+                    self.on_complete(self)
+                except Exception:  # a plugin's bookkeeping never breaks the stream
+                    log.exception("stream completion hook failed")
             yield DONE
         except UpstreamError as error:
             self.status = "stream_broken"

@@ -17,13 +17,18 @@ REPLY = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
 
 
 @asynccontextmanager
-async def echo_backend() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-    """(base URL ending in /v1, the list that receives every request body)."""
+async def echo_backend(reply: str | None = None
+                       ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """(base URL ending in /v1, the list that receives every request body). `reply` replaces
+    the answer's text ("ok")."""
     received: list[dict[str, Any]] = []
+    answer = REPLY if reply is None else {
+        **REPLY, "choices": [{**REPLY["choices"][0],
+                              "message": {"role": "assistant", "content": reply}}]}
 
     async def completions(request: web.Request) -> web.Response:
         received.append(await request.json())
-        return web.json_response(REPLY)
+        return web.json_response(answer)
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", completions)

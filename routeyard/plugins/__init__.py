@@ -13,6 +13,8 @@ runs them through `runner`, which it imports only when some decision has plugins
 """
 
 from routeyard.plugins import builtin as _builtin  # noqa: F401  (registers the built-ins)
+from routeyard.plugins import cache_plugin as _cache  # noqa: F401  (registers semantic_cache)
+from routeyard.plugins import redact as _redact  # noqa: F401  (registers pii_redact)
 from routeyard.plugins.base import PLUGINS, Blocked, Plugin, PluginContext, register
 
 __all__ = ["PLUGINS", "Blocked", "Plugin", "PluginContext", "register"]

@@ -12,11 +12,13 @@ Plugins of one decision run in their configured order; the first `Blocked` stops
 from __future__ import annotations
 
 from abc import ABC
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     from routeyard.planner import RoutePlan
+    from routeyard.router import Router
+    from routeyard.streaming import StreamRelay
 
 
 @dataclass(slots=True)
@@ -25,6 +27,10 @@ class PluginContext:
     body: dict[str, Any]  # the body to send upstream; plugins may edit it
     headers: dict[str, str]  # extra response headers
     stream: bool  # the client asked for a stream
+    router: Router | None = None  # semantic cache hook: the Router (for its Redis store)
+    # Per-request scratch space for plugins (keyed by plugin name): plugin instances are
+    # shared by all requests, so what on_request learns for on_response goes here.
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True, frozen=True)
@@ -34,6 +40,9 @@ class Blocked:
     message: str
     status: Literal["ok", "error"] = "ok"
     reason: str = "policy"
+    # A whole completion to replay instead of `message` (a cache hit: no blocked header,
+    # logged with status "cache_hit").
+    response: dict[str, Any] | None = None
 
 
 class Plugin(ABC):
@@ -53,6 +62,18 @@ class Plugin(ABC):
         return None
 
     def on_response(self, ctx: PluginContext, response: dict[str, Any]) -> None:
+        return None
+
+    # -- optional hooks for I/O-bound plugins (the semantic cache) --------------------------
+    has_async_request: ClassVar[bool] = False  # set True to have on_request_async awaited
+
+    async def on_request_async(self, ctx: PluginContext) -> Blocked | None:
+        """Awaited right after on_request (when it did not block)."""
+        return None
+
+    def on_stream_complete(self, ctx: PluginContext, relay: StreamRelay) -> None:
+        """A stream ended successfully (the relay holds its text and usage); only called for
+        plugins that override it."""
         return None
 
 

@@ -48,18 +48,21 @@ def build_chains(decisions: Iterable[Decision]) -> dict[str, Chain]:
     return chains
 
 
-def _before(chain: Chain, plan: RoutePlan, body: dict[str, Any], stream: bool
-            ) -> tuple[PluginContext, Blocked | None]:
+async def _before(router: Router, chain: Chain, plan: RoutePlan, body: dict[str, Any],
+                  stream: bool) -> tuple[PluginContext, Blocked | None]:
     # The outgoing body with the decision's own reasoning effort already in, so that plugins
     # see (and may translate) it; the plan then adds nothing more.
     outgoing = dict(plan.request_body(body))
     plan.reasoning_effort = None
-    ctx = PluginContext(plan, outgoing, {}, stream)
+    ctx = PluginContext(plan, outgoing, {}, stream, router)
     blocked = None
     for plugin in chain:
         blocked = plugin.on_request(ctx)
+        if blocked is None and plugin.has_async_request:  # I/O-bound plugins (cache lookup)
+            blocked = await plugin.on_request_async(ctx)
         if blocked is not None:
-            ctx.headers[BLOCKED_HEADER] = blocked.reason
+            if blocked.response is None:  # a cache hit is not "blocked"
+                ctx.headers[BLOCKED_HEADER] = blocked.reason
             break
     if ctx.headers:
         plan.response_headers = ctx.headers
@@ -74,6 +77,17 @@ def canned_completion(plan: RoutePlan, body: dict[str, Any], message: str) -> di
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
 
 
+def _answer(plan: RoutePlan, body: dict[str, Any], blocked: Blocked) -> dict[str, Any]:
+    """The completion a plugin answers with: a replayed one (cache hit) or the canned one."""
+    if blocked.response is not None:
+        return dict(blocked.response)
+    return canned_completion(plan, body, blocked.message)
+
+
+def _status(blocked: Blocked) -> str:
+    return "cache_hit" if blocked.response is not None else "blocked"
+
+
 def _refuse(router: Router, plan: RoutePlan, blocked: Blocked, headers: dict[str, str],
             stream: bool) -> BlockedByPolicy:
     router.finish(plan, None, 0, 0, status="blocked", stream=stream)
@@ -82,12 +96,12 @@ def _refuse(router: Router, plan: RoutePlan, blocked: Blocked, headers: dict[str
 
 async def complete_with_plugins(router: Router, chain: Chain, plan: RoutePlan,
                                 body: dict[str, Any]) -> ChatResult:
-    ctx, blocked = _before(chain, plan, body, stream=False)
+    ctx, blocked = await _before(router, chain, plan, body, stream=False)
     if blocked is not None:
         if blocked.status == "error":
             raise _refuse(router, plan, blocked, ctx.headers, stream=False)
-        router.finish(plan, None, 0, 0, status="blocked", stream=False)
-        return ChatResult(plan, None, canned_completion(plan, body, blocked.message))
+        router.finish(plan, None, 0, 0, status=_status(blocked), stream=False)
+        return ChatResult(plan, None, _answer(plan, body, blocked))
     result = await router.complete_plain(ctx.body, plan)
     for plugin in chain:
         plugin.on_response(ctx, result.response)
@@ -96,22 +110,33 @@ async def complete_with_plugins(router: Router, chain: Chain, plan: RoutePlan,
 
 async def open_stream_with_plugins(router: Router, chain: Chain, plan: RoutePlan,
                                    body: dict[str, Any]) -> StreamRelay:
-    ctx, blocked = _before(chain, plan, body, stream=True)
+    ctx, blocked = await _before(router, chain, plan, body, stream=True)
     if blocked is not None:
         if blocked.status == "error":
             raise _refuse(router, plan, blocked, ctx.headers, stream=True)
-        response = canned_completion(plan, body, blocked.message)
+        response = _answer(plan, body, blocked)
         if not wants_usage(body):
-            del response["usage"]
-        return BlockedRelay(router, plan, completion_chunks(response))
-    return await router.open_stream_plain(ctx.body, plan)
+            response.pop("usage", None)
+        return BlockedRelay(router, plan, completion_chunks(response), _status(blocked))
+    relay = await router.open_stream_plain(ctx.body, plan)
+    # Plugins that want the text of a successful stream (the semantic cache fills on it).
+    hooks = [p for p in chain if type(p).on_stream_complete is not Plugin.on_stream_complete]
+    if hooks:
+        def on_complete(done: StreamRelay) -> None:
+            for plugin in hooks:
+                plugin.on_stream_complete(ctx, done)
+
+        relay.on_complete = on_complete
+    return relay
 
 
 class BlockedRelay(StreamRelay):
     """A canned answer streamed as OpenAI SSE chunks; no backend is involved."""
 
-    def __init__(self, router: Router, plan: RoutePlan, chunks: list[bytes]) -> None:
+    def __init__(self, router: Router, plan: RoutePlan, chunks: list[bytes],
+                 status: str = "blocked") -> None:
         self.router = router
+        self.status = status
         self.plan = plan
         self.served = None  # type: ignore[assignment]
         self.chunks = chunks
@@ -128,7 +153,7 @@ class BlockedRelay(StreamRelay):
     async def finish(self) -> None:
         if not self._finished:
             self._finished = True
-            self.router.finish(self.plan, None, 0, 0, status="blocked", stream=True)
+            self.router.finish(self.plan, None, 0, 0, status=self.status, stream=True)
 
 
 __all__ = ["BLOCKED_HEADER", "BlockedByPolicy", "BlockedRelay", "build_chains",
