@@ -12,26 +12,13 @@ when no signal computed the embedding already).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
+from timing import p50_ms
 
 from routeyard.cache import Entry, MemoryCache
 from routeyard.signals.embedder import load_embedder
-
-
-def p50_ms(call: Callable[[], Any], repeats: int) -> float:
-    for _ in range(min(20, repeats)):
-        call()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:

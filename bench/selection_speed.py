@@ -12,14 +12,13 @@ A baseline in the same run (`orjson.loads` of a small body) calibrates the noise
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+from timing import p50_ms
 
 from routeyard.config import build_config
 from routeyard.eval.dataset import RoutingDataset, load_dataset
@@ -34,13 +33,6 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BODY = {"model": "auto", "messages": [{"role": "user", "content": "Which gas do plants absorb?"}]}
 
 
-def p50_ms(call: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
 
 
 def knn_artifact(train: RoutingDataset, out: Path, copies: int) -> Path:
