@@ -13,13 +13,19 @@ import logging
 import socket
 import sqlite3
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import redis.asyncio as aioredis
+from stores import (
+    BACKENDS,
+    DOWN_URL,
+    REDIS_URL,
+    build_store,
+    needs_redis,
+    unique_prefix,
+)
 
 from routeyard.state import (
     STORE_BACKENDS,
@@ -31,19 +37,6 @@ from routeyard.state import (
     StoreUnavailable,
     make_store,
 )
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-DOWN_URL = "redis://127.0.0.1:6399/0"  # nothing listens here
-
-
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping())
-    except (redis.RedisError, OSError):
-        return False
-
-
-needs_redis = pytest.mark.skipif(not _redis_up(), reason="no Redis at 127.0.0.1:6379")
 
 
 def rec(i: int, *, t0: float | None = None, **overrides: object) -> DecisionRecord:
@@ -59,32 +52,14 @@ def rec(i: int, *, t0: float | None = None, **overrides: object) -> DecisionReco
 
 @pytest.fixture
 def prefix() -> Iterator[str]:
-    """A unique Redis key prefix; every key under it is deleted after the test."""
-    p = f"routeyard-test-{uuid.uuid4().hex[:12]}"
-    yield p
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
-    with contextlib.suppress(redis.RedisError, OSError):
-        keys = list(client.scan_iter(match=f"{p}:*", count=1000))
-        if keys:
-            client.unlink(*keys)
-    client.close()
-
-
-def _build(backend: str, tmp_path: Path, prefix: str, **kw: object) -> Store:
-    if backend == "memory":
-        return MemoryStore(**kw)  # type: ignore[arg-type]
-    if backend == "sqlite":
-        return SQLiteStore(tmp_path / "state.db", **kw)  # type: ignore[arg-type]
-    return RedisStore(REDIS_URL, key_prefix=prefix, **kw)  # type: ignore[arg-type]
-
-
-BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=needs_redis)]
+    with unique_prefix("test") as p:
+        yield p
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path, prefix: str
                 ) -> AsyncIterator[Store]:
-    s = _build(request.param, tmp_path, prefix)
+    s = build_store(request.param, tmp_path, prefix)
     await s.start()
     yield s
     await s.close()
@@ -121,7 +96,7 @@ async def test_recent_newest_first_with_limit(store: Store) -> None:
 async def test_background_flusher_writes_without_flush(
     backend: str, tmp_path: Path, prefix: str
 ) -> None:
-    s = _build(backend, tmp_path, prefix, flush_interval=0.02)
+    s = build_store(backend, tmp_path, prefix, flush_interval=0.02)
     await s.start()
     try:
         s.record_decision(rec(7))
@@ -139,12 +114,12 @@ async def test_background_flusher_writes_without_flush(
 async def test_close_flushes_and_a_new_store_reads_it(
     backend: str, tmp_path: Path, prefix: str
 ) -> None:
-    s = _build(backend, tmp_path, prefix)
+    s = build_store(backend, tmp_path, prefix)
     await s.start()
     for i in range(30):
         s.record_decision(rec(i))
     await s.close()  # no explicit flush: close must write everything
-    again = _build(backend, tmp_path, prefix)
+    again = build_store(backend, tmp_path, prefix)
     await again.start()
     try:
         assert (await again.get_decision("req-29")) is not None

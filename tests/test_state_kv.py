@@ -10,13 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import redis.asyncio as aioredis
+from stores import (
+    BACKENDS,
+    DOWN_URL,
+    REDIS_URL,
+    build_store,
+    needs_redis,
+    unique_prefix,
+)
 
 from routeyard.state import (
     CLAIM_VALUE,
@@ -27,53 +33,19 @@ from routeyard.state import (
     StoreUnavailable,
 )
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-DOWN_URL = "redis://127.0.0.1:6399/0"  # nothing listens here
 TTL = 0.2
-
-
-def _redis_up() -> bool:
-    try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except (redis.RedisError, OSError):
-        return False
-
-
-needs_redis = pytest.mark.skipif(
-    not _redis_up(), reason="no Redis answering at 127.0.0.1:6379; Redis kv tests skipped"
-)
-BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=needs_redis)]
 
 
 @pytest.fixture
 def prefix() -> Iterator[str]:
-    """A unique Redis key prefix; every key under it is deleted after the test."""
-    p = f"routeyard-kvtest-{uuid.uuid4().hex[:12]}"
-    yield p
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5)
-    with contextlib.suppress(redis.RedisError, OSError):
-        keys = list(client.scan_iter(match=f"{p}:*", count=1000))
-        if keys:
-            client.unlink(*keys)
-    client.close()
-
-
-def _build(backend: str, tmp_path: Path, prefix: str) -> Store:
-    if backend == "memory":
-        return MemoryStore()
-    if backend == "sqlite":
-        return SQLiteStore(tmp_path / "state.db")
-    return RedisStore(REDIS_URL, key_prefix=prefix)
+    with unique_prefix("kvtest") as p:
+        yield p
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path, prefix: str
                 ) -> AsyncIterator[Store]:
-    s = _build(request.param, tmp_path, prefix)
+    s = build_store(request.param, tmp_path, prefix)
     await s.start()
     yield s
     await s.close()
