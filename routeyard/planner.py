@@ -60,6 +60,7 @@ class Planner:
         self.aliases = frozenset(config.aliases)
         self.allow_direct = config.allow_direct_models
         self.engine = DecisionEngine(config, base_dir)
+        self.engine.signals.bind_pool(pool)
         decisions = [c.decision for c in self.engine.decisions()] + [self.engine.default]
         self.algorithms = {d.name: make_algorithm(d.algorithm, d.options, base_dir)
                             for d in decisions}

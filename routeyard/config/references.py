@@ -32,6 +32,10 @@ def check_references(data: dict[str, Any]) -> list[Problem]:
     decisions = _dicts(data.get("decisions"))
     problems += _duplicates("decisions", [d.get("name") for _, d in decisions], "decision")
     signals = data.get("signals") if isinstance(data.get("signals"), dict) else {}
+    guard = signals.get("guard")
+    if isinstance(guard, dict) and isinstance(guard.get("model"), str) \
+            and guard["model"] not in known:
+        problems.append(("signals.guard.model", f"unknown model '{guard['model']}'"))
     for index, decision in decisions:
         problems += _decision_references(f"decisions[{index}]", decision, known)
         if "rules" in decision:

@@ -5,6 +5,7 @@ families that some decision references.
 """
 
 from routeyard.signals import (  # noqa: F401 - importing registers the families
+    guard,
     jailbreak,
     pii,
     request_signals,

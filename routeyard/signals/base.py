@@ -92,6 +92,7 @@ class Family(ABC):
     name: ClassVar[str]
     is_async: ClassVar[bool] = False
     needs_embedder: ClassVar[bool] = False
+    needs_pool: ClassVar[bool] = False  # the Router binds `pool` after building (guard models)
 
     def __init__(self, config: Any, embedder: Embedder | None = None) -> None:
         self.config = config

@@ -67,13 +67,23 @@ class SignalEngine:
         self._sync = [f for f in self.families if not f.is_async]
         self._async = [f for f in self.families if f.is_async]
 
+    def bind_pool(self, pool: Any) -> None:
+        """Give families that call models (a guard model) the Router's pool."""
+        for family in self.families:
+            if family.needs_pool:
+                family.pool = pool  # type: ignore[attr-defined]
+
     async def warm_up(self) -> None:
         """Load what families load lazily (BPE tables, the language model), so the first
         request does not pay half a second for it."""
         ctx = self.context({"messages": [{"role": "user", "content": "Warm up, please."}]})
         if "context_length" in self.referenced:
             _ = ctx.prompt_tokens
-        await self.evaluate(ctx)
+        for family in self._sync:  # not the async ones: a guard model is not called at start
+            try:
+                family.evaluate(ctx)
+            except SIGNAL_ERRORS as error:
+                log.warning("signal family %s failed to warm up: %s", family.name, error)
 
     def context(self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
                 ) -> RequestContext:
