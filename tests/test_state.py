@@ -13,18 +13,15 @@ import logging
 import socket
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 from stores import (
-    BACKENDS,
     DOWN_URL,
     REDIS_URL,
     build_store,
     needs_redis,
-    unique_prefix,
 )
 
 from routeyard.state import (
@@ -49,20 +46,6 @@ def rec(i: int, *, t0: float | None = None, **overrides: object) -> DecisionReco
     fields.update(overrides)
     return DecisionRecord(**fields)  # type: ignore[arg-type]
 
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    with unique_prefix("test") as p:
-        yield p
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path, prefix: str
-                ) -> AsyncIterator[Store]:
-    s = build_store(request.param, tmp_path, prefix)
-    await s.start()
-    yield s
-    await s.close()
 
 
 # -- common behaviour -------------------------------------------------------------------

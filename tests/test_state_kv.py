@@ -10,18 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 from stores import (
-    BACKENDS,
     DOWN_URL,
     REDIS_URL,
-    build_store,
     needs_redis,
-    unique_prefix,
 )
 
 from routeyard.state import (
@@ -35,20 +31,6 @@ from routeyard.state import (
 
 TTL = 0.2
 
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    with unique_prefix("kvtest") as p:
-        yield p
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path, prefix: str
-                ) -> AsyncIterator[Store]:
-    s = build_store(request.param, tmp_path, prefix)
-    await s.start()
-    yield s
-    await s.close()
 
 
 # -- common behaviour -------------------------------------------------------------------
