@@ -164,6 +164,38 @@ def test_ttl_expiry_and_lru_eviction(index: str) -> None:
         assert found is None or found[1].id == f"e{i}"
 
 
+def test_brute_prefilter_finds_exactly_what_a_full_scan_finds() -> None:
+    """Past 2,048 rows the brute index rules rows out on their first components; the answer
+    must be the full scan's at every threshold, through swap-removals too."""
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((6000, 256)).astype(np.float32)
+    vectors[:, :32] *= 4.0  # PCA-like: the first components carry most of the variance
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    cache = MemoryCache(max_entries=10_000)
+    for i, vector in enumerate(vectors):
+        cache.put(Entry(f"e{i}", "s", "p", b"{}", 1e12, vector))
+    for i in range(0, 6000, 5):
+        cache.remove(cache.get_exact("s", f"e{i}"))  # type: ignore[arg-type]
+    alive = np.array([i % 5 != 0 for i in range(6000)])
+    noise = np.linspace(0.005, 0.06, 300, dtype=np.float32)[:, None]  # cosine ~0.998 to ~0.7
+    noisy = vectors[:300] + noise * rng.standard_normal((300, 256)).astype(np.float32)
+    queries = np.concatenate([noisy, rng.standard_normal((100, 256)).astype(np.float32)])
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    hits = 0
+    for threshold in (0.5, 0.8, 0.92, 0.97):
+        for query in queries:
+            scores = np.where(alive, vectors @ query, -np.inf)
+            best = int(np.argmax(scores))
+            found = cache.get_similar("s", "p", query, threshold)
+            if scores[best] >= threshold:
+                hits += 1
+                assert found is not None and found[1].id == f"e{best}"
+                assert found[0] == pytest.approx(float(scores[best]), abs=1e-5)
+            else:
+                assert found is None
+    assert hits > 300  # the check covered hits, not only misses
+
+
 def test_keys_scope_tenants_and_conversations() -> None:
     assert tenant_of("k1", {}) != tenant_of("k2", {}) != tenant_of(None, {"user": "k1"})
     assert tenant_of(None, {}) == "anonymous"
