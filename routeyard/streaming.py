@@ -22,6 +22,7 @@ from routeyard.pool.providers.base import UpstreamError
 
 if TYPE_CHECKING:
     from routeyard.planner import RoutePlan
+    from routeyard.plugins.rewrite import ContentRewrite
     from routeyard.router import Router
 
 DONE = b"data: [DONE]\n\n"
@@ -46,6 +47,8 @@ class StreamRelay:
         self.cost_usd: float | None = None  # set when several calls made the answer (cascade)
         # Called once when the stream ended successfully (plugins: the semantic cache fills).
         self.on_complete: Callable[[StreamRelay], None] | None = None
+        # Plugins that rewrite the streamed text (pii_redact's restore); None on the fast path.
+        self.rewrite: ContentRewrite | None = None
 
     async def frames(self) -> AsyncIterator[bytes]:
         metrics = self.router.metrics
@@ -58,7 +61,12 @@ class StreamRelay:
                     first = False
                 chunk = orjson.loads(payload)
                 if self._absorb(chunk):
+                    if self.rewrite is not None:
+                        payload = self.rewrite.apply(chunk) or payload
                     yield sse(payload)
+            if self.rewrite is not None:
+                for leftover in self.rewrite.leftovers(self.first_chunk or {}):
+                    yield sse(leftover)
             if self.usage is None:
                 self.usage = self.router.compute_usage(self.plan, "".join(self.text_parts))
                 if self.client_wants_usage:

@@ -138,7 +138,8 @@ def test_unknown_plugin_type_is_refused_with_its_location(tmp_path: Path) -> Non
 def test_plugin_options_are_checked() -> None:
     bad = [("block", {"status": "maybe"}), ("block", {"when": "nocolon"}),
            ("system_prompt", {"mode": "inject"}), ("headers", {"set": {"bad name": "v"}}),
-           ("headers", {}), ("reasoning_effort", {"effort": "max"}),
+           ("headers", {}), ("headers", {"upstream_set": {"x": "a\nb"}}),
+           ("headers", {"upstream_remove": "x-a"}), ("reasoning_effort", {"effort": "max"}),
            ("reasoning_effort", {"effort": "low", "families": {"x": "gemini"}})]
     for kind, options in bad:
         with pytest.raises(ValueError):
@@ -231,6 +232,34 @@ async def test_a_chain_of_plugins(echo: tuple[str, list[dict[str, Any]]]) -> Non
     assert received == [{"model": "qwen3", "messages": [
         {"role": "system", "content": "Be brief."}, USER],
         "chat_template_kwargs": {"enable_thinking": True}}]
+
+
+async def test_headers_plugin_edits_what_the_backend_receives() -> None:
+    seen: list[dict[str, str]] = []
+    plugins = [{"type": "headers", "upstream_set": {"X-Tenant": "acme"}},
+               {"type": "headers", "upstream_remove": ["x-drop"], "set": {"x-seen": "1"}}]
+    async with echo_backend(headers=seen) as (url, _):
+        config = build_config({
+            "models": [{"name": "m", "endpoints": [{
+                "base_url": url, "api_key": "sk-test",
+                "headers": {"x-drop": "1", "x-keep": "2"}}]}],
+            "signals": {"keyword": {"sets": {"edit": {"any": ["edit"]}}}},
+            "decisions": [{"name": "edited", "rules": "keyword:edit", "candidates": ["m"],
+                           "plugins": plugins}],
+            "default": {"candidates": ["m"]},
+            "pool": {"health_check": {"interval_s": 0}},
+        })
+        async with Router(config, store=MemoryStore()) as router:
+            edited = chat([{"role": "user", "content": "please edit this"}])
+            result = await router.complete(edited)
+            assert result.plan.response_headers == {"x-seen": "1"}
+            _ = [c async for c in router.chat_stream({**edited, "stream": True})]
+            await router.complete(chat([USER]))  # the default decision: no edits
+    for headers in seen[:2]:  # plain and streamed
+        assert headers["x-tenant"] == "acme" and headers["x-keep"] == "2"
+        assert "x-drop" not in headers
+        assert headers["authorization"] == "Bearer sk-test"
+    assert "x-tenant" not in seen[2] and seen[2]["x-drop"] == "1"  # edits do not leak
 
 
 async def test_blocked_requests_are_logged_and_skip_the_backend(

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import random
+from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 from echo_backend import echo_backend
+from routerproc import start_router
 
 from routeyard.config import build_config
 from routeyard.plugins import PLUGINS, PluginContext
@@ -75,6 +79,34 @@ async def test_round_trip_masks_upstream_and_restores_for_the_caller() -> None:
     assert plan.signals is not None and record is not None
     logged = json.dumps(plan.signals.results["pii"].values) + json.dumps(record.to_dict())
     assert not any(value in logged for value in RAW)
+
+
+async def test_streamed_answer_is_restored_through_the_sdk(tmp_path: Path) -> None:
+    """Through `routeyard serve` and the openai SDK: the echo backend streams its answer in
+    4-character deltas, so every placeholder arrives split across chunks."""
+    reply = "Writing to <EMAIL_ADDRESS_1>, calling <PHONE_NUMBER_1>. Done <EMAIL_ADDRESS_1>"
+    async with echo_backend(reply) as (url, received):
+        config = {
+            "models": [{"name": "m", "endpoints": [{"base_url": url}]}],
+            "signals": {"pii": {}},
+            "decisions": [{"name": "private", "rules": "pii:any", "candidates": ["m"],
+                           "plugins": [{"type": "pii_redact"}]}],
+            "default": {"candidates": ["m"]},
+            "pool": {"health_check": {"interval_s": 0}},
+        }
+        with start_router(config, tmp_path) as proc:
+            client = openai.AsyncOpenAI(base_url=proc.base_url, api_key="x")
+            stream = await client.chat.completions.create(
+                model="auto", stream=True,
+                messages=[user(f"Mail {EMAIL} or call {PHONE}.")])
+            deltas = [chunk.choices[0].delta.content async for chunk in stream
+                      if chunk.choices and chunk.choices[0].delta.content]
+            await client.close()
+    assert received[0]["messages"][0]["content"] == (
+        "Mail <EMAIL_ADDRESS_1> or call <PHONE_NUMBER_1>.")
+    assert "".join(deltas) == f"Writing to {EMAIL}, calling {PHONE}. Done {EMAIL}"
+    assert len(deltas) > 3  # still a stream, not one buffered answer
+    assert not any("<" in delta for delta in deltas)  # no half placeholder leaked
 
 
 async def test_many_types_and_text_parts_and_system_role() -> None:
@@ -175,3 +207,25 @@ def test_bad_options_name_the_decision() -> None:
                        "plugins": [{"type": "pii_redact", "roles": ["robot"]}]}}
     with pytest.raises(ValueError, match=r"plugins\[0\] \(pii_redact\): roles"):
         Router(build_config(raw), store=MemoryStore())
+
+
+def test_stream_restore_matches_whole_restore_however_the_text_is_split() -> None:
+    from routeyard.plugins.redact import _Masking, _StreamRestore
+
+    masking = _Masking("<{label}_{n}>", "")
+    email = masking.mask("EMAIL_ADDRESS", EMAIL)
+    for i in range(12):  # <PHONE_NUMBER_1> is a prefix of <PHONE_NUMBER_10>
+        masking.mask("PHONE_NUMBER", f"+1 415-555-{i:04d}")
+    text = (f"To {email}, call <PHONE_NUMBER_1> or <PHONE_NUMBER_10>; <PHONE_NUMBER_1>> "
+            "<EMAIL_ < not one, <PHONE_NUMBER_12>")
+    whole = masking.restore(text)
+    assert EMAIL in whole and "+1 415-555-0009" in whole and "<EMAIL_ <" in whole
+    rng = random.Random(3)
+    for _ in range(500):
+        restore, out, i = _StreamRestore(masking), [], 0
+        while i < len(text):
+            size = rng.randint(1, 7)
+            out.append(restore.feed(text[i:i + size]))
+            i += size
+        out.append(restore.flush())
+        assert "".join(out) == whole

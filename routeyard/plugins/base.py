@@ -1,10 +1,14 @@
 """The plugin API: a Plugin is built from its config dict and hooks into one request.
 
 - `on_request(ctx)` runs before any backend is called. It may edit `ctx.body` (the outgoing
-  body, a copy: the client's request is untouched) and add response headers to
-  `ctx.headers`; returning a `Blocked` answers the request at once, without a backend.
+  body, a copy: the client's request is untouched), add response headers to `ctx.headers`
+  and set `ctx.upstream_headers` (headers sent to the backend); returning a `Blocked`
+  answers the request at once, without a backend.
 - `on_response(ctx, response)` runs after a non-streaming completion and may edit the
-  response dict in place. Streamed responses do not pass through it (not implemented yet).
+  response dict in place.
+- `stream_rewriter(ctx)` is its streaming counterpart for text: it may return a factory of
+  `TextRewriter`s (`routeyard.plugins.rewrite`) that rewrite each choice's content deltas.
+- `on_stream_complete(ctx, relay)` sees a successful stream's whole upstream text.
 
 Plugins of one decision run in their configured order; the first `Blocked` stops the chain.
 """
@@ -15,8 +19,11 @@ from abc import ABC
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from routeyard.pool.providers.base import HeaderEdits
+
 if TYPE_CHECKING:
     from routeyard.planner import RoutePlan
+    from routeyard.plugins.rewrite import RewriterFactory
     from routeyard.router import Router
     from routeyard.streaming import StreamRelay
 
@@ -28,6 +35,8 @@ class PluginContext:
     headers: dict[str, str]  # extra response headers
     stream: bool  # the client asked for a stream
     router: Router | None = None  # semantic cache hook: the Router (for its Redis store)
+    # Changes to the headers sent upstream (the `headers` plugin); None: none.
+    upstream_headers: HeaderEdits | None = None
     # Per-request scratch space for plugins (keyed by plugin name): plugin instances are
     # shared by all requests, so what on_request learns for on_response goes here.
     state: dict[str, Any] = field(default_factory=dict)
@@ -69,6 +78,10 @@ class Plugin(ABC):
 
     async def on_request_async(self, ctx: PluginContext) -> Blocked | None:
         """Awaited right after on_request (when it did not block)."""
+        return None
+
+    def stream_rewriter(self, ctx: PluginContext) -> RewriterFactory | None:
+        """A factory of rewriters for this request's streamed content, or None."""
         return None
 
     def on_stream_complete(self, ctx: PluginContext, relay: StreamRelay) -> None:

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from routeyard.plugins.base import Blocked, Plugin, PluginContext, header_safe, register
+from routeyard.pool.providers.base import HeaderEdits
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name
 
@@ -86,27 +87,45 @@ class SystemPromptPlugin(Plugin):
 
 @register
 class HeadersPlugin(Plugin):
-    """Extra response headers (`set: {name: value}`). Upstream (request) headers are not
-    supported yet: they need per-request headers in the pool."""
+    """Header mutation: `set` adds response headers for the caller; `upstream_set` adds or
+    replaces headers sent to the backend, `upstream_remove` drops some (an endpoint's
+    configured ones, say). Several `headers` plugins in a chain add up."""
 
     name = "headers"
-    options = frozenset({"set"})
+    options = frozenset({"set", "upstream_set", "upstream_remove"})
 
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
-        raw = options.get("set")
-        if not isinstance(raw, dict) or not raw:
-            raise ValueError("set must be a non-empty mapping of header name to value")
-        self.headers: dict[str, str] = {}
-        for key, value in raw.items():
-            if not isinstance(key, str) or not _TOKEN.match(key):
-                raise ValueError(f"set: '{key}' is not a valid header name")
-            self.headers[key.lower()] = header_safe(
-                str(value) if isinstance(value, int | float) else value, f"set.{key}")
+        self.headers = _header_map(options.get("set", {}), "set")
+        self.upstream_set = _header_map(options.get("upstream_set", {}), "upstream_set")
+        remove = options.get("upstream_remove", [])
+        if not isinstance(remove, list) or not all(
+                isinstance(n, str) and _TOKEN.match(n) for n in remove):
+            raise ValueError("upstream_remove must be a list of header names")
+        self.upstream_remove = frozenset(n.lower() for n in remove)
+        if not (self.headers or self.upstream_set or self.upstream_remove):
+            raise ValueError("give at least one header in set, upstream_set or upstream_remove")
 
     def on_request(self, ctx: PluginContext) -> Blocked | None:
         ctx.headers.update(self.headers)
+        if self.upstream_set or self.upstream_remove:
+            earlier = ctx.upstream_headers
+            ctx.upstream_headers = HeaderEdits(
+                {**(earlier.set if earlier else {}), **self.upstream_set},
+                (earlier.remove if earlier else frozenset()) | self.upstream_remove)
         return None
+
+
+def _header_map(raw: Any, what: str) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{what} must be a mapping of header name to value")
+    headers: dict[str, str] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not _TOKEN.match(key):
+            raise ValueError(f"{what}: '{key}' is not a valid header name")
+        headers[key.lower()] = header_safe(
+            str(value) if isinstance(value, int | float) else value, f"{what}.{key}")
+    return headers
 
 
 _STYLES = {"openai": "openai", "anthropic": "anthropic", "qwen": "qwen", "vllm": "qwen"}

@@ -7,18 +7,21 @@ on_request replaces every PII span (`routeyard.signals.pii.find_pii`) in the tex
 selected messages with a numbered placeholder (`<EMAIL_ADDRESS_1>`); the same value gets the
 same placeholder everywhere in the request. The placeholder → value mapping lives on the
 request's PluginContext (`ctx.state`), never on the plugin, which all requests share.
-on_response (non-streaming) puts the values back into the answer when `restore` is on.
-Streamed answers are not restored (yet): their placeholders reach the client as they are.
+When `restore` is on, the values are put back into the answer: in a whole completion by
+on_response, in a stream by a rewriter that holds back any tail that may be the start of a
+placeholder split across chunks. Tool-call arguments are restored in whole completions only.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from typing import Any
 
 from routeyard.config.signals import PII_ENTITIES
 from routeyard.plugins.base import Blocked, Plugin, PluginContext, register
+from routeyard.plugins.rewrite import RewriterFactory
 from routeyard.signals.pii import find_pii
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -64,19 +67,58 @@ class _Masking:
         self.values[token] = value
         return token
 
+    @functools.cached_property
+    def pattern(self) -> re.Pattern[str]:
+        # Longest first, so that <X_1> never eats the start of <X_10>.
+        return re.compile("|".join(re.escape(t) for t in
+                                   sorted(self.values, key=len, reverse=True)))
+
     def restore(self, text: str) -> str:
         if not self.values or not text:
             return text
-        # Longest first, so that <X_1> never eats the start of <X_10>.
-        pattern = re.compile("|".join(re.escape(t) for t in
-                                      sorted(self.values, key=len, reverse=True)))
-        return pattern.sub(lambda m: self.values[m.group()], text)
+        return self.pattern.sub(lambda m: self.values[m.group()], text)
+
+
+class _StreamRestore:
+    """Restores one streamed choice: emits text up to the longest tail that could still
+    grow into a placeholder, and holds that tail for the next delta."""
+
+    def __init__(self, masking: _Masking) -> None:
+        self.masking = masking
+        self.held = ""
+
+    def feed(self, text: str) -> str:
+        text = self.held + text
+        cut = len(text) - self._open_tail(text)
+        for match in self.masking.pattern.finditer(text, max(0, cut - self._longest)):
+            if match.start() < cut < match.end():  # never split a whole placeholder
+                cut = match.start()
+                break
+        self.held = text[cut:]
+        return self.masking.restore(text[:cut])
+
+    def flush(self) -> str:
+        text, self.held = self.held, ""
+        return self.masking.restore(text)
+
+    @functools.cached_property
+    def _longest(self) -> int:
+        return max(map(len, self.masking.values))
+
+    def _open_tail(self, text: str) -> int:
+        """The length of the longest tail of `text` that is a proper prefix of a placeholder."""
+        for size in range(min(len(text), self._longest - 1), 0, -1):
+            tail = text[-size:]
+            if any(len(token) > size and token.startswith(tail)
+                   for token in self.masking.values):
+                return size
+        return 0
 
 
 @register
 class PiiRedactPlugin(Plugin):
     """Mask PII in the selected messages before the backend sees them; restore it in the
-    (non-streaming) answer."""
+    answer, whole or streamed."""
 
     name = "pii_redact"
     options = frozenset({"entities", "restore", "placeholder", "roles"})
@@ -165,6 +207,13 @@ class PiiRedactPlugin(Plugin):
             message = choice.get("message") if isinstance(choice, dict) else None
             if isinstance(message, dict):
                 _restore_message(message, masking)
+
+
+    def stream_rewriter(self, ctx: PluginContext) -> RewriterFactory | None:
+        masking: _Masking | None = ctx.state.get(self._key)
+        if not self.restore or masking is None:
+            return None
+        return lambda: _StreamRestore(masking)
 
 
 def _all_text(messages: list[Any]) -> str:

@@ -13,6 +13,8 @@ from routeyard.decisions import Decision
 from routeyard.errors import InvalidRequest
 from routeyard.planner import RoutePlan
 from routeyard.plugins.base import PLUGINS, Blocked, Plugin, PluginContext
+from routeyard.plugins.rewrite import ContentRewrite
+from routeyard.pool.providers.base import upstream_header_edits
 from routeyard.router import ChatResult, Router
 from routeyard.streaming import DONE, StreamRelay, sse
 
@@ -102,7 +104,8 @@ async def complete_with_plugins(router: Router, chain: Chain, plan: RoutePlan,
             raise _refuse(router, plan, blocked, ctx.headers, stream=False)
         router.finish(plan, None, 0, 0, status=_status(blocked), stream=False)
         return ChatResult(plan, None, _answer(plan, body, blocked))
-    result = await router.complete_plain(ctx.body, plan)
+    with upstream_header_edits(ctx.upstream_headers):
+        result = await router.complete_plain(ctx.body, plan)
     for plugin in chain:
         plugin.on_response(ctx, result.response)
     return result
@@ -118,7 +121,11 @@ async def open_stream_with_plugins(router: Router, chain: Chain, plan: RoutePlan
         if not wants_usage(body):
             response.pop("usage", None)
         return BlockedRelay(router, plan, completion_chunks(response), _status(blocked))
-    relay = await router.open_stream_plain(ctx.body, plan)
+    with upstream_header_edits(ctx.upstream_headers):  # the request is sent on opening
+        relay = await router.open_stream_plain(ctx.body, plan)
+    factories = [f for p in chain if (f := p.stream_rewriter(ctx)) is not None]
+    if factories:
+        relay.rewrite = ContentRewrite(factories)
     # Plugins that want the text of a successful stream (the semantic cache fills on it).
     hooks = [p for p in chain if type(p).on_stream_complete is not Plugin.on_stream_complete]
     if hooks:

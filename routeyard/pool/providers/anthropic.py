@@ -26,6 +26,7 @@ from routeyard.pool.providers.base import (
     EndpointTarget,
     Provider,
     UpstreamError,
+    edited_headers,
     parse_retry_after,
     read_json_body,
 )
@@ -373,7 +374,8 @@ class AnthropicProvider(Provider):
             err = {"type": "error", "error": {"type": "invalid_request_error", "message": str(exc)}}
             raise UpstreamError("status", str(exc), status=400, body=err) from exc
         payload["stream"] = stream
-        headers = {**anthropic_headers(target), "content-type": "application/json"}
+        headers = edited_headers({**anthropic_headers(target),
+                                  "content-type": "application/json"})
         try:
             resp = await self.session.post(
                 f"{target.base_url}/messages",

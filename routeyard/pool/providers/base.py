@@ -9,7 +9,9 @@ the edge. A provider never retries or fails over: it makes exactly one attempt a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -28,6 +30,40 @@ class EndpointTarget:
     query: dict[str, str] = field(default_factory=dict)  # e.g. Azure's api-version
     auth_header: str = "authorization"  # "authorization" (Bearer) or e.g. "api-key" (Azure)
     stream_usage: bool = True  # may we add stream_options.include_usage upstream?
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderEdits:
+    """One request's changes to the headers sent upstream (the `headers` plugin)."""
+
+    set: dict[str, str]  # lower-case names
+    remove: frozenset[str]  # lower-case names
+
+    def apply(self, headers: dict[str, str]) -> dict[str, str]:
+        edited = {k: v for k, v in headers.items() if k.lower() not in self.remove
+                  and k.lower() not in self.set}
+        edited.update(self.set)
+        return edited
+
+
+# Set around a request's backend calls; a context variable, so that the executor's retries
+# and failovers (same task) see it and the hot path without plugins pays one lookup.
+_HEADER_EDITS: ContextVar[HeaderEdits | None] = ContextVar("routeyard_header_edits", default=None)
+
+
+@contextmanager
+def upstream_header_edits(edits: HeaderEdits | None) -> Iterator[None]:
+    token = _HEADER_EDITS.set(edits)
+    try:
+        yield
+    finally:
+        _HEADER_EDITS.reset(token)
+
+
+def edited_headers(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` with the current request's upstream edits applied (a copy when any)."""
+    edits = _HEADER_EDITS.get()
+    return headers if edits is None else edits.apply(headers)
 
 
 class UpstreamError(Exception):

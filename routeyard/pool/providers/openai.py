@@ -18,6 +18,7 @@ from routeyard.pool.providers.base import (
     Provider,
     UpstreamError,
     auth_headers,
+    edited_headers,
     parse_retry_after,
     read_json_body,
 )
@@ -49,7 +50,7 @@ class OpenAIProvider(Provider):
             response = await self.session.post(
                 f"{target.base_url}/chat/completions",
                 data=payload,
-                headers=self._request_headers(target),
+                headers=edited_headers(self._request_headers(target)),
                 params=target.query or None,
                 timeout=timeout,
             )
