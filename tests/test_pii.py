@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from routeyard.config.signals import SignalsConfig, declared_names
 from routeyard.safety.pii_eval import evaluate_pii
 from routeyard.signals import SignalEngine
-from routeyard.signals.pii import find_pii
+from routeyard.signals.names import BUILTIN_MODEL, FEATURE_VERSION, NameTagger
+from routeyard.signals.pii import ALL_PII_ENTITIES, find_pii
 
 
 def labels(text: str, entities: list[str] | None = None) -> list[tuple[str, str]]:
@@ -107,6 +109,30 @@ async def test_family_settings() -> None:
     assert declared_names("pii", {"entities": ["IP_ADDRESS"]}) == {"IP_ADDRESS", "any"}
 
 
+async def test_names_route_a_decision_when_configured(tmp_path: Path) -> None:
+    from routeyard.config import build_config
+    from routeyard.router import Router
+    from routeyard.state import MemoryStore
+
+    config = build_config({
+        "models": [{"name": "local", "endpoints": [{"base_url": "http://127.0.0.1:9/v1"}]},
+                   {"name": "hosted", "endpoints": [{"base_url": "http://127.0.0.1:9/v1"}]}],
+        "signals": {"pii": {"entities": ["PERSON", "LOCATION", "EMAIL_ADDRESS"]}},
+        "decisions": [{"name": "named", "rules": "pii:PERSON", "candidates": ["local"]}],
+        "default": {"candidates": ["hosted"]},
+        "pool": {"health_check": {"interval_s": 0}},
+    })
+    async with Router(config, store=MemoryStore()) as router:
+        named = await router.plan({"model": "auto", "messages": [
+            {"role": "user", "content": "Draft a reference letter for Maria Gonzalez."}]})
+        plain = await router.plan({"model": "auto", "messages": [
+            {"role": "user", "content": "Draft a reference letter for my colleague."}]})
+    assert (named.decision, named.model) == ("named", "local")
+    assert plain.decision != "named" and plain.model == "hosted"
+    assert named.signals is not None
+    assert "Gonzalez" not in json.dumps(named.signals.results["pii"].values)
+
+
 def test_evaluate_pii_by_hand(tmp_path: Path) -> None:
     rows: list[dict[str, Any]] = [
         # gold email found (TP); a gold phone missed, written as words (FN)
@@ -131,3 +157,60 @@ def test_evaluate_pii_by_hand(tmp_path: Path) -> None:
     assert per["IP_ADDRESS"]["precision"] == 0.5 and per["IP_ADDRESS"]["recall"] == 1.0
     assert per["IP_ADDRESS"]["f1"] == pytest.approx(2 / 3)
     assert report["p50_ms"] >= 0.0 and report["texts"] == 4
+
+
+NAMES = ["PERSON", "LOCATION"]
+
+
+def test_person_in_a_sentence_is_found() -> None:
+    assert labels("Please send the report to John Smith by Friday.", NAMES) == [
+        ("PERSON", "John Smith")]
+    assert ("PERSON", "Priya Ramanathan") in labels(
+        "My manager asked me to email Priya Ramanathan about it.", NAMES)
+
+
+def test_location_in_a_sentence_is_found() -> None:
+    found = labels("We flew from London to Tokyo last week.", NAMES)
+    assert found == [("LOCATION", "London"), ("LOCATION", "Tokyo")]
+
+
+@pytest.mark.parametrize("text", ["the quick brown fox jumps over the lazy dog",
+                                  "can you write a function that sorts a list of numbers?",
+                                  "please summarise this article about climate change",
+                                  "1234 5678", ""])
+def test_lowercase_common_words_are_not_names(text: str) -> None:
+    assert labels(text, NAMES) == []
+
+
+def test_names_only_when_asked_for() -> None:
+    text = "John Smith lives in Boston, mail john.smith@example.com"
+    assert [label for label, _ in labels(text)] == ["EMAIL_ADDRESS"]  # the default: patterns
+    found = labels(text, ALL_PII_ENTITIES)
+    assert ("EMAIL_ADDRESS", "john.smith@example.com") in found  # the address wins its names
+    assert ("PERSON", "John Smith") in found and ("LOCATION", "Boston") in found
+    assert labels(text, ["LOCATION"]) == [("LOCATION", "Boston")]
+
+
+def test_a_name_does_not_run_over_a_line_break() -> None:
+    for _, value in labels("Regards,\nAnna\nBerlin office", NAMES):
+        assert "\n" not in value
+
+
+def test_tagger_refuses_a_model_for_other_features(tmp_path: Path) -> None:
+    with np.load(BUILTIN_MODEL, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["feature_version"] = np.asarray(FEATURE_VERSION + 1)
+    np.savez(tmp_path / "old.npz", **arrays)
+    with pytest.raises(ValueError, match="feature version"):
+        NameTagger.load(tmp_path / "old.npz")
+
+
+def test_evaluate_pii_scores_names_by_default(tmp_path: Path) -> None:
+    text = "Ask Maria Lopez in Madrid"
+    row = {"text": text, "spans": [{"start": 4, "end": 15, "label": "PERSON", "value": "x"},
+                                   {"start": 19, "end": 25, "label": "GPE", "value": "x"}]}
+    path = tmp_path / "names.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    per = evaluate_pii(path)["per_label"]
+    assert set(ALL_PII_ENTITIES) == set(per)
+    assert per["PERSON"]["tp"] == 1 and per["LOCATION"]["tp"] == 1

@@ -109,6 +109,19 @@ async def test_streamed_answer_is_restored_through_the_sdk(tmp_path: Path) -> No
     assert not any("<" in delta for delta in deltas)  # no half placeholder leaked
 
 
+async def test_names_are_masked_when_listed() -> None:
+    reply = "Dear <PERSON_1>, see you in <LOCATION_1>."
+    async with (echo_backend(reply) as (url, received),
+                redact_router(url, entities=["PERSON", "LOCATION", "EMAIL_ADDRESS"]) as router):
+        result = await router.complete(chat(user(
+            f"Write to Maria Gonzalez ({EMAIL}) about the trip to Lisbon.")))
+    sent = received[0]["messages"][0]["content"]
+    assert sent == ("Write to <PERSON_1> (<EMAIL_ADDRESS_1>) about the trip to "
+                    "<LOCATION_1>.")
+    assert result.response["choices"][0]["message"]["content"] == (
+        "Dear Maria Gonzalez, see you in Lisbon.")
+
+
 async def test_many_types_and_text_parts_and_system_role() -> None:
     reply_text = "<CREDIT_CARD_1> <IP_ADDRESS_1> <US_SSN_1> <IBAN_CODE_1>"
     async with (echo_backend(reply_text) as (url, received),
@@ -191,7 +204,7 @@ def test_numbers_past_nine_restore_exactly() -> None:
 
 
 @pytest.mark.parametrize("options", [
-    {"entities": ["PERSON"]}, {"entities": []}, {"entities": "EMAIL_ADDRESS"},
+    {"entities": ["NAME"]}, {"entities": []}, {"entities": "EMAIL_ADDRESS"},
     {"restore": "yes"}, {"placeholder": "<{label}>"}, {"placeholder": "{n}"},
     {"placeholder": "<{name}_{n}>"}, {"placeholder": "<{n"}, {"placeholder": ""},
     {"roles": ["robot"]}, {"roles": []}, {"colour": "red"},

@@ -19,7 +19,7 @@ import re
 import string
 from typing import Any
 
-from routeyard.config.signals import PII_ENTITIES
+from routeyard.config.signals import ALL_PII_ENTITIES, PII_ENTITIES
 from routeyard.plugins.base import Blocked, Plugin, PluginContext, register
 from routeyard.plugins.rewrite import RewriterFactory
 from routeyard.signals.pii import find_pii
@@ -129,10 +129,10 @@ class PiiRedactPlugin(Plugin):
         if (not isinstance(entities, list | tuple) or not entities
                 or not all(isinstance(e, str) for e in entities)):
             raise ValueError("entities must be a non-empty list of PII entity types")
-        unknown = set(entities) - set(PII_ENTITIES)
+        unknown = set(entities) - set(ALL_PII_ENTITIES)
         if unknown:
             raise ValueError(f"entities: unknown {', '.join(sorted(unknown))} "
-                             f"(known: {', '.join(PII_ENTITIES)})")
+                             f"(known: {', '.join(ALL_PII_ENTITIES)})")
         self.entities = tuple(dict.fromkeys(entities))
         restore = options.get("restore", True)
         if not isinstance(restore, bool):

@@ -1,10 +1,11 @@
 """The `pii` family: personal data in the request, found by fast validated patterns.
 
-Offline and cheap (no NER model): e-mail addresses, phone numbers (the `phonenumbers`
+Offline and cheap (no heavy NER model): e-mail addresses, phone numbers (the `phonenumbers`
 matcher), Luhn-checked card numbers, checksummed IBANs (`stdnum.iban`), IPv4/IPv6 addresses
-(`ipaddress`) and US SSN-shaped ids. PERSON and LOCATION need a model and are not in the
-default. `find_pii` is the reusable detector; the family reports only entity types, counts and
-character spans, never the matched values.
+(`ipaddress`) and US SSN-shaped ids. PERSON and LOCATION come from a small shipped token tagger
+(`routeyard.signals.names`, numpy only, loaded on first use); they are found only when asked
+for, so the default stays as cheap as the patterns. `find_pii` is the reusable detector; the
+family reports only entity types, counts and character spans, never the matched values.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from routeyard.config.signals import PII_ENTITIES, PiiFamily
+from routeyard.config.signals import ALL_PII_ENTITIES, NAME_ENTITIES, PII_ENTITIES, PiiFamily
 from routeyard.signals.base import Family, FamilyResult, Match, RequestContext, register
+from routeyard.signals.names import find_names
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +199,16 @@ def _phone_span(text: str, start: int, end: int, m: Any, region: str) -> Span | 
     return Span(start, end, "PHONE_NUMBER", score)
 
 
-# Earlier detectors win overlaps: a card number or IBAN is not also a phone number.
+def _named(label: str) -> Callable[[str], Iterable[Span]]:
+    def detect(text: str) -> Iterator[Span]:
+        for s in find_names(text):  # one tagger pass serves both labels
+            if s.label == label:
+                yield Span(s.start, s.end, label, s.score)
+    return detect
+
+
+# Earlier detectors win overlaps: a card number or IBAN is not also a phone number, and a
+# name inside an e-mail address is part of the address.
 _DETECTORS: dict[str, Callable[[str], Iterable[Span]]] = {
     "EMAIL_ADDRESS": _emails,
     "IBAN_CODE": _ibans,
@@ -205,12 +216,15 @@ _DETECTORS: dict[str, Callable[[str], Iterable[Span]]] = {
     "IP_ADDRESS": _ips,
     "US_SSN": _ssns,
     "PHONE_NUMBER": _phones,
+    **{label: _named(label) for label in NAME_ENTITIES},
 }
-assert set(_DETECTORS) == set(PII_ENTITIES)
+assert set(_DETECTORS) == set(ALL_PII_ENTITIES)
 
 
 def find_pii(text: str, entities: Iterable[str] | None = None) -> list[Span]:
-    """PII spans in `text`, sorted by start, without overlaps (the first detector wins)."""
+    """PII spans in `text`, sorted by start, without overlaps (the first detector wins).
+    `entities` defaults to the pattern types (`PII_ENTITIES`); PERSON and LOCATION are
+    searched only when listed (`ALL_PII_ENTITIES` has every type)."""
     wanted = set(PII_ENTITIES if entities is None else entities)
     unknown = wanted - set(_DETECTORS)
     if unknown:
