@@ -1,4 +1,5 @@
-"""Per-decision plugins: block (fast response), system_prompt, headers, reasoning_effort."""
+"""Per-decision plugins: block (fast response), system_prompt, headers, reasoning_effort, and
+all six plugins in one chain."""
 
 from __future__ import annotations
 
@@ -232,6 +233,50 @@ async def test_a_chain_of_plugins(echo: tuple[str, list[dict[str, Any]]]) -> Non
     assert received == [{"model": "qwen3", "messages": [
         {"role": "system", "content": "Be brief."}, USER],
         "chat_template_kwargs": {"enable_thinking": True}}]
+
+
+async def test_every_plugin_in_one_chain() -> None:
+    """pii_redact → system_prompt → headers → reasoning_effort → semantic_cache → block.
+    A cache hit behind pii_redact replays the answer restored with the new caller's values."""
+    seen: list[dict[str, str]] = []
+    chain = [{"type": "pii_redact"},
+             {"type": "system_prompt", "mode": "inject", "text": "Be brief."},
+             {"type": "headers", "set": {"x-chain": "yes"}, "upstream_set": {"x-tenant": "t1"}},
+             {"type": "reasoning_effort", "effort": "low", "families": {"gpt-": "openai"}},
+             {"type": "semantic_cache", "threshold": 0.97},
+             {"type": "block", "when": "keyword:stop", "message": "Stopped."}]
+    async with echo_backend("Noted <EMAIL_ADDRESS_1>.", headers=seen) as (url, received):
+        config = build_config({
+            "models": [{"name": "gpt-x", "endpoints": [{"base_url": url}]}],
+            "signals": {"keyword": {"sets": {"stop": {"any": ["stop"]}}}},
+            "default": {"candidates": ["gpt-x"], "plugins": chain},
+            "pool": {"health_check": {"interval_s": 0}},
+        })
+        async with Router(config, store=MemoryStore()) as router:
+            first = await router.complete(chat([{"role": "user", "content":
+                                                 "Mail jane@example.com the report."}]))
+            second = await router.complete(chat([{"role": "user", "content":
+                                                  "Mail bob@corp.example.org the report."}]))
+            streamed = [c async for c in router.chat_stream(chat(
+                [{"role": "user", "content": "Mail bob@corp.example.org the report."}],
+                stream=True))]
+            stopped = await router.complete(chat([{"role": "user", "content": "stop it"}]))
+    assert received == [{"model": "gpt-x", "reasoning_effort": "low", "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Mail <EMAIL_ADDRESS_1> the report."}]}]
+    assert seen[0]["x-tenant"] == "t1"
+    assert first.response["choices"][0]["message"]["content"] == "Noted jane@example.com."
+    assert first.plan.response_headers == {"x-chain": "yes", "x-routeyard-cache": "miss"}
+    # Same redacted request: a hit, restored with this caller's own address, never Jane's.
+    assert second.served is None
+    assert second.response["choices"][0]["message"]["content"] == "Noted bob@corp.example.org."
+    assert second.plan.response_headers == {"x-chain": "yes", "x-routeyard-cache": "hit"}
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in streamed
+                   if c.get("choices"))
+    assert text == "Noted bob@corp.example.org."
+    assert stopped.response["choices"][0]["message"]["content"] == "Stopped."
+    assert stopped.plan.response_headers is not None
+    assert stopped.plan.response_headers["x-routeyard-blocked"] == "policy"
 
 
 async def test_headers_plugin_edits_what_the_backend_receives() -> None:

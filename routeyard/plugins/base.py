@@ -5,7 +5,8 @@
   and set `ctx.upstream_headers` (headers sent to the backend); returning a `Blocked`
   answers the request at once, without a backend.
 - `on_response(ctx, response)` runs after a non-streaming completion and may edit the
-  response dict in place.
+  response dict in place. Response hooks run in reverse chain order (middleware style), and
+  also on a cache hit's replayed answer, for the plugins listed before the cache.
 - `stream_rewriter(ctx)` is its streaming counterpart for text: it may return a factory of
   `TextRewriter`s (`routeyard.plugins.rewrite`) that rewrite each choice's content deltas.
 - `on_stream_complete(ctx, relay)` sees a successful stream's whole upstream text.

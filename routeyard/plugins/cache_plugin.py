@@ -171,9 +171,10 @@ class SemanticCachePlugin(Plugin):
         if not choices or any(c.get("finish_reason") not in ("stop", "tool_calls", "length")
                               for c in choices):
             return
-        # Stored once every plugin's on_response has run (they run in one synchronous loop),
-        # so the cache keeps the answer the client got (e.g. with pii_redact's values restored).
-        asyncio.get_running_loop().call_soon(self._fill, ctx, response)
+        # Stored as the plugins after the cache left it (hooks run in reverse chain order):
+        # behind pii_redact that is the answer with placeholders, which a hit restores with
+        # its own request's values; another caller's values are never replayed.
+        self._fill(ctx, response)
 
     def on_stream_complete(self, ctx: PluginContext, relay: StreamRelay) -> None:
         body = ctx.body

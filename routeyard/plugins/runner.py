@@ -51,24 +51,36 @@ def build_chains(decisions: Iterable[Decision]) -> dict[str, Chain]:
 
 
 async def _before(router: Router, chain: Chain, plan: RoutePlan, body: dict[str, Any],
-                  stream: bool) -> tuple[PluginContext, Blocked | None]:
+                  stream: bool) -> tuple[PluginContext, Blocked | None, Chain]:
+    """Run the request hooks in chain order. Returns the context, the `Blocked` that stopped
+    the chain (if any) and the plugins that ran before it."""
     # The outgoing body with the decision's own reasoning effort already in, so that plugins
     # see (and may translate) it; the plan then adds nothing more.
     outgoing = dict(plan.request_body(body))
     plan.reasoning_effort = None
     ctx = PluginContext(plan, outgoing, {}, stream, router)
     blocked = None
-    for plugin in chain:
+    ran = chain
+    for index, plugin in enumerate(chain):
         blocked = plugin.on_request(ctx)
         if blocked is None and plugin.has_async_request:  # I/O-bound plugins (cache lookup)
             blocked = await plugin.on_request_async(ctx)
         if blocked is not None:
+            ran = chain[:index]
             if blocked.response is None:  # a cache hit is not "blocked"
                 ctx.headers[BLOCKED_HEADER] = blocked.reason
             break
     if ctx.headers:
         plan.response_headers = ctx.headers
-    return ctx, blocked
+    return ctx, blocked, ran
+
+
+def _after(chain: Chain, ctx: PluginContext, response: dict[str, Any]) -> None:
+    """Response hooks run in reverse chain order, like middleware: a plugin sees the answer as
+    the plugins after it (nearer the backend) left it. So a cache listed after `pii_redact`
+    stores the answer with placeholders, and a hit on it is restored for this request."""
+    for plugin in reversed(chain):
+        plugin.on_response(ctx, response)
 
 
 def canned_completion(plan: RoutePlan, body: dict[str, Any], message: str) -> dict[str, Any]:
@@ -79,10 +91,14 @@ def canned_completion(plan: RoutePlan, body: dict[str, Any], message: str) -> di
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
 
 
-def _answer(plan: RoutePlan, body: dict[str, Any], blocked: Blocked) -> dict[str, Any]:
-    """The completion a plugin answers with: a replayed one (cache hit) or the canned one."""
+def _answer(plan: RoutePlan, body: dict[str, Any], blocked: Blocked, ctx: PluginContext,
+            ran: Chain) -> dict[str, Any]:
+    """The completion a plugin answers with: a replayed one (a cache hit, which the plugins
+    before the cache see as a backend's answer) or the canned one."""
     if blocked.response is not None:
-        return dict(blocked.response)
+        response = dict(blocked.response)
+        _after(ran, ctx, response)
+        return response
     return canned_completion(plan, body, blocked.message)
 
 
@@ -98,26 +114,25 @@ def _refuse(router: Router, plan: RoutePlan, blocked: Blocked, headers: dict[str
 
 async def complete_with_plugins(router: Router, chain: Chain, plan: RoutePlan,
                                 body: dict[str, Any]) -> ChatResult:
-    ctx, blocked = await _before(router, chain, plan, body, stream=False)
+    ctx, blocked, ran = await _before(router, chain, plan, body, stream=False)
     if blocked is not None:
         if blocked.status == "error":
             raise _refuse(router, plan, blocked, ctx.headers, stream=False)
         router.finish(plan, None, 0, 0, status=_status(blocked), stream=False)
-        return ChatResult(plan, None, _answer(plan, body, blocked))
+        return ChatResult(plan, None, _answer(plan, body, blocked, ctx, ran))
     with upstream_header_edits(ctx.upstream_headers):
         result = await router.complete_plain(ctx.body, plan)
-    for plugin in chain:
-        plugin.on_response(ctx, result.response)
+    _after(chain, ctx, result.response)
     return result
 
 
 async def open_stream_with_plugins(router: Router, chain: Chain, plan: RoutePlan,
                                    body: dict[str, Any]) -> StreamRelay:
-    ctx, blocked = await _before(router, chain, plan, body, stream=True)
+    ctx, blocked, ran = await _before(router, chain, plan, body, stream=True)
     if blocked is not None:
         if blocked.status == "error":
             raise _refuse(router, plan, blocked, ctx.headers, stream=True)
-        response = _answer(plan, body, blocked)
+        response = _answer(plan, body, blocked, ctx, ran)
         if not wants_usage(body):
             response.pop("usage", None)
         return BlockedRelay(router, plan, completion_chunks(response), _status(blocked))
