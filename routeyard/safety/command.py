@@ -21,6 +21,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pii", metavar="FILE", help="JSONL of sentences with PII spans")
     parser.add_argument("--threshold", type=float, help="jailbreak threshold (default: shipped)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--by-source", action="store_true",
+                        help="also print the flagged share of each file's rows per `source` "
+                             "(text output only; the JSON keeps its contract)")
 
 
 def _evaluate_pii(path: str) -> dict[str, Any]:
@@ -50,6 +53,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(report).decode() + "\n")
         return 0
+    if args.by_source:
+        _print_by_source(args)
     jb = report["jailbreak"]
     print(f"jailbreak: recall {jb['recall']:.3f}  FPR {jb['fpr']:.4f}  precision "
           f"{jb['precision']:.3f}  threshold {jb['threshold']}  p50 {jb['p50_ms']:.3f} ms")
@@ -59,6 +64,14 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"  {label}: " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in scores.items()))
     return 0
+
+
+def _print_by_source(args: argparse.Namespace) -> None:
+    from routeyard.safety.jailbreak_eval import evaluate_by_source
+
+    for source, row in evaluate_by_source(args.attacks, args.benign, args.harmful).items():
+        print(f"  {source}: {row['rows']} rows, flagged {row['flagged']:.3f}, "
+              f"named harmful {row['harmful_name']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,3 +66,32 @@ def evaluate_jailbreak(attacks: Prompts, benign: Prompts, harmful: Prompts | Non
         "threshold": round(detector.threshold, 6),
         "p50_ms": round(statistics.median(timings), 4),
     }
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    return [orjson.loads(line) for line in Path(path).read_bytes().splitlines() if line.strip()]
+
+
+def evaluate_by_source(attacks: str | Path, benign: str | Path, harmful: str | Path | None = None,
+                       detector: JailbreakDetector | None = None) -> dict[str, dict[str, float]]:
+    """Share of each file's rows flagged, per `source` (recall for attacks and harmful
+    requests, FPR for benign prompts), plus the share that got the `harmful` name."""
+    detector = detector or JailbreakDetector(load_builtin(), load_embedder("builtin"))
+    report: dict[str, dict[str, float]] = {}
+    files = [("attacks", attacks), ("benign", benign)]
+    if harmful is not None:
+        files.append(("harmful", harmful))
+    for kind, path in files:
+        counts: dict[str, list[int]] = {}
+        for row in read_rows(path):
+            if row.get("suspect_jailbreak"):
+                continue  # labelled benign but awaiting a human look
+            matches = detector.detect(row["text"]).matches
+            tally = counts.setdefault(row.get("source", "?"), [0, 0, 0])
+            tally[0] += 1
+            tally[1] += bool(matches)
+            tally[2] += "harmful" in matches
+        for source, (n, flagged, harmful_name) in sorted(counts.items()):
+            report[f"{kind}: {source}"] = {"rows": n, "flagged": round(flagged / n, 4),
+                                           "harmful_name": round(harmful_name / n, 4)}
+    return report

@@ -26,32 +26,95 @@ MODEL_DIR = Path(__file__).parent / "models" / "jailbreak"
 BUILTIN_ARTIFACT = MODEL_DIR / "classifier.npz"
 # Used when the config gives no `patterns`; `patterns: []` turns them off.
 DEFAULT_PATTERNS = (
-    r"\bignore\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier)\s+"
-    r"(?:instructions|prompts?|rules|directions)",
+    # Instruction overrides: a verb that drops instructions plus what came before them.
+    r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:all\s+|any\s+|the\s+|your\s+|of\s+)*"
+    r"(?:previous|prior|above|earlier|preceding|former|original|initial|system)\s+"
+    r"(?:instructions?|prompts?|rules|directions|directives|guidelines|commands)",
+    r"\b(?:ignore|disregard|forget)\s+(?:everything|all|anything)\s+(?:above|before|prior|"
+    r"previously|(?:that\s+)?you\s+(?:were|have been)\s+told)",
     r"\bdisregard\s+(?:all\s+|any\s+)?(?:previous|prior|above|your)\s+(?:instructions|rules)",
+    # Prompt extraction: asks for the model's own hidden instructions.
+    r"\b(?:reveal|print|show|repeat|output|display|leak|dump)\s+(?:me\s+)?(?:your|the)\s+"
+    r"(?:(?:full|entire|original|initial|hidden|secret|exact)\s+)*"
+    r"(?:system\s+prompt|pre-?prompt|initial\s+prompt)",
+    r"\b(?:reveal|print|repeat|output|leak|dump)\s+(?:me\s+)?your\s+"
+    r"(?:(?:full|entire|original|initial|hidden|secret|exact)\s+)*instructions",
+    # Fake chat-template turns that open a system message inside user text.
+    r"<\|im_start\|>\s*system|<</?SYS>>",
+    r"\bnew\s+(?:system\s+)?instructions\s*:",
     r"(?-i:\bDAN\b)",  # "Do Anything Now", upper case only (Dan is a name)
     r"\bdo anything now\b",
     r"\bdeveloper mode\b",
     r"\bjailbr(?:eak|oken)\b",
 )
-MAX_CHARS = 20_000  # hashed features read this much of a prompt
+MAX_CHARS = 20_000  # word n-grams read this much of a prompt
+CHAR_HEAD, CHAR_TAIL = 4_000, 2_000  # char n-grams read the head and tail (injections trail)
+CHAR_NGRAMS = (3, 4, 5)
 _TOKEN = re.compile(r"\w+")
+_SPACE = re.compile(r"\s+")
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio multiplier: spreads the rolling hash
 
 
-def hashed_features(text: str, buckets: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values (unit length) of the word unigrams and bigrams present in text."""
+def hashed_features(text: str, buckets: int, power: float = 0.5
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values (n ** -power each; 0.5: unit length) of the word 1-2-grams in text."""
     words = _TOKEN.findall(text[:MAX_CHARS].lower())
     grams = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
     if not grams:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     index = np.unique(np.fromiter((zlib.crc32(g.encode()) for g in grams), dtype=np.int64,
                                   count=len(grams)) % buckets)
-    values = np.full(len(index), 1.0 / np.sqrt(len(index)), dtype=np.float32)
+    values = np.full(len(index), len(index) ** -power, dtype=np.float32)
     return index, values
 
 
+def char_features(text: str, buckets: int, power: float = 0.5
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values (n ** -power each) of the character 3-5-grams present in text.
+
+    Vectorised rolling hash over code points: char grams survive leetspeak, odd spacing and
+    padding that split words, and cost ~0.1 ms even for long prompts."""
+    if len(text) > CHAR_HEAD + CHAR_TAIL:
+        text = text[:CHAR_HEAD] + " " + text[-CHAR_TAIL:]
+    text = _SPACE.sub(" ", text.lower())
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    parts = []
+    with np.errstate(over="ignore"):  # uint64 wrap-around is the hash's modulus
+        for n in CHAR_NGRAMS:
+            if len(codes) < n:
+                continue
+            width = len(codes) - n + 1
+            h = np.full(width, np.uint64(n))
+            for k in range(n):
+                h = h * np.uint64(1_000_003) + codes[k:k + width]
+            parts.append(((h * _MIX) >> np.uint64(32)) % np.uint64(buckets))
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    index = np.unique(np.concatenate(parts)).astype(np.int64)
+    values = np.full(len(index), len(index) ** -power, dtype=np.float32)
+    return index, values
+
+
+def sparse_features(text: str, word_buckets: int, char_buckets: int, power: float = 0.5
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The hashed block: word grams in [0, word_buckets), char grams after them (if any)."""
+    index, values = hashed_features(text, word_buckets, power)
+    if char_buckets:
+        char_index, char_values = char_features(text, char_buckets, power)
+        index = np.concatenate([index, char_index + word_buckets])
+        values = np.concatenate([values, char_values])
+    return index, values
+
+
+def jailbreak_score(probs: dict[str, float]) -> float:
+    """The `jailbreak` name's score: wrapper templates and prompt injections are separate
+    classes in newer models (their phrasing differs), one name to the router."""
+    return probs.get("jailbreak", 0.0) + probs.get("injection", 0.0)
+
+
 class JailbreakClassifier:
-    """Softmax over [embedding | hashed n-grams]; stored as plain arrays (no pickle)."""
+    """Softmax over [embedding | hashed word n-grams | hashed char n-grams]; stored as plain
+    arrays (no pickle). `meta["char_buckets"]` sizes the char block (absent in older files)."""
 
     def __init__(self, labels: list[str], dense: np.ndarray, hashed: np.ndarray,
                  bias: np.ndarray, meta: dict[str, Any]) -> None:
@@ -61,7 +124,10 @@ class JailbreakClassifier:
         self.hashed_t = np.ascontiguousarray(hashed.T, dtype=np.float32)
         self.bias = bias.astype(np.float32)
         self.meta = meta
-        self.buckets = int(hashed.shape[1])
+        self.char_buckets = int(meta.get("char_buckets", 0))
+        self.buckets = int(hashed.shape[1]) - self.char_buckets
+        # Older files: unit-length blocks (0.5); higher powers damp long prompts' n-gram mass.
+        self.norm_power = float(meta.get("norm_power", 0.5))
 
     @property
     def threshold(self) -> float:
@@ -72,7 +138,8 @@ class JailbreakClassifier:
         return float(self.meta.get("harmful_threshold", 0.5))
 
     def logits(self, embedding: np.ndarray, text: str) -> np.ndarray:
-        index, values = hashed_features(text, self.buckets)
+        index, values = sparse_features(text, self.buckets, self.char_buckets,
+                                        self.norm_power)
         out = self.dense @ embedding + self.bias
         if len(index):
             out = out + values @ self.hashed_t[index]
@@ -130,7 +197,7 @@ class JailbreakDetector:
             embedding = self.embedder.embed_one(text)
         probs = self.classifier.probabilities(embedding, text)
         result.values.update({label: round(p, 3) for label, p in probs.items()})
-        jailbreak, harmful = probs.get("jailbreak", 0.0), probs.get("harmful", 0.0)
+        jailbreak, harmful = jailbreak_score(probs), probs.get("harmful", 0.0)
         if hit is None and jailbreak >= self.threshold:
             result.matches["jailbreak"] = Match(jailbreak, round(jailbreak, 3))
         if harmful >= self.harmful_threshold:
