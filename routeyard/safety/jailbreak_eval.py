@@ -6,11 +6,13 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from routeyard.signals.embedder import load_embedder
 from routeyard.signals.jailbreak import DEFAULT_PATTERNS, JailbreakDetector, load_builtin
+from routeyard.signals.jsonl import jsonl_objects
 
 Prompts = str | Path | Sequence[str]
 
@@ -68,8 +70,8 @@ def evaluate_jailbreak(attacks: Prompts, benign: Prompts, harmful: Prompts | Non
     }
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    return [orjson.loads(line) for line in Path(path).read_bytes().splitlines() if line.strip()]
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    return [row for _, row in jsonl_objects(Path(path))]
 
 
 def evaluate_by_source(attacks: str | Path, benign: str | Path, harmful: str | Path | None = None,
