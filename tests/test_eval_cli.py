@@ -44,7 +44,7 @@ class PriorRouter(TrainableRouter):
         self.quality = parameters["quality"]
 
 
-def _write_split(path: Path, n: int, seed: int) -> None:
+def _write_split(path: Path, n: int, seed: int, responses: bool = True) -> None:
     rng = np.random.default_rng(seed)
     names = list(TOPICS)
     with path.open("w") as out:
@@ -56,7 +56,7 @@ def _write_split(path: Path, n: int, seed: int) -> None:
             costs = {m: COSTS[m] * float(rng.uniform(0.8, 1.2)) for m in MODELS}
             row = {"id": f"{path.stem}.{i}", "task": topic, "prompt": prompt,
                    "scores": {m: float(scores[m]) for m in MODELS}, "costs": costs,
-                   "responses": {m: "x" for m in MODELS}}
+                   **({"responses": {m: "x" for m in MODELS}} if responses else {})}
             out.write(json.dumps(row) + "\n")
 
 
@@ -119,6 +119,21 @@ def test_eval_json_contract(dataset: Path, algorithms: list[str], tmp_path: Path
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (out / "pareto.html").read_text()
     assert "<html" in html and "plotly" in html and 'src="http' not in html  # self-contained
+
+
+def test_default_eval_skips_the_cascade_without_recorded_responses(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    _write_split(folder / "train.jsonl", 60, seed=1, responses=False)
+    _write_split(folder / "test.jsonl", 30, seed=2, responses=False)
+    assert command.run_eval(_eval_args(folder, None, json=True, quiet=True)) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert "cascade" not in result["algorithms"] and "knn" in result["algorithms"]
+    assert "no recorded responses" in result["skipped"]["cascade"]
+    # asked for by name, it is an error
+    assert command.run_eval(_eval_args(folder, ["cascade"], json=True, quiet=True)) == 1
+    assert "no recorded responses" in capsys.readouterr().err
 
 
 def test_eval_summary_without_json(dataset: Path, algorithms: list[str],

@@ -181,8 +181,12 @@ def _score(curve: list[metrics.Point], singles: list[metrics.SingleModel],
 def evaluate(folder: str | Path, algorithms: list[str] | None = None, *,
              lambdas: tuple[float, ...] | list[float] | None = None,
              progress: bool = True) -> dict[str, Any]:
-    """The Eval JSON for `algorithms` (default: every registered one) on `folder`."""
+    """The Eval JSON for `algorithms` (default: every registered one) on `folder`.
+
+    With the default, an output-aware algorithm the dataset cannot score (no recorded
+    `responses`) is left out and named under "skipped"; asked for by name, it is an error."""
     names = available_algorithms() if algorithms is None else list(algorithms)
+    skipped: dict[str, str] = {}
     check_algorithms(names)
     grid = tuple(LAMBDAS if lambdas is None else lambdas)
     train, test = load(folder)
@@ -204,7 +208,14 @@ def evaluate(folder: str | Path, algorithms: list[str] | None = None, *,
                 points = _trainable_curve(router, test, test_emb, grid, bar, name)
             else:
                 algorithm = OUTPUT_AWARE_ALGORITHMS[name]()
-                algorithm.fit(train, train_emb)
+                try:
+                    algorithm.fit(train, train_emb)
+                except ValueError as error:
+                    if algorithms is not None:
+                        raise
+                    skipped[name] = str(error)
+                    bar.step(len(grid) + 1)
+                    continue
                 bar.step()
                 bar.stage(f"{name}: sweep λ")
                 points = algorithm.curve(test, test_emb, grid)
@@ -226,6 +237,7 @@ def evaluate(folder: str | Path, algorithms: list[str] | None = None, *,
         "single_models": singles,
         "lambdas": list(grid),
         "algorithms": results,
+        **({"skipped": skipped} if skipped else {}),
     }
 
 
