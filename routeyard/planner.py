@@ -140,4 +140,7 @@ def _prompt_tokens(ctx: RequestContext, models: list[PooledModel]) -> int:
 
 
 def _new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    """`req_` + the time in microseconds (13 hex digits) + 48 random bits: ids sort by time,
+    so the decision log's primary-key index grows at its end instead of splitting pages at
+    random (a third of the SQLite writer's CPU), and stay unguessable."""
+    return f"req_{time.time_ns() // 1000:013x}{secrets.token_hex(6)}"

@@ -219,12 +219,13 @@ class Router:
         if model is not None and plan.decision in self.feedback.learners:
             self._remember_context(plan)
         m = self.metrics
-        m.requests.labels(model_label, plan.decision, status).inc()
+        m.child(m.requests, model_label, plan.decision, status).inc()
         if model is not None:
-            m.request_latency.labels(model_label, "true" if stream else "false").observe(latency)
-            m.tokens.labels(model_label, "prompt").inc(prompt_tokens)
-            m.tokens.labels(model_label, "completion").inc(completion_tokens)
-            m.cost.labels(model_label).inc(cost)
+            m.child(m.request_latency, model_label, "true" if stream else "false").observe(
+                latency)
+            m.child(m.tokens, model_label, "prompt").inc(prompt_tokens)
+            m.child(m.tokens, model_label, "completion").inc(completion_tokens)
+            m.child(m.cost, model_label).inc(cost)
         if self.budget_ledger is not None:  # count the cost against its budgets
             self.budget_ledger.record_request(plan.context, cost)
         self.store.record_decision(DecisionRecord(

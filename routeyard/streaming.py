@@ -56,7 +56,7 @@ class StreamRelay:
         try:
             async for payload in self.served.result:
                 if first:
-                    metrics.ttft.labels(self.plan.model).observe(
+                    metrics.child(metrics.ttft, self.plan.model).observe(
                         time.monotonic() - self.plan.started)
                     first = False
                 chunk = orjson.loads(payload)

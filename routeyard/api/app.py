@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import orjson
@@ -73,26 +73,54 @@ def client_keys(router: Router) -> frozenset[str]:
     return frozenset(k.get_secret_value() for k in router.config.server.api_keys)
 
 
+# Error handlers by exception type, most specific first (looked up along the MRO).
+_ERROR_HANDLERS: dict[type[BaseException], Callable[[Request, Exception], Awaitable[Response]]] = {
+    RouteyardError: handle_routeyard_error,
+    StoreUnavailable: handle_store_unavailable,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}
+
+
 class ClientAuth:
-    """Bearer-key check when `server.api_keys` is configured. The keys live on the app state,
-    so a reload that changes them takes effect at once."""
+    """The outermost ASGI callable. It checks the bearer key when `server.api_keys` is
+    configured (the keys live on the app state, so a reload that changes them takes effect at
+    once), and sends `POST /v1/chat/completions`, the hot path, straight to its handler: that
+    skips Starlette's routing and middleware layers, ~10% of a request's CPU at 0 ms backends,
+    with the same error handlers."""
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
         self.state = app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        keys: frozenset[str] = self.state.api_keys
-        if keys and scope["type"] == "http" and scope["path"] not in _OPEN_PATHS:
-            headers = dict(scope["headers"])
-            auth = headers.get(b"authorization", b"").decode("latin-1")
-            key = auth[7:] if auth[:7].lower() == "bearer " else ""
-            if key not in keys:
+        if scope["type"] == "http":
+            keys: frozenset[str] = self.state.api_keys
+            if keys and scope["path"] not in _OPEN_PATHS and not _authorised(scope, keys):
                 response = error_response(401, "Missing or invalid API key.",
                                           code="invalid_api_key")
                 await response(scope, receive, send)
                 return
+            if scope["path"] == "/v1/chat/completions" and scope["method"] == "POST":
+                await self._chat(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self.app  # what Starlette would set: handlers read app.state
+        request = Request(scope, receive)
+        try:
+            response = await chat_completions(request)
+        except Exception as exc:
+            handler = next(_ERROR_HANDLERS[kind] for kind in type(exc).__mro__
+                           if kind in _ERROR_HANDLERS)
+            response = await handler(request, exc)
+        await response(scope, receive, send)
+
+
+def _authorised(scope: Scope, keys: frozenset[str]) -> bool:
+    auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+    return (auth[7:] if auth[:7].lower() == "bearer " else "") in keys
 
 
 def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None,
@@ -132,12 +160,7 @@ def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None,
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={
-            RouteyardError: handle_routeyard_error,
-            StoreUnavailable: handle_store_unavailable,
-            HTTPException: handle_http_exception,
-            Exception: handle_unexpected,
-        },
+        exception_handlers=dict(_ERROR_HANDLERS),  # type: ignore[arg-type]
     )
     app.state.router = router
     app.state.max_body_bytes = router.config.server.max_body_bytes

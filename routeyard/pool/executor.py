@@ -138,9 +138,8 @@ class Executor:
                         if not keep_outstanding:
                             endpoint.outstanding -= 1
                             endpoint.breaker.on_success()
-                        self.metrics.upstream_latency.labels(model.name, endpoint.name).observe(
-                            upstream_s
-                        )
+                        self.metrics.child(self.metrics.upstream_latency, model.name,
+                                           endpoint.name).observe(upstream_s)
                         record_attempt(model, upstream_s, result, stream=keep_outstanding)
                         attempts.append(AttemptLog(model.name, endpoint.name, "ok"))
                         return Served(model, endpoint, result, attempts, upstream_s)
