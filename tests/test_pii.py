@@ -214,3 +214,13 @@ def test_evaluate_pii_scores_names_by_default(tmp_path: Path) -> None:
     per = evaluate_pii(path)["per_label"]
     assert set(ALL_PII_ENTITIES) == set(per)
     assert per["PERSON"]["tp"] == 1 and per["LOCATION"]["tp"] == 1
+
+
+def test_names_are_searched_in_the_first_characters_only() -> None:
+    from routeyard.signals.pii import NAME_SCAN_CHARS
+
+    filler = "the weather report says rain again today. " * (NAME_SCAN_CHARS // 40)
+    text = "Maria Gonzalez wrote this. " + filler + " Then John Smith replied."
+    found = [text[s.start:s.end] for s in find_pii(text, ["PERSON"])]
+    assert found == ["Maria Gonzalez"]  # the late name is past the scan window
+    assert len(text) > NAME_SCAN_CHARS
