@@ -105,12 +105,17 @@ class _StreamRestore:
     def _longest(self) -> int:
         return max(map(len, self.masking.values))
 
+    @functools.cached_property
+    def _prefixes(self) -> frozenset[str]:
+        """Every proper prefix of every placeholder."""
+        return frozenset(token[:size] for token in self.masking.values
+                         for size in range(1, len(token)))
+
     def _open_tail(self, text: str) -> int:
         """The length of the longest tail of `text` that is a proper prefix of a placeholder."""
+        prefixes = self._prefixes
         for size in range(min(len(text), self._longest - 1), 0, -1):
-            tail = text[-size:]
-            if any(len(token) > size and token.startswith(tail)
-                   for token in self.masking.values):
+            if text[-size:] in prefixes:
                 return size
         return 0
 
