@@ -89,6 +89,8 @@ LOCAL = "qwen2.5-32b-local"
     ("Call me on +44 20 7946 0958 tomorrow", "keyword:phone"),
     ("My card is 4111-1111-1111-1111, exp 12/27", "keyword:card"),
     ("Please pay DE89370400440532013000 by Friday", "keyword:iban"),
+    ("Draft a reference letter for Maria Gonzalez", "pii:PERSON"),
+    ("The server at 10.2.33.14 keeps rebooting", "pii:IP_ADDRESS"),
 ])
 async def test_privacy_personal_data_stays_local(monkeypatch: pytest.MonkeyPatch, prompt: str,
                                                  leaf: str) -> None:
