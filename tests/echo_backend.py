@@ -18,11 +18,13 @@ REPLY = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
 
 
 @asynccontextmanager
-async def echo_backend(reply: str | None = None, headers: list[dict[str, str]] | None = None
+async def echo_backend(reply: str | None = None, headers: list[dict[str, str]] | None = None,
+                       tool_arguments: str | None = None
                        ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
     """(base URL ending in /v1, the list that receives every request body). `reply` replaces
-    the answer's text ("ok"). A streaming request gets it in 4-character deltas. `headers`,
-    when given, receives each request's headers (lower-case names)."""
+    the answer's text ("ok"). A streaming request gets it in 4-character deltas, followed by
+    one tool call with `tool_arguments` (also in 4-character deltas) when that is given.
+    `headers`, when given, receives each request's headers (lower-case names)."""
     received: list[dict[str, Any]] = []
     answer = REPLY if reply is None else {
         **REPLY, "choices": [{**REPLY["choices"][0],
@@ -38,13 +40,20 @@ async def echo_backend(reply: str | None = None, headers: list[dict[str, str]] |
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
         text = answer["choices"][0]["message"]["content"]
-        deltas = [{"role": "assistant", "content": ""}] + [
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}] + [
             {"content": text[i:i + 4]} for i in range(0, len(text), 4)]
+        if tool_arguments is not None:
+            deltas.append({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                           "function": {"name": "send", "arguments": ""}}]})
+            deltas += [{"tool_calls": [{"index": 0, "function": {
+                "arguments": tool_arguments[i:i + 4]}}]}
+                for i in range(0, len(tool_arguments), 4)]
+        finish = "stop" if tool_arguments is None else "tool_calls"
         for i, delta in enumerate(deltas):
             last = i == len(deltas) - 1
             chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
                      "choices": [{"index": 0, "delta": delta,
-                                  "finish_reason": "stop" if last else None}]}
+                                  "finish_reason": finish if last else None}]}
             await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         return response

@@ -109,6 +109,23 @@ async def test_streamed_answer_is_restored_through_the_sdk(tmp_path: Path) -> No
     assert not any("<" in delta for delta in deltas)  # no half placeholder leaked
 
 
+async def test_streamed_tool_call_arguments_are_restored() -> None:
+    arguments = '{"to": "<EMAIL_ADDRESS_1>", "cc": "<EMAIL_ADDRESS_2>"}'
+    async with (echo_backend("Sending.", tool_arguments=arguments) as (url, _),
+                redact_router(url) as router):
+        chunks = [c async for c in router.chat_stream({
+            **chat(user(f"Mail {EMAIL} and {OTHER_EMAIL}")), "stream": True})]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
+    text = "".join(d.get("content") or "" for d in deltas)
+    streamed = "".join(call["function"].get("arguments") or ""
+                       for d in deltas for call in d.get("tool_calls") or ())
+    assert text == "Sending."
+    assert json.loads(streamed) == {"to": EMAIL, "cc": OTHER_EMAIL}
+    assert not any("<" in (call["function"].get("arguments") or "")
+                   for d in deltas for call in d.get("tool_calls") or ())
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
 async def test_names_are_masked_when_listed() -> None:
     reply = "Dear <PERSON_1>, see you in <LOCATION_1>."
     async with (echo_backend(reply) as (url, received),

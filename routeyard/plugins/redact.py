@@ -9,7 +9,7 @@ same placeholder everywhere in the request. The placeholder → value mapping li
 request's PluginContext (`ctx.state`), never on the plugin, which all requests share.
 When `restore` is on, the values are put back into the answer: in a whole completion by
 on_response, in a stream by a rewriter that holds back any tail that may be the start of a
-placeholder split across chunks. Tool-call arguments are restored in whole completions only.
+placeholder split across chunks (content and tool-call arguments alike).
 """
 
 from __future__ import annotations
