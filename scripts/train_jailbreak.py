@@ -27,6 +27,7 @@ import orjson
 from jailbreak_synthetic import generate
 from scipy import sparse
 
+from routeyard.safety.jailbreak_eval import read_rows
 from routeyard.signals.embedder import load_embedder
 from routeyard.signals.jailbreak import (
     DEFAULT_PATTERNS,
@@ -54,10 +55,6 @@ SYNTHETIC_SOURCE = "scripts/jailbreak_synthetic.py (written for this repo)"
 LICENCE = "Apache-2.0 (this repo)"
 CHAT_SOURCES = ("sharegpt", "alpaca_eval")  # calibration / test only
 MAX_CLINC_TRAIN = 6000  # short intents: more of them adds nothing but fit time
-
-
-def read(path: Path) -> list[dict]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
 def part(text: str) -> str:
@@ -95,9 +92,9 @@ def main() -> None:
     parser.add_argument("--power", type=float, default=0.5,
                         help="n-gram values are n ** -power (0.5: unit length)")
     args = parser.parse_args()
-    rows = [(r, "attacks") for r in read(args.data / "attacks.jsonl")]
-    rows += [(r, "harmful") for r in read(args.data / "harmful_requests.jsonl")]
-    rows += [(r, "benign") for r in read(args.data / "benign.jsonl")]
+    rows = [(r, "attacks") for r in read_rows(args.data / "attacks.jsonl")]
+    rows += [(r, "harmful") for r in read_rows(args.data / "harmful_requests.jsonl")]
+    rows += [(r, "benign") for r in read_rows(args.data / "benign.jsonl")]
     seen: set[str] = set()
     groups: dict[str, list[tuple[str, str]]] = {"train": [], "calib": [], "test": []}
     chat: dict[str, list[str]] = {"calib": [], "test": []}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from routeyard.signals.jsonl import jsonl_objects
+from routeyard.jsonl import jsonl_objects
 
 
 @dataclass(slots=True)

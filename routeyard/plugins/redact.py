@@ -65,6 +65,7 @@ class _Masking:
                 break
         self.by_value[key] = token
         self.values[token] = value
+        self.__dict__.pop("pattern", None)  # a new placeholder: rebuild the pattern on use
         return token
 
     @functools.cached_property

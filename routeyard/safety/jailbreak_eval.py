@@ -8,28 +8,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from routeyard.jsonl import jsonl_objects
 from routeyard.signals.embedder import load_embedder
 from routeyard.signals.jailbreak import DEFAULT_PATTERNS, JailbreakDetector, load_builtin
-from routeyard.signals.jsonl import jsonl_objects
 
 Prompts = str | Path | Sequence[str]
 
 
 def read_prompts(source: Prompts) -> list[str]:
-    """Texts from a JSONL file of {"text": ...} lines (or plain strings), or a list of texts."""
+    """Texts from a JSONL file of {"text": ...} lines, or a list of texts."""
     if not isinstance(source, str | Path):
         return list(source)
     texts = []
-    for number, line in enumerate(Path(source).read_bytes().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError as error:
-            raise ValueError(f"{source}:{number}: not JSON ({error})") from error
-        text = row.get("text") if isinstance(row, dict) else row
+    for number, row in jsonl_objects(Path(source)):
+        text = row.get("text")
         if not isinstance(text, str):
             raise ValueError(f"{source}:{number}: no \"text\" string")
         texts.append(text)

@@ -20,8 +20,8 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from routeyard.jsonl import jsonl_objects, read_labelled
 from routeyard.signals.embedder import Embedder
-from routeyard.signals.jsonl import jsonl_objects, read_labelled
 from routeyard.signals.semantic_signals import COMPLEXITY_LABELS, LinearClassifier
 
 DOMAINS = ("math", "code", "knowledge", "reasoning")

@@ -10,9 +10,9 @@ import numpy as np
 import orjson
 
 from routeyard.config.signals import ClassifierFamily, EmbeddingFamily
+from routeyard.jsonl import read_labelled
 from routeyard.signals.base import Family, FamilyResult, Match, RequestContext, register
 from routeyard.signals.embedder import Embedder
-from routeyard.signals.jsonl import read_labelled
 
 COMPLEXITY_LABELS = ("easy", "medium", "hard")
 

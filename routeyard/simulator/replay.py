@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
+from routeyard.jsonl import jsonl_objects
 
 
 def normalise(text: str) -> str:
@@ -39,22 +39,15 @@ class ReplayIndex:
         index = cls()
         seen: dict[str, None] = {}
         for file in files:
-            with file.open("rb") as handle:
-                for lineno, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = orjson.loads(line)
-                    except orjson.JSONDecodeError as exc:
-                        raise ValueError(f"{file}:{lineno}: invalid JSON: {exc}") from exc
-                    prompt, responses = row.get("prompt"), row.get("responses")
-                    if not isinstance(prompt, str) or not isinstance(responses, dict):
-                        continue  # rows without recorded answers cannot be replayed
-                    answers = {m: r for m, r in responses.items() if isinstance(r, str)}
-                    # First occurrence wins, so a prompt always replays the same answer.
-                    index._exact.setdefault(prompt, answers)
-                    index._normalised.setdefault(normalise(prompt), answers)
-                    seen.update(dict.fromkeys(answers))
+            for _, row in jsonl_objects(file):
+                prompt, responses = row.get("prompt"), row.get("responses")
+                if not isinstance(prompt, str) or not isinstance(responses, dict):
+                    continue  # rows without recorded answers cannot be replayed
+                answers = {m: r for m, r in responses.items() if isinstance(r, str)}
+                # First occurrence wins, so a prompt always replays the same answer.
+                index._exact.setdefault(prompt, answers)
+                index._normalised.setdefault(normalise(prompt), answers)
+                seen.update(dict.fromkeys(answers))
         index.models = list(seen)
         return index
 
