@@ -146,7 +146,8 @@ def test_safety_eval_errors_go_to_stderr(tmp_path: Path,
     assert captured.out == "" and "error:" in captured.err and "Traceback" not in captured.err
     (tmp_path / "bad.jsonl").write_text("not json\n")
     assert run(["--attacks", str(tmp_path / "bad.jsonl"), "--benign", benign]) == 1
-    assert "not JSON" in capsys.readouterr().err
+    # the shared JSONL reader's message: what is wrong, and where
+    assert "bad.jsonl:1: invalid JSON" in capsys.readouterr().err
 
 
 def test_safety_eval_with_pii(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
