@@ -33,6 +33,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from paths import add_shared_option
 from procs import (
     Target,
     free_port,
@@ -256,6 +257,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="requests routeyard has served at the second RSS reading")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "gateway.json")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
+    add_shared_option(parser)  # where peers/litellm-proxy is
     return parser.parse_args(argv)
 
 
@@ -284,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         targets = [direct, stack.enter_context(start_routeyard(routeyard_config(direct.base_url,
                                                                                 tmp), tmp))]
         if args.with_litellm:
-            litellm = stack.enter_context(start_litellm(direct.base_url, SIM_MODEL, free_port()))
+            litellm = stack.enter_context(start_litellm(direct.base_url, SIM_MODEL, free_port(),
+                                                        shared=args.shared))
             meta["litellm_version"] = litellm.version
             targets.append(litellm)
         results = {"meta": meta, **GatewayBench(targets, direct, args.duration, args.rounds,

@@ -1,8 +1,8 @@
 """Quality and cost of the learned routers: fit on train, sweep λ, score on test.
 
-    /work/venv/bin/python bench/learned_quality.py                  # markdown, ~1-2 min
-    /work/venv/bin/python bench/learned_quality.py --json
-    /work/venv/bin/python bench/learned_quality.py --algorithms knn,mf --datasets llmrouter
+    python bench/learned_quality.py                  # markdown, ~1-2 min
+    python bench/learned_quality.py --json
+    python bench/learned_quality.py --algorithms knn,mf --datasets llmrouter [--shared DIR]
 
 Every hyper-parameter is chosen by the router itself on a validation split of train; test is
 read once, for the figures. Selection latency is choose() for one prompt, with the routers
@@ -20,14 +20,13 @@ from typing import Any
 
 import numpy as np
 import orjson
+from paths import add_shared_option, shared_dir
 
 from routeyard.eval.dataset import RoutingDataset, load_dataset
 from routeyard.selection.learned import TRAINABLE_ROUTERS, TrainableRouter
 from routeyard.selection.learned.knn import KnnRouter
 from routeyard.signals.embedder import load_embedder
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 40)])
 GOALS = {"routerbench": (0.88, 0.90, 0.30), "llmrouter": (0.61, 0.62, 0.20)}  # aiq, max q, ratio
 
@@ -76,13 +75,13 @@ def latency_ms(router: TrainableRouter, embedding: np.ndarray, repeats: int = 20
     return statistics.median(samples) * 1000
 
 
-def run(datasets: list[str], algorithms: list[str]) -> dict[str, Any]:
+def run(data: Path, datasets: list[str], algorithms: list[str]) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     embedder = load_embedder("builtin")
     report: dict[str, Any] = {"datasets": {}, "latency_p50_ms": {}}
     for name in datasets:
-        train, test = load_dataset(DATA / name)
+        train, test = load_dataset(data / name)
         train_x, test_x = embedder.embed(train.prompts), embedder.embed(test.prompts)
         quality = test.scores.mean(axis=0)
         best = int(np.argmax(quality))
@@ -161,12 +160,14 @@ def main() -> None:
     parser.add_argument("--datasets", default="routerbench,llmrouter")
     parser.add_argument("--algorithms", default=",".join(sorted(TRAINABLE_ROUTERS)))
     parser.add_argument("--json", action="store_true")
+    add_shared_option(parser)
     args = parser.parse_args()
+    data = shared_dir(args.shared) / "data"
     datasets = [d for d in args.datasets.split(",") if d]
-    missing = [d for d in datasets if not (DATA / d / "train.jsonl").is_file()]
+    missing = [d for d in datasets if not (data / d / "train.jsonl").is_file()]
     if missing:
-        sys.exit(f"dataset folder(s) absent under {DATA}: {', '.join(missing)}")
-    report = run(datasets, [a for a in args.algorithms.split(",") if a])
+        sys.exit(f"dataset folder(s) absent under {data}: {', '.join(missing)}")
+    report = run(data, datasets, [a for a in args.algorithms.split(",") if a])
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if args.json
           else markdown(report))
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from paths import shared_dir
 
-LITELLM_SCRIPT = Path("/work/shared/peers/litellm-proxy")
 _SIM_READY = "routeyard-simulator listening on "
 _ROUTER_READY = "routeyard listening on "
 
@@ -151,22 +151,30 @@ def start_simulator(config: dict[str, Any], tmp: Path) -> Iterator[tuple[str, in
 
 
 @contextlib.contextmanager
-def start_routeyard(config: dict[str, Any], tmp: Path, workers: int = 1) -> Iterator[Target]:
-    """`routeyard serve` with a generated config; the yielded Target has model `auto`."""
+def start_routeyard(config: dict[str, Any], tmp: Path, workers: int = 1, *,
+                    name: str = "routeyard", source: Path | None = None) -> Iterator[Target]:
+    """`routeyard serve` with a generated config; the yielded Target has model `auto`.
+    `source`: a checkout whose `routeyard` package runs instead of the installed one (an A/B
+    run against another commit, with the same venv)."""
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "routeyard.yaml"
     path.write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "routeyard", "serve", "--config", str(path), "--port", "0",
                "--workers", str(workers)]
     env = {"XDG_STATE_HOME": str(tmp / "xdg-state")}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     with _server(command, _ROUTER_READY, env=env) as (process, url):
-        yield Target("routeyard", url + "/v1", "auto", process.pid)
+        yield Target(name, url + "/v1", "auto", process.pid)
 
 
 @contextlib.contextmanager
-def start_litellm(backend_v1: str, backend_model: str, port: int,
+def start_litellm(backend_v1: str, backend_model: str, port: int, shared: Path | None = None,
                   install_timeout: float = 1800.0) -> Iterator[Target]:
-    """The LiteLLM proxy peer (installs itself on first use); stopped with its own script."""
-    command = [str(LITELLM_SCRIPT), "start", "--backend", backend_v1, "--port", str(port),
+    """The LiteLLM proxy peer (installs itself on first use); stopped with its own script,
+    `peers/litellm-proxy` in the shared folder (see paths.py)."""
+    script = shared_dir(shared) / "peers" / "litellm-proxy"
+    command = [str(script), "start", "--backend", backend_v1, "--port", str(port),
                "--backend-model", backend_model]
     print(f"starting LiteLLM proxy on port {port} (the first start installs it) ...",
           file=sys.stderr, flush=True)
@@ -180,7 +188,7 @@ def start_litellm(backend_v1: str, backend_model: str, port: int,
                      headers={"Authorization": f"Bearer {info['key']}"},
                      version=info.get("version", ""))
     finally:
-        subprocess.run([str(LITELLM_SCRIPT), "stop", "--port", str(port)], capture_output=True,
+        subprocess.run([str(script), "stop", "--port", str(port)], capture_output=True,
                        text=True, timeout=60)
 
 

@@ -2,7 +2,7 @@
 calls it (issue 4's goal: p50 <= 1 ms for every non-cascade algorithm with 10k training
 examples).
 
-    /work/venv/bin/python bench/selection_speed.py [--repeats 3000]
+    python bench/selection_speed.py [--repeats 3000] [--shared DIR]
 
 The candidates are the 11 routerbench models; `learned` serves a kNN artifact fitted on the
 routerbench train split doubled to ~4.4k rows and on llmrouter train doubled to ~11k rows.
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from paths import add_shared_option, shared_dir
 from timing import p50_ms
 
 from routeyard.config import build_config
@@ -29,7 +30,6 @@ from routeyard.selection.learned.knn import KnnRouter
 from routeyard.signals import SignalEngine
 from routeyard.signals.embedder import load_embedder
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BODY = {"model": "auto", "messages": [{"role": "user", "content": "Which gas do plants absorb?"}]}
 
 
@@ -50,9 +50,11 @@ def knn_artifact(train: RoutingDataset, out: Path, copies: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3000)
+    add_shared_option(parser)
     args = parser.parse_args()
-    train, _ = load_dataset(DATA / "routerbench")
-    llm_train, _ = load_dataset(DATA / "llmrouter")
+    data = shared_dir(args.shared) / "data"
+    train, _ = load_dataset(data / "routerbench")
+    llm_train, _ = load_dataset(data / "llmrouter")
     names = [m.replace("/", "_") for m in train.models]
     config = build_config({"models": [{"name": n, "pricing": {"input_per_mtok": 1 + i,
                                                               "output_per_mtok": 2 + i},

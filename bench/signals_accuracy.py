@@ -1,7 +1,7 @@
 """Accuracy of the domain and complexity signals: fit on the train splits, score on test.
 
-    /work/venv/bin/python bench/signals_accuracy.py            # markdown, ~1 min, offline
-    /work/venv/bin/python bench/signals_accuracy.py --json
+    python bench/signals_accuracy.py            # markdown, ~1 min, offline
+    python bench/signals_accuracy.py --json     # [--shared DIR | --data DIR]
 
 Domain: llmrouter, labels from routeyard.signals.fitting.TASK_DOMAINS. Complexity: routerbench,
 difficulty = how many of its 11 models fail the prompt. Every choice (C, ridge alpha, tercile
@@ -21,13 +21,12 @@ from typing import Any
 
 import numpy as np
 import orjson
+from paths import add_shared_option, shared_dir
 
 from routeyard.signals import fitting
 from routeyard.signals.embedder import Embedder, load_embedder
 from routeyard.signals.semantic_signals import COMPLEXITY_LABELS
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 DOMAIN_GOAL = 0.85
 LATENCY_GOAL_MS = 3.0
 
@@ -263,10 +262,13 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA, help=f"default {DATA}")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="the data sets (default: data/ in the shared folder)")
     parser.add_argument("--errors", type=int, default=8, help="example errors to show")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    add_shared_option(parser)
     args = parser.parse_args(argv)
+    args.data = args.data or shared_dir(args.shared) / "data"
     if not (args.data / "llmrouter").is_dir() or not (args.data / "routerbench").is_dir():
         print(f"error: {args.data} needs llmrouter/ and routerbench/", file=sys.stderr)
         return 1

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from paths import add_shared_option, shared_dir
 
-DATA = Path("/work/shared/data/llmrouter/test.jsonl")
+DATA = Path("data") / "llmrouter" / "test.jsonl"  # in the shared folder (see paths.py)
 PROMPT_ID = "llmrouter.test.11"  # a logic-grid puzzle in English prose, 645 tokens untrimmed
 TARGET_TOKENS = 500
 HEADERS = {"authorization": "Bearer sk-bench-user", "x-tier": "gold"}
@@ -78,11 +79,12 @@ LEAF_NAMES = {"keyword": list(HEURISTIC["keyword"]["sets"]), "language": ["en", 
 ALL_LEAVES = [f"{family}:{name}" for family, names in LEAF_NAMES.items() for name in names]
 
 
-def request_body() -> dict[str, Any]:
+def request_body(shared: Path) -> dict[str, Any]:
     """A system turn and a real prompt, cut at whitespace to TARGET_TOKENS for the request."""
     from routeyard.tokens import _encoding, count_prompt_tokens
 
-    rows = [orjson.loads(line) for line in DATA.read_bytes().splitlines() if line.strip()]
+    data = (shared / DATA).read_bytes()
+    rows = [orjson.loads(line) for line in data.splitlines() if line.strip()]
     start = next(i for i, r in enumerate(rows) if r["id"] == PROMPT_ID)
     text = "\n\n".join(r["prompt"] for r in rows[start:start + 3])  # long enough to cut
 
@@ -156,14 +158,13 @@ async def timed(make: Callable[[], Any], n: int, awaited: bool = True) -> list[i
     return samples
 
 
-async def measure(n: int) -> dict[str, Any]:
+async def measure(n: int, body: dict[str, Any]) -> dict[str, Any]:
     from routeyard.config import build_config
     from routeyard.config.signals import RuleConfig
     from routeyard.decisions.engine import DecisionEngine
     from routeyard.decisions.rules import compile_rule
     from routeyard.tokens import count_prompt_tokens
 
-    body = request_body()
     raw = orjson.dumps(body)
     heuristic, semantic_only = signal_engine(HEURISTIC), signal_engine(SEMANTIC)
     semantic = signal_engine({**HEURISTIC, **SEMANTIC})
@@ -258,15 +259,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the results as JSON only")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown report")
     parser.add_argument("--cold-probe", action="store_true", help=argparse.SUPPRESS)
+    add_shared_option(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # model2vec's model card notice
     if args.cold_probe:
         print(json.dumps(cold_probe()))
         return
     load_before = os.getloadavg()[0]  # other work on the machine shows up in the p99s
+    body = request_body(shared_dir(args.shared))
     probe = subprocess.run([sys.executable, __file__, "--cold-probe"], check=True, text=True,
-                           input=orjson.dumps(request_body()).decode(), capture_output=True)
-    results = asyncio.run(measure(args.iterations))
+                           input=orjson.dumps(body).decode(), capture_output=True)
+    results = asyncio.run(measure(args.iterations, body))
     results["cold_ms"] = json.loads(probe.stdout)
     sys.path.insert(0, str(Path(__file__).parent))
     from procs import machine_info

@@ -36,23 +36,40 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 def _configure_validate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="the YAML config to check")
+    parser.add_argument("--strict-env", action="store_true",
+                        help="an unset ${VAR} is an error, as for serve (default: a warning, so "
+                             "a config can be checked without its secrets)")
 
 
 def _run_validate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from routeyard.config import depends_on_unset
     from routeyard.signals.validation import check_signal_build
 
+    unset: list[tuple[str, str]] = []  # stays empty with --strict-env: those are errors
     try:
-        config = load_config(args.file)
-        problems = check_signal_build(config, Path(args.file).resolve().parent)
+        config = load_config(args.file, env_warnings=None if args.strict_env else unset)
+        problems = [p for p in check_signal_build(config, Path(args.file).resolve().parent)
+                    if not depends_on_unset(p, unset, enclosing=True)]
         if problems:
             raise ConfigError(args.file, problems)
     except ConfigError as error:
+        _print_warnings(args.file, unset)
         print(error.render(), file=sys.stderr)
         return 1
-    print(f"{args.file}: ok ({len(config.models)} models, {len(config.decisions)} decisions)")
+    _print_warnings(args.file, unset)
+    noted = f", {len(unset)} warning(s)" if unset else ""
+    print(f"{args.file}: ok ({len(config.models)} models, {len(config.decisions)} decisions"
+          f"{noted})")
     return 0
+
+
+def _print_warnings(source: str, warnings: list[tuple[str, str]]) -> None:
+    if warnings:
+        lines = [f"{source}: {len(warnings)} warning(s)"]
+        lines += [f"  {location}: {message}" for location, message in warnings]
+        print("\n".join(lines), file=sys.stderr)
 
 
 def _configure_route(parser: argparse.ArgumentParser) -> None:

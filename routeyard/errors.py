@@ -30,6 +30,14 @@ class InvalidRequest(RouteyardError):
     code = "invalid_request"
 
 
+class ClientDisconnected(RouteyardError):
+    """The client left before its request was read: nobody reads the answer, nothing failed."""
+
+    status = 499  # nginx's "client closed request"
+    type = "invalid_request_error"
+    code = "client_disconnected"
+
+
 class ContextTooLong(InvalidRequest):
     code = "context_length_exceeded"
 

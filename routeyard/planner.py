@@ -17,7 +17,7 @@ from routeyard.config import RouteyardConfig
 from routeyard.decisions import DecisionEngine
 from routeyard.errors import ContextTooLong, Forbidden, ModelNotFound
 from routeyard.pool import Pool, PooledModel
-from routeyard.selection import make_algorithm
+from routeyard.selection import AlgorithmBuild, make_algorithm
 from routeyard.signals import RequestContext, SignalReport
 from routeyard.tokens import prompt_size_upper_bound
 
@@ -62,8 +62,10 @@ class Planner:
         self.engine = DecisionEngine(config, base_dir)
         self.engine.signals.bind_pool(pool)
         decisions = [c.decision for c in self.engine.decisions()] + [self.engine.default]
-        self.algorithms = {d.name: make_algorithm(d.algorithm, d.options, base_dir)
-                            for d in decisions}
+        # Random per Router: replicas sharing learned state must not share random draws.
+        build = AlgorithmBuild(base_dir, entropy=secrets.randbits(64))
+        self.algorithms = {d.name: make_algorithm(d.algorithm, d.options, build)
+                           for d in decisions}
 
     async def plan(self, body: dict[str, Any], headers: dict[str, str] | None = None, *,
                    explain: bool = False) -> RoutePlan:

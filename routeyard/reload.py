@@ -115,6 +115,8 @@ def _warn_restart_only(old: RouteyardConfig, new: RouteyardConfig) -> None:
         ("server.port", old.server.port, new.server.port),
         ("server.log_level", old.server.log_level, new.server.log_level),
         ("server.watch_config_s", old.server.watch_config_s, new.server.watch_config_s),
+        ("server.shutdown_grace_s", old.server.shutdown_grace_s, new.server.shutdown_grace_s),
+        ("server.drain_delay_s", old.server.drain_delay_s, new.server.drain_delay_s),
     ) if before != after]
     if changed:
         log.warning("%s changed: these take effect on restart only", ", ".join(changed))

@@ -12,8 +12,10 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from routeyard.api import create_app
+from routeyard.api.drain import UVICORN_MARGIN_S
 from routeyard.config import ConfigError, RouteyardConfig, load_config
 from routeyard.config.defaults import SIMULATOR_MOUNT, default_config
+from routeyard.config.schema import ServerConfig
 from routeyard.router import Router
 from routeyard.signals.validation import BUILD_ERRORS
 
@@ -62,6 +64,9 @@ def serve(path: str | None, *, host: str | None, port: int | None, workers: int,
     host = host or (server_config.host if server_config else "127.0.0.1")
     port = port if port is not None else (server_config.port if server_config else 8080)
     level = server_config.log_level if server_config else "info"
+    server = server_config or ServerConfig()
+    # uvicorn's hard deadline, past the drain window in which open streams are cut cleanly.
+    hard_deadline_s = server.drain_delay_s + server.shutdown_grace_s + UVICORN_MARGIN_S
     logging.getLogger("routeyard").setLevel(level.upper())
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -90,10 +95,12 @@ def serve(path: str | None, *, host: str | None, port: int | None, workers: int,
         os.environ[_ENV_DISCOVER] = "1" if discover else "0"
         uvicorn.run("routeyard.serve:app_from_environment", factory=True, host=host, port=port,
                     workers=workers, log_level=level, access_log=False, loop="uvloop",
-                    http="httptools", lifespan="on")
+                    http="httptools", lifespan="on",
+                    timeout_graceful_shutdown=int(hard_deadline_s) + 1)
         return 0
     config = uvicorn.Config(app, log_level=level, access_log=False, loop="uvloop",
-                            http="httptools", lifespan="on", timeout_graceful_shutdown=10)
+                            http="httptools", lifespan="on",
+                            timeout_graceful_shutdown=int(hard_deadline_s) + 1)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

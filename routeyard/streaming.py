@@ -49,6 +49,7 @@ class StreamRelay:
         self.on_complete: Callable[[StreamRelay], None] | None = None
         # Plugins that rewrite the streamed text (pii_redact's restore); None on the fast path.
         self.rewrite: ContentRewrite | None = None
+        self.interrupted: str | None = None  # why the server cut the stream (shutdown)
 
     async def frames(self) -> AsyncIterator[bytes]:
         metrics = self.router.metrics
@@ -59,7 +60,11 @@ class StreamRelay:
                     metrics.child(metrics.ttft, self.plan.model).observe(
                         time.monotonic() - self.plan.started)
                     first = False
-                chunk = orjson.loads(payload)
+                try:
+                    chunk = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    raise UpstreamError("protocol", "the backend sent a chunk that is not "
+                                        "JSON") from None
                 if self._absorb(chunk):
                     if self.rewrite is not None:
                         payload = self.rewrite.apply(chunk) or payload
@@ -79,6 +84,13 @@ class StreamRelay:
                     log.exception("stream completion hook failed")
             yield DONE
         except UpstreamError as error:
+            if self.interrupted is not None:
+                self.status = "shutdown"
+                metrics.errors.labels("stream_shutdown").inc()
+                yield sse(orjson.dumps({"error": {
+                    "message": self.interrupted, "type": "server_error", "param": None,
+                    "code": "server_shutting_down"}}))
+                return
             self.status = "stream_broken"
             metrics.errors.labels(f"stream_{error.kind}").inc()
             yield sse(orjson.dumps({"error": {
@@ -86,6 +98,13 @@ class StreamRelay:
                 "type": "upstream_error", "param": None, "code": "stream_interrupted"}}))
         finally:
             await self.finish()
+
+    def interrupt(self, reason: str) -> None:
+        """Cut the stream from outside (the server's drain window ended): the client gets an
+        SSE error event carrying `reason`, as for a broken upstream, instead of a cut body."""
+        self.interrupted = reason
+        if self.served is not None:
+            self.served.result.interrupt()
 
     def _absorb(self, chunk: dict[str, Any]) -> bool:
         """Track text and usage; return whether to forward the chunk to the client."""
@@ -120,7 +139,7 @@ class StreamRelay:
 
     async def _finish(self) -> None:
         stream = self.served.result
-        ok = self.status != "stream_broken"
+        ok = self.status != "stream_broken"  # a shutdown is not the backend's fault
         if self.status != "ok":
             await stream.aclose()
         Executor.release(self.served, ok=ok)

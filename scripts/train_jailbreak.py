@@ -1,6 +1,8 @@
 """Train the shipped jailbreak classifier (routeyard/signals/models/jailbreak/).
 
-    /work/venv/bin/python scripts/train_jailbreak.py [--data ../shared/data/safety] [--out DIR]
+    python scripts/train_jailbreak.py [--shared DIR | --data DIR] [--out DIR]
+
+--data defaults to data/safety/ in the shared folder (see bench/paths.py).
 
 Only MIT / CC-BY rows train the weights: verazuo/jailbreak_llms and GPTFuzz attacks (jailbreak),
 AdvBench, GPTFuzz questions and the jailbreak_llms forbidden questions (harmful), CLINC150 and
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -37,6 +40,10 @@ from routeyard.signals.jailbreak import (
     jailbreak_score,
     sparse_features,
 )
+
+# bench/paths.py is the one place that finds the shared folder beside the repository.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from paths import add_shared_option, shared_dir
 
 BUCKETS = 2**15  # word 1-2-grams
 CHAR_BUCKETS = 2**16  # char 3-5-grams
@@ -84,14 +91,17 @@ def features(texts: list[str], embeddings: np.ndarray, char_buckets: int, power:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/safety"))
+    parser.add_argument("--data", type=Path, default=None,
+                        help="default: data/safety/ in the shared folder")
     parser.add_argument("--out", type=Path, default=MODEL_DIR)
     parser.add_argument("--c", type=float, default=4.0)
     parser.add_argument("--char-buckets", type=int, default=CHAR_BUCKETS, help="0: no char grams")
     parser.add_argument("--no-synthetic", action="store_true")
     parser.add_argument("--power", type=float, default=0.5,
                         help="n-gram values are n ** -power (0.5: unit length)")
+    add_shared_option(parser)
     args = parser.parse_args()
+    args.data = args.data or shared_dir(args.shared) / "data" / "safety"
     rows = [(r, "attacks") for r in read_rows(args.data / "attacks.jsonl")]
     rows += [(r, "harmful") for r in read_rows(args.data / "harmful_requests.jsonl")]
     rows += [(r, "benign") for r in read_rows(args.data / "benign.jsonl")]

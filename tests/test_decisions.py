@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
+from fakeclock import FakeClock
 
 from routeyard import Router
 from routeyard.config import build_config
@@ -88,18 +88,23 @@ async def test_dry_run_works_before_start() -> None:
 
 
 def test_breaker_opens_after_threshold_and_probes_after_cooldown() -> None:
-    breaker = CircuitBreaker(failure_threshold=2, cooldown_s=0.05)
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=2, cooldown_s=30, clock=clock)
     breaker.on_failure()
     assert breaker.allows()
     breaker.on_failure()
     assert breaker.state == "open" and not breaker.allows()
-    time.sleep(0.06)
+    clock.advance(29.9)
+    assert breaker.state == "open" and not breaker.allows()  # the cooldown is not over
+    clock.advance(0.1)
     assert breaker.state == "half_open" and breaker.allows()
     breaker.on_attempt()
     assert not breaker.allows()  # one probe at a time
     breaker.on_failure()
     assert breaker.state == "open"  # the probe failed: open again
-    time.sleep(0.06)
+    clock.advance(29.9)
+    assert breaker.state == "open"  # a new cooldown, counted from the failed probe
+    clock.advance(0.1)
     breaker.on_attempt()
     breaker.on_success()
     assert breaker.state == "closed" and breaker.allows()

@@ -140,6 +140,41 @@ def test_429_storm_honours_retry_after_then_falls_back(
         assert stats(sim).get("limited") == 2
 
 
+def endpoint_up(gateway: RouterProcess, name_start: str) -> str:
+    """The `routeyard_endpoint_up` value of the one endpoint whose name starts so."""
+    lines = [line for line in httpx.get(f"{gateway.url}/metrics").text.splitlines()
+             if line.startswith(f'routeyard_endpoint_up{{endpoint="{name_start}')]
+    assert len(lines) == 1, lines
+    return lines[0].rsplit(" ", 1)[1]
+
+
+@pytest.mark.parametrize(("status", "stream"), [(400, False), (422, True)])
+def test_backend_4xx_reaches_the_client_without_failover(
+        sim: SimulatorProcess, tmp_path: Path, status: int, stream: bool) -> None:
+    # The refusing endpoint is tried first; a healthy endpoint and a fallback model stand by,
+    # and one failure would open the breaker.
+    cfg = config({"m": [endpoint(sim.base_url, "bad", fault=str(status), weight=100),
+                        endpoint(sim.base_url, "good")],
+                  "backup": [endpoint(sim.base_url, "other")]},
+                 fallback=["backup"], pool={"breaker": {"failure_threshold": 1, "cooldown_s": 60}})
+    with start_router(cfg, tmp_path) as gateway:
+        client = client_for(gateway)
+        for sent in (1, 2):  # the second request finds the endpoint still in rotation
+            with pytest.raises(openai.APIStatusError) as caught:
+                client.chat.completions.create(model="auto", messages=MESSAGES, stream=stream)
+            assert caught.value.status_code == status
+            error = caught.value.response.json()["error"]
+            assert set(error) == {"message", "type", "param", "code"}
+            assert error["type"] == "invalid_request_error"
+            assert error["code"] == "upstream_rejected"
+            assert f"simulated {status}: the backend rejected the request" in error["message"]
+            counts = stats(sim)
+            assert counts.get("bad") == sent  # no retry of the same endpoint
+            assert counts.get("good", 0) == 0 and counts.get("other", 0) == 0  # no failover
+        assert endpoint_up(gateway, "bad-endpoint-") == "1.0"  # the breaker stayed closed
+        assert httpx.get(f"{gateway.url}/readyz").json()["available_endpoints"] == 3
+
+
 def test_429_everywhere_is_429_to_the_client(sim: SimulatorProcess, tmp_path: Path) -> None:
     cfg = config({"m": [endpoint(sim.base_url, "limited", fault="429")]},
                  pool={"retry": {"max_retries": 0}})

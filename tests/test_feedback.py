@@ -3,6 +3,7 @@ across restarts and share it across replicas through Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import redis
 from routerproc import RouterProcess, start_router
 from simproc import SimulatorProcess, start_simulator
+from stores import REDIS_URL, needs_redis
 
 from routeyard import Router
 from routeyard.config import build_config
@@ -108,13 +110,10 @@ async def test_learned_state_survives_a_restart(sim: SimulatorProcess, tmp_path:
 
 
 def _redis_store(prefix: str) -> Store:
-    try:
-        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip("Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
-    return RedisStore("redis://127.0.0.1:6379/0", key_prefix=prefix)
+    return RedisStore(REDIS_URL, key_prefix=prefix)
 
 
+@needs_redis
 async def test_replicas_share_learning_through_redis(sim: SimulatorProcess) -> None:
     prefix = f"routeyard-fb-{uuid.uuid4().hex[:8]}"
     try:
@@ -129,12 +128,53 @@ async def test_replicas_share_learning_through_redis(sim: SimulatorProcess) -> N
             await one.complete({"model": "auto",
                                 "messages": [{"role": "user", "content": "x"}]}, plan)
             await one.store.flush()
+            assert plan.model == "b"  # `one` learned that b is better
             assert (await two.submit_feedback({"request_id": plan.request_id,
-                                               "rating": 4}))["model"] in ("a", "b")
+                                               "rating": 4}))["model"] == "b"
             with pytest.raises(DuplicateFeedback):
                 await one.submit_feedback({"request_id": plan.request_id, "rating": 4})
     finally:
-        client = redis.Redis(host="127.0.0.1", port=6379)
+        client = redis.Redis.from_url(REDIS_URL)
         keys = list(client.scan_iter(f"{prefix}:*"))
         if keys:
             client.delete(*keys)
+
+
+def test_preference_across_decisions_is_refused_and_learns_nothing(
+        sim: SimulatorProcess, tmp_path: Path) -> None:
+    learning = {"algorithm": "ema", "algorithm_options": {"epsilon": 0.0}}
+    cfg = config(sim, decisions=[{"name": "elsewhere", "when": {"keywords_any": ["elsewhere"]},
+                                  "candidates": ["a", "b"], **learning}])
+
+    def ask_for(gateway: RouterProcess, text: str, decision: str) -> str:
+        response = httpx.post(f"{gateway.base_url}/chat/completions", timeout=30, json={
+            "model": "auto", "messages": [{"role": "user", "content": text}]})
+        assert response.status_code == 200, response.text
+        assert response.headers["x-routeyard-decision"] == decision
+        return response.headers["x-routeyard-request-id"]
+
+    async def learned(decision: str) -> bytes | None:
+        # The learner's state as the gateway persists it, read from its own SQLite file.
+        store = SQLiteStore(tmp_path / "state.db")
+        await store.start()
+        try:
+            return await store.get_value(f"online:{decision}")
+        finally:
+            await store.close()
+
+    with start_router(cfg, tmp_path) as gateway:
+        here = ask_for(gateway, "hi", "learning")
+        there = ask_for(gateway, "go elsewhere", "elsewhere")
+        refused = feedback(gateway, {"request_id": here, "preferred_over": there})
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "preferred_over" and "preferred_over" in error["message"]
+        assert error["type"] == "invalid_request_error"
+        for decision in ("learning", "elsewhere"):
+            assert asyncio.run(learned(decision)) is None, decision
+        # The refusal did not use up the request's one feedback: a valid preference counts.
+        again = ask_for(gateway, "hi again", "learning")
+        accepted = feedback(gateway, {"request_id": here, "preferred_over": again})
+        assert accepted.status_code == 200, accepted.text
+        assert asyncio.run(learned("learning")) is not None
+        assert asyncio.run(learned("elsewhere")) is None

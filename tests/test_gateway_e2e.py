@@ -187,7 +187,7 @@ def test_bad_input_gets_openai_errors(gateway: RouterProcess, body: bytes, statu
 
 
 def test_huge_body_is_413(gateway: RouterProcess) -> None:
-    big = b'{"model": "auto", "messages": [{"role": "user", "content": "' + b"x" * (10 << 20)
+    big = b'{"model": "auto", "messages": [{"role": "user", "content": "' + b"x" * (65 << 20)
     big += b'"}]}'
     response = httpx.post(f"{gateway.base_url}/chat/completions", content=big,
                           headers={"content-type": "application/json"})

@@ -1,8 +1,8 @@
 """State stores: common behaviour over all backends, then each backend's own guarantees.
 
-Redis tests run against the real server at 127.0.0.1:6379, each under its own key prefix, and
-delete their keys afterwards. Outages are real too: a store pointed at an unused port, or a
-TCP proxy to the real Redis that the test stops and restarts.
+Redis tests run against the real server ($ROUTEYARD_TEST_REDIS_URL, default 127.0.0.1:6379),
+each under its own key prefix, and delete their keys afterwards. Outages are real too: a store
+pointed at an unused port, or a TCP proxy to the real Redis that the test stops and restarts.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import pytest
 import redis.asyncio as aioredis
 from stores import (
     DOWN_URL,
+    REDIS_HOST,
+    REDIS_PORT,
     REDIS_URL,
     build_store,
     needs_redis,
@@ -356,7 +358,7 @@ class _Proxy:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
-        r_reader, r_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        r_reader, r_writer = await asyncio.open_connection(REDIS_HOST, REDIS_PORT)
         self._writers |= {c_writer, r_writer}
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:

@@ -1,8 +1,10 @@
 """Key-value state on every store: get/set/claim, expiry, atomic claims, durability, outages.
 
-Redis tests run against the real server at 127.0.0.1:6379 under a unique key prefix and delete
-their keys afterwards; they skip (with a reason) when Redis does not answer. The outage test
-points a store at a port nothing listens on.
+Redis tests run against the real server ($ROUTEYARD_TEST_REDIS_URL) under a unique key prefix
+and delete their keys afterwards; they skip (with a reason) when Redis does not answer, or fail
+under ROUTEYARD_REQUIRE_SERVICES=1. The outage test points a store at a port nothing listens on.
+Expiry never waits on the wall clock: memory and SQLite follow a fake clock, and Redis keys
+have their TTLs shortened instead (see `advance`).
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from fakeclock import FakeClock
 from stores import (
     DOWN_URL,
     REDIS_URL,
+    age_redis_keys,
     needs_redis,
 )
 
@@ -29,8 +34,21 @@ from routeyard.state import (
     StoreUnavailable,
 )
 
-TTL = 0.2
+TTL = 5.0
+Advance = Callable[[float], Awaitable[None]]
 
+
+@pytest.fixture
+def advance(store: Store, clock: FakeClock, prefix: str) -> Advance:
+    """Let `seconds` pass for the store's keys, without sleeping."""
+
+    async def step(seconds: float) -> None:
+        if isinstance(store, RedisStore):
+            await age_redis_keys(prefix, seconds)  # Redis keeps its own clock
+        else:
+            clock.advance(seconds)
+
+    return step
 
 
 # -- common behaviour -------------------------------------------------------------------
@@ -49,46 +67,49 @@ async def test_get_set_round_trip(store: Store) -> None:
     assert await store.get_value("empty") == b""
 
 
-async def test_overwrite(store: Store) -> None:
+async def test_overwrite(store: Store, advance: Advance) -> None:
     await store.set_value("k", b"one")
     await store.set_value("k", b"two")
     assert await store.get_value("k") == b"two"
     # Overwriting without a ttl drops the old ttl.
     await store.set_value("t", b"short", ttl_s=TTL)
     await store.set_value("t", b"forever")
-    await asyncio.sleep(TTL + 0.15)
+    await advance(TTL + 1)
     assert await store.get_value("t") == b"forever"
 
 
-async def test_ttl_expiry(store: Store) -> None:
+async def test_ttl_expiry(store: Store, advance: Advance) -> None:
     await store.set_value("short", b"v", ttl_s=TTL)
     await store.set_value("long", b"v", ttl_s=30)
     await store.set_value("none", b"v")
+    await advance(TTL - 1)
     assert await store.get_value("short") == b"v"
-    await asyncio.sleep(TTL + 0.15)
+    await advance(2)
     assert await store.get_value("short") is None
     assert await store.get_value("long") == b"v"
     assert await store.get_value("none") == b"v"
 
 
-async def test_claim_once_then_again_after_ttl(store: Store) -> None:
+async def test_claim_once_then_again_after_ttl(store: Store, advance: Advance) -> None:
     assert await store.claim("feedback:req-1", ttl_s=TTL) is True
     assert await store.claim("feedback:req-1", ttl_s=TTL) is False
     assert await store.get_value("feedback:req-1") == CLAIM_VALUE
     assert await store.claim("feedback:req-2", ttl_s=TTL) is True  # keys are independent
-    await asyncio.sleep(TTL + 0.15)
+    await advance(TTL - 1)
+    assert await store.claim("feedback:req-1", ttl_s=TTL) is False  # still claimed
+    await advance(2)
     assert await store.claim("feedback:req-1", ttl_s=TTL) is True
     assert await store.claim("feedback:req-1", ttl_s=TTL) is False
 
 
-async def test_claim_without_ttl_and_over_a_set_value(store: Store) -> None:
+async def test_claim_without_ttl_and_over_a_set_value(store: Store, advance: Advance) -> None:
     assert await store.claim("forever") is True
     assert await store.claim("forever") is False
     await store.set_value("taken", b"x")
     assert await store.claim("taken") is False
     assert await store.get_value("taken") == b"x"
     await store.set_value("gone", b"x", ttl_s=TTL)
-    await asyncio.sleep(TTL + 0.15)
+    await advance(TTL + 1)
     assert await store.claim("gone") is True
 
 
@@ -136,9 +157,9 @@ async def test_memory_is_bounded_and_evicts_the_oldest_write() -> None:
 # -- sqlite -----------------------------------------------------------------------------
 
 
-async def test_sqlite_values_survive_close_and_reopen(tmp_path: Path) -> None:
+async def test_sqlite_values_survive_close_and_reopen(tmp_path: Path, clock: FakeClock) -> None:
     path = tmp_path / "state.db"
-    s = SQLiteStore(path)
+    s = SQLiteStore(path, clock=clock)
     await s.start()
     await s.set_value("bandit", b"params-v1")
     await s.set_value("expiring", b"v", ttl_s=30)
@@ -146,8 +167,8 @@ async def test_sqlite_values_survive_close_and_reopen(tmp_path: Path) -> None:
     assert await s.claim("marker", ttl_s=30) is True
     await s.close()
 
-    await asyncio.sleep(TTL + 0.15)
-    s2 = SQLiteStore(path)
+    clock.advance(TTL + 1)
+    s2 = SQLiteStore(path, clock=clock)
     await s2.start()
     try:
         assert await s2.get_value("bandit") == b"params-v1"
@@ -218,8 +239,8 @@ async def test_redis_key_layout_and_ttl(prefix: str) -> None:
         assert await client.get(f"{prefix}:kv:bandit") == b"p"
         assert 0 < await client.pttl(f"{prefix}:kv:bandit") <= 30_000
         assert await client.pttl(f"{prefix}:kv:plain") == -1  # no expiry
-        assert await s.claim("fb", ttl_s=TTL) is True
-        assert 0 < await client.pttl(f"{prefix}:kv:fb") <= 200  # sub-second TTL kept
+        assert await s.claim("fb", ttl_s=0.9) is True
+        assert 0 < await client.pttl(f"{prefix}:kv:fb") <= 900  # sub-second TTL kept
     finally:
         await client.aclose()
         await s.close()

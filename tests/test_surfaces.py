@@ -17,6 +17,7 @@ import pytest
 import redis
 from routerproc import start_router
 from simproc import SimulatorProcess, start_simulator
+from stores import REDIS_URL, needs_redis
 
 from routeyard import Router
 from routeyard.config import build_config
@@ -132,19 +133,11 @@ def test_anthropic_backend_through_the_gateway(sim: SimulatorProcess, tmp_path: 
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 
-def _redis() -> redis.Redis:
-    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip("Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
-    return client
-
-
+@needs_redis
 def test_redis_state_records_decisions(sim: SimulatorProcess, tmp_path: Path) -> None:
-    client = _redis()
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
     prefix = f"routeyard-test-{uuid.uuid4().hex[:8]}"
-    state = {"backend": "redis", "redis_url": "redis://127.0.0.1:6379/0", "key_prefix": prefix}
+    state = {"backend": "redis", "redis_url": REDIS_URL, "key_prefix": prefix}
     try:
         with start_router(_config(sim, state=state), tmp_path) as gateway:
             oai = openai.OpenAI(base_url=gateway.base_url, api_key="k", max_retries=0)

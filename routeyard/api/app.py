@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from routeyard.api.chat import chat_completions, feedback, route_dry_run
+from routeyard.api.drain import Drain
 from routeyard.api.errors import (
     error_response,
     handle_http_exception,
@@ -50,9 +51,12 @@ async def healthz(_: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready when some endpoint can take traffic. A store outage only degrades (requests still
-    succeed and the decision log buffers), so it must not pull every replica out of rotation."""
+    """Ready when some endpoint can take traffic and the server is not draining. A store outage
+    only degrades (requests still succeed and the decision log buffers), so it must not pull
+    every replica out of rotation."""
     router: Router = request.app.state.router
+    if request.app.state.drain.draining:
+        return Response(b'{"status":"draining"}', status_code=503, media_type=_JSON)
     available = sum(1 for e in router.pool.endpoints() if e.is_available())
     store_ok = await router.store.ping()
     status = ("ready" if store_ok else "degraded") if available else "not_ready"
@@ -126,10 +130,13 @@ def _authorised(scope: Scope, keys: frozenset[str]) -> bool:
 def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None,
                config_path: str | None = None) -> ASGIApp:
     """The app around one Router; with `config_path`, reloaded on SIGHUP or file change."""
+    server = router.config.server
+    drain = Drain(server.shutdown_grace_s, server.drain_delay_s)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await router.start()
+        drain.install()
         reloader = None
         if config_path is not None:
             reloader = ConfigReloader(app.state, config_path,
@@ -139,6 +146,7 @@ def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None,
         try:
             yield
         finally:
+            drain.uninstall()
             if reloader is not None:
                 await reloader.stop()
             current: Router = app.state.router
@@ -163,6 +171,7 @@ def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None,
         exception_handlers=dict(_ERROR_HANDLERS),  # type: ignore[arg-type]
     )
     app.state.router = router
+    app.state.drain = drain
     app.state.max_body_bytes = router.config.server.max_body_bytes
     app.state.api_keys = client_keys(router)
     return ClientAuth(app)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from routeyard.api.body import read_json
 from routeyard.api.errors import routeyard_error_response
 from routeyard.chat_request import validate_chat_request, wants_stream
-from routeyard.errors import InvalidRequest, PayloadTooLarge, RouteyardError
+from routeyard.errors import InvalidRequest, RouteyardError
 from routeyard.router import Router
 from routeyard.streaming import StreamRelay
 
@@ -73,9 +72,12 @@ class RelayResponse(StreamingResponse):
         self.relay = relay
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        open_streams = scope["app"].state.drain.streams  # cut if still open at shutdown
+        open_streams.add(self.relay)
         try:
             await super().__call__(scope, receive, send)
         finally:
+            open_streams.discard(self.relay)
             await self.relay.finish()
             self.router.in_flight -= 1
 
@@ -111,24 +113,3 @@ async def feedback(request: Request) -> Response:
     router: Router = request.app.state.router
     result = await router.submit_feedback(await read_json(request))
     return Response(orjson.dumps(result), media_type=_JSON)
-
-
-async def read_json(request: Request) -> Any:
-    limit: int = request.app.state.max_body_bytes
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw:
-        raise InvalidRequest("The request body is empty; send a JSON object.")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidRequest(f"The request body is not valid JSON: {error}") from None

@@ -1,6 +1,12 @@
 """Configuration: schema, loading with located errors, and the built-in default."""
 
-from routeyard.config.loader import ConfigError, build_config, load_config, parse_config
+from routeyard.config.loader import (
+    ConfigError,
+    build_config,
+    depends_on_unset,
+    load_config,
+    parse_config,
+)
 from routeyard.config.schema import (
     DecisionConfig,
     EndpointConfig,
@@ -15,6 +21,7 @@ __all__ = [
     "ModelConfig",
     "RouteyardConfig",
     "build_config",
+    "depends_on_unset",
     "load_config",
     "parse_config",
 ]

@@ -2,13 +2,19 @@
 
 Every problem is reported with its location (`decisions[2].candidates[0]: unknown model
 'gpt5'`). Messages never echo input values, so a secret in a bad field is never printed.
+
+An unset `${VAR}` is an error, unless the caller passes `env_warnings` (`routeyard validate`
+without --strict-env): then it is listed there and the rest of the file is still judged.
+Either way a placeholder stands in for the unknown value, and no problem that depends on that
+value is reported: an unknown value is not a wrong one.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,12 @@ from routeyard.config.references import Problem, check_references
 from routeyard.config.schema import RouteyardConfig
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Stands in for an unset variable: non-empty (server.api_keys refuses "") and URL-shaped (a
+# base_url must be one), so the common fields accept it; reserved TLD, never a real host.
+UNSET_PLACEHOLDER = "http://unset.invalid"
+_PLACEHOLDER_MARK = "unset.invalid"  # survives use as a path ("http:/unset.invalid/x.npz")
+# Pydantic errors about the key, not its value: reported even where the value is unknown.
+_KEY_ERRORS = frozenset({"extra_forbidden"})
 
 
 class ConfigError(Exception):
@@ -36,17 +48,26 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> RouteyardConfig:
+def load_config(
+    path: str | Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    env_warnings: list[Problem] | None = None,
+) -> RouteyardConfig:
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(source, [("", f"cannot read file: {error.strerror}")]) from None
-    return parse_config(text, source=source, environ=environ)
+    return parse_config(text, source=source, environ=environ, env_warnings=env_warnings)
 
 
 def parse_config(
-    text: str, *, source: str = "<config>", environ: Mapping[str, str] | None = None
+    text: str,
+    *,
+    source: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+    env_warnings: list[Problem] | None = None,
 ) -> RouteyardConfig:
     try:
         raw = yaml.safe_load(text)
@@ -57,24 +78,44 @@ def parse_config(
         raise ConfigError(source, [(where, f"invalid YAML: {problem}")]) from None
     if not isinstance(raw, dict):
         raise ConfigError(source, [("", "the top level must be a mapping")])
-    return build_config(raw, source=source, environ=environ)
+    return build_config(raw, source=source, environ=environ, env_warnings=env_warnings)
 
 
 def build_config(
-    raw: dict[str, Any], *, source: str = "<config>", environ: Mapping[str, str] | None = None
+    raw: dict[str, Any],
+    *,
+    source: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+    env_warnings: list[Problem] | None = None,
 ) -> RouteyardConfig:
+    """`env_warnings`: None makes an unset variable an error; a list collects them instead."""
     # Collect every kind of problem before failing, so one run of `validate` lists them all.
-    problems: list[Problem] = []
-    data = _interpolate(raw, os.environ if environ is None else environ, "", problems)
-    config: RouteyardConfig | None = None
-    try:
-        config = RouteyardConfig.model_validate(data)
-    except ValidationError as error:
-        problems += [_pydantic_problem(e) for e in error.errors()]
-    problems += check_references(data)
+    unset: list[Problem] = []
+    data = _interpolate(raw, os.environ if environ is None else environ, "", unset)
+    config, errors = _validate(data, unset)
+    problems = [_pydantic_problem(e) for e in errors if not _unknown_value(e, unset)]
+    problems += [p for p in check_references(data) if not depends_on_unset(p, unset)]
+    if env_warnings is None:
+        problems = unset + problems
+    elif config is None and not problems:
+        # Only unknown values failed, in fields without a default: nothing to judge them by.
+        problems = [(where, f"{message}; the config cannot be checked without it")
+                    for where, message in unset]
+    else:
+        env_warnings += unset
     if problems or config is None:
         raise ConfigError(source, problems)
     return config
+
+
+def depends_on_unset(problem: Problem, unset: Iterable[Problem], *, enclosing: bool = False
+                     ) -> bool:
+    """Whether `problem` is about a value that came from an unset variable (so is unknown).
+    `enclosing`: also when its location holds such a value (a signal family built from it)."""
+    location, message = problem
+    return _PLACEHOLDER_MARK in message or any(
+        _within(location, where) or (enclosing and location and _within(where, location))
+        for where, _ in unset)
 
 
 def format_location(parts: tuple[int | str, ...]) -> str:
@@ -84,13 +125,56 @@ def format_location(parts: tuple[int | str, ...]) -> str:
     return text
 
 
-def _pydantic_problem(error: Mapping[str, Any]) -> Problem:
+def _validate(
+    data: dict[str, Any], unset: list[Problem]
+) -> tuple[RouteyardConfig | None, list[Mapping[str, Any]]]:
+    """The config, or None with the pydantic errors. When only unknown values fail (say, a
+    port from an unset variable), they are dropped so their defaults apply, and it is retried."""
+    try:
+        return RouteyardConfig.model_validate(data), []
+    except ValidationError as error:
+        errors = list(error.errors())
+    if not unset or not all(_unknown_value(e, unset) for e in errors):
+        return None, errors
+    trimmed = copy.deepcopy(data)
+    for e in errors:
+        _drop(trimmed, _data_path(e))
+    try:
+        return RouteyardConfig.model_validate(trimmed), errors
+    except ValidationError:
+        return None, errors
+
+
+def _unknown_value(error: Mapping[str, Any], unset: list[Problem]) -> bool:
+    return error["type"] not in _KEY_ERRORS and depends_on_unset(_pydantic_problem(error), unset)
+
+
+def _within(location: str, where: str) -> bool:
+    return location == where or location.startswith((f"{where}.", f"{where}["))
+
+
+def _data_path(error: Mapping[str, Any]) -> tuple[int | str, ...]:
     # Union branches add their type name to the location; drop those so paths stay readable.
-    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
+    return tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
+
+
+def _drop(data: Any, path: tuple[int | str, ...]) -> None:
+    for part in path[:-1]:
+        if not isinstance(data, dict | list):
+            return
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if path and isinstance(data, dict):
+        data.pop(path[-1], None)
+
+
+def _pydantic_problem(error: Mapping[str, Any]) -> Problem:
     message = str(error["msg"])
     if error["type"] == "extra_forbidden":
         message = "unknown key"
-    return format_location(loc), message
+    return format_location(_data_path(error)), message
 
 
 def _interpolate(
@@ -120,4 +204,4 @@ def _env_value(
     if default is not None:
         return default
     problems.append((where, f"environment variable {name} is not set"))
-    return ""
+    return UNSET_PLACEHOLDER

@@ -173,11 +173,19 @@ class StateConfig(Strict):
 class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    # 64 MiB: room for several base64 photos; OpenAI takes vision requests of up to 50 MB.
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     api_keys: list[SecretStr] = Field(default_factory=list)  # empty: no client auth
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Seconds between checks of the config file for changes (0: reload on SIGHUP only).
     watch_config_s: NonNegativeFloat = 1.0
+    # On SIGTERM: keep serving (unready) this long before refusing connections, so a load
+    # balancer sees /readyz fail first.
+    drain_delay_s: NonNegativeFloat = 0.0
+    # Then let running requests and streams finish for this long; streams still open after it
+    # end with an SSE error event. LLM streams run for minutes: set the orchestrator's kill
+    # timeout (Kubernetes' terminationGracePeriodSeconds) above drain_delay_s + this.
+    shutdown_grace_s: NonNegativeFloat = 300.0
 
     @field_validator("api_keys")
     @classmethod

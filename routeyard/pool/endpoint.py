@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from routeyard.config.schema import ModelConfig
@@ -22,12 +23,14 @@ class CircuitBreaker:
     consecutive_failures: int = 0
     opened_at: float | None = None
     probe_in_flight: bool = False
+    # Injectable so tests can step through the cooldown without sleeping.
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
     @property
     def state(self) -> str:
         if self.opened_at is None:
             return "closed"
-        if time.monotonic() - self.opened_at >= self.cooldown_s:
+        if self.clock() - self.opened_at >= self.cooldown_s:
             return "half_open"
         return "open"
 
@@ -51,7 +54,7 @@ class CircuitBreaker:
         self.consecutive_failures += 1
         self.probe_in_flight = False
         if self.opened_at is not None or self.consecutive_failures >= self.failure_threshold:
-            self.opened_at = time.monotonic()
+            self.opened_at = self.clock()
 
 
 @dataclass(slots=True, eq=False)  # identity semantics: each endpoint is one live thing

@@ -127,9 +127,10 @@ class Executor:
                     except TimeoutError:
                         endpoint.outstanding -= 1
                         last = UpstreamError("timeout", "the backend did not answer in time")
-                    except asyncio.CancelledError:
-                        # The client left mid-attempt: free the slot, and let the breaker
-                        # send another probe since this one told us nothing.
+                    except BaseException:
+                        # The client left mid-attempt (CancelledError), or a bug of ours
+                        # escaped: free the slot, and let the breaker send another probe since
+                        # this one told us nothing about the endpoint.
                         endpoint.outstanding -= 1
                         endpoint.breaker.on_abandoned()
                         raise

@@ -6,6 +6,7 @@ registers it); a decision names one in config, with `algorithm_options`.
 
 from routeyard.selection.base import (
     SELECTION_ALGORITHMS,
+    AlgorithmBuild,
     CandidateView,
     Selection,
     SelectionAlgorithm,
@@ -27,6 +28,7 @@ from routeyard.selection.sticky import StickySelection
 
 __all__ = [
     "SELECTION_ALGORITHMS",
+    "AlgorithmBuild",
     "CandidateView",
     "CheapestSelection",
     "EloSelection",

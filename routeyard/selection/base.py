@@ -22,6 +22,17 @@ class CandidateView(Protocol):
 
 
 @dataclass(slots=True, frozen=True)
+class AlgorithmBuild:
+    """What an algorithm is built with besides its options."""
+
+    base_dir: Path | None = None  # relative artifact paths resolve against it
+    # Mixed into the seed of randomised algorithms. A serving Router passes a random value, so
+    # that replicas (and restarts) sharing one learned state never make the same draws; offline
+    # tools pass None, so a seed alone reproduces a run.
+    entropy: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
 class Selection:
     model: str
     reason: str
@@ -31,9 +42,11 @@ class SelectionAlgorithm(ABC):
     name: ClassVar[str]
     needs_embedding: ClassVar[bool] = False  # the planner then loads the embedding model
 
-    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
-        """`options` are the decision's `algorithm_options`; files resolve against base_dir."""
+    def __init__(self, options: dict[str, Any] | None = None,
+                 build: AlgorithmBuild | None = None):
+        """`options` are the decision's `algorithm_options`."""
         self.options = options or {}
+        self.build = build or AlgorithmBuild()
 
     @abstractmethod
     def select(self, candidates: list[CandidateView], prompt_tokens: int,
@@ -50,5 +63,5 @@ def register(cls: type[SelectionAlgorithm]) -> type[SelectionAlgorithm]:
 
 
 def make_algorithm(name: str, options: dict[str, Any] | None = None,
-                   base_dir: Path | None = None) -> SelectionAlgorithm:
-    return SELECTION_ALGORITHMS[name](options, base_dir)
+                   build: AlgorithmBuild | None = None) -> SelectionAlgorithm:
+    return SELECTION_ALGORITHMS[name](options, build)

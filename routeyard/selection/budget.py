@@ -11,11 +11,10 @@ every algorithm with `needs_ledger`; without one (a bare algorithm) nothing coun
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from routeyard.budget import PERIODS, check_scope, scope_key
-from routeyard.selection.base import CandidateView, Selection, register
+from routeyard.selection.base import AlgorithmBuild, CandidateView, Selection, register
 from routeyard.selection.common import number, priced
 from routeyard.selection.cost_aware import QualityCostSelection
 
@@ -76,9 +75,9 @@ class BudgetSelection(QualityCostSelection):
     name = "budget"
     needs_ledger: ClassVar[bool] = True  # the Router hands it its BudgetLedger
 
-    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
+    def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
         options = {"lambda": 0.2, **(options or {})}  # a gentler default than quality_cost's
-        super().__init__(options, base_dir)
+        super().__init__(options, build)
         self.lambda_max = number(self.options, "lambda_max", 20.0)
         if self.lambda_max < self.lam:
             raise ValueError("algorithm_options.lambda_max must be >= lambda")

@@ -7,10 +7,15 @@ request's max_tokens).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from routeyard.selection.base import CandidateView, Selection, SelectionAlgorithm, register
+from routeyard.selection.base import (
+    AlgorithmBuild,
+    CandidateView,
+    Selection,
+    SelectionAlgorithm,
+    register,
+)
 from routeyard.selection.common import number, priced
 
 if TYPE_CHECKING:
@@ -18,8 +23,8 @@ if TYPE_CHECKING:
 
 
 class _CostAware(SelectionAlgorithm):
-    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
-        super().__init__(options, base_dir)
+    def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
+        super().__init__(options, build)
         self.output_tokens = int(number(self.options, "expected_output_tokens", 256))
 
 
@@ -48,8 +53,8 @@ class QualityCostSelection(_CostAware):
 
     name = "quality_cost"
 
-    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
-        super().__init__(options, base_dir)
+    def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
+        super().__init__(options, build)
         priors = self.options.get("priors") or {}
         if not isinstance(priors, dict) or not all(
                 isinstance(v, int | float) and not isinstance(v, bool) for v in priors.values()):

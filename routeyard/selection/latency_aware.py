@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routeyard.pool.latency import LatencyTracker, shared_tracker
-from routeyard.selection.base import CandidateView, Selection, SelectionAlgorithm, register
+from routeyard.selection.base import (
+    AlgorithmBuild,
+    CandidateView,
+    Selection,
+    SelectionAlgorithm,
+    register,
+)
 from routeyard.selection.common import eligible, expected_output_tokens, number
 
 if TYPE_CHECKING:
@@ -22,8 +27,8 @@ class LatencyAwareSelection(SelectionAlgorithm):
 
     name = "latency_aware"
 
-    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
-        super().__init__(options, base_dir)
+    def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
+        super().__init__(options, build)
         self.output_tokens = int(number(self.options, "expected_output_tokens", 256))
         self._tracker: LatencyTracker | None = None  # the shared one, looked up on first use
 

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from routeyard.selection.base import CandidateView, Selection, SelectionAlgorithm, register
+from routeyard.selection.base import (
+    AlgorithmBuild,
+    CandidateView,
+    Selection,
+    SelectionAlgorithm,
+    register,
+)
 
 if TYPE_CHECKING:
     from routeyard.signals.base import RequestContext
@@ -23,8 +29,8 @@ class LearnedSelection(SelectionAlgorithm):
     name = "learned"
     needs_embedding = True
 
-    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
-        super().__init__(options, base_dir)
+    def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
+        super().__init__(options, build)
         from routeyard.selection.learned import load_router
 
         artifact = self.options.get("artifact")
@@ -32,8 +38,8 @@ class LearnedSelection(SelectionAlgorithm):
             raise ValueError("algorithm 'learned' needs algorithm_options.artifact (a file "
                              "made by `routeyard train`)")
         path = Path(artifact)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
+        if not path.is_absolute() and self.build.base_dir is not None:
+            path = self.build.base_dir / path
         self.router = load_router(path)
         self.lam = float(self.options.get("lambda", 1.0))
         model_map = self.options.get("model_map") or {}

@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routeyard.selection.base import (
+    AlgorithmBuild,
     CandidateView,
     Selection,
     SelectionAlgorithm,
@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 class StickySelection(SelectionAlgorithm):
     name = "sticky"
 
-    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None,
+    def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None,
                  *, clock: Callable[[], float] = time.monotonic):
-        super().__init__(options, base_dir)
+        super().__init__(options, build)
         inner = self.options.get("inner", "first_healthy")
         if not isinstance(inner, str) or inner == self.name:
             raise ValueError("algorithm_options.inner must name another selection algorithm")
@@ -40,7 +40,7 @@ class StickySelection(SelectionAlgorithm):
         if not isinstance(inner_options, dict):
             raise ValueError("algorithm_options.inner_options must be a mapping")
         try:
-            self.inner = make_algorithm(inner, inner_options, base_dir)
+            self.inner = make_algorithm(inner, inner_options, build)
         except KeyError:
             raise ValueError(f"algorithm_options.inner: unknown algorithm '{inner}'") from None
         self.needs_embedding = self.inner.needs_embedding  # type: ignore[misc]

@@ -1,9 +1,10 @@
 """Fit the `domain` and `complexity` classifiers offline: `routeyard fit-signal`.
 
 Training data is either labelled prompts (JSONL lines of {"text", "label"}) or a routing dataset
-(JSONL lines of {"task", "prompt", "scores"}, see /work/shared/data/README.md). From a routing
-dataset, domain labels come from the task (TASK_DOMAINS) and complexity labels from how many
-models fail the prompt. The result is a .npz artifact that a family loads with `artifact:`.
+(JSONL lines of {"task", "prompt", "scores"}, see the dataset README, shared/data/README.md beside
+the repository). From a routing dataset, domain labels come from the task (TASK_DOMAINS) and
+complexity labels from how many models fail the prompt. The result is a .npz artifact that a
+family loads with `artifact:`.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def check_signal_build(config: RouteyardConfig, base_dir: Path | None) -> list[P
 
 def _check_algorithms(config: RouteyardConfig, base_dir: Path | None) -> list[Problem]:
     """Build each decision's selection algorithm (a learned one reads its artifact)."""
-    from routeyard.selection import make_algorithm
+    from routeyard.selection import AlgorithmBuild, make_algorithm
 
     located = [(f"decisions[{i}]", d.algorithm, d.algorithm_options)
                for i, d in enumerate(config.decisions)]
@@ -58,7 +58,7 @@ def _check_algorithms(config: RouteyardConfig, base_dir: Path | None) -> list[Pr
     models = {m.name for m in config.models}
     for where, name, options in located:
         try:
-            make_algorithm(name, options, base_dir)
+            make_algorithm(name, options, AlgorithmBuild(base_dir))
         except BUILD_ERRORS as error:
             problems.append((f"{where}.algorithm_options", f"cannot build '{name}': {error}"))
         if "cascade" in options:

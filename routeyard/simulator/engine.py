@@ -17,8 +17,12 @@ from routeyard.simulator.text import (
 )
 
 # Values accepted in the `x-sim-fault` request header.
-FAULT_OVERRIDES = frozenset({"500", "503", "429", "hang", "disconnect", "disconnect_first"})
-OUTCOMES = ("ok", "5xx", "429", "hang", "disconnect", "disconnect_first", "client_disconnect")
+FAULT_OVERRIDES = frozenset(
+    {"400", "422", "500", "503", "429", "hang", "disconnect", "disconnect_first"}
+)
+OUTCOMES = (
+    "ok", "4xx", "5xx", "429", "hang", "disconnect", "disconnect_first", "client_disconnect"
+)
 
 
 class ModelState:

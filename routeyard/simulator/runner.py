@@ -128,6 +128,12 @@ async def _play(
         status = int(fault)
         await send_json(send, status, surface.error(status, "simulated backend error"), extra)
         return "5xx"
+    elif fault in ("400", "422"):
+        # A backend refusing the request itself, as for a parameter it does not accept.
+        status = int(fault)
+        body = surface.error(status, f"simulated {status}: the backend rejected the request")
+        await send_json(send, status, body, extra)
+        return "4xx"
     elif fault == "429":
         body = surface.error(429, "simulated rate limit", "rate_limit_exceeded")
         extra.append((b"retry-after", _retry_after(profile.retry_after_s)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from itertools import islice
 
 from routeyard.state.base import CLAIM_VALUE, DecisionRecord, Store, check_ttl, check_value
@@ -15,14 +16,15 @@ DEFAULT_MAX_KEYS = 100_000
 class MemoryStore(Store):
     name = "memory"
 
-    def __init__(self, *, max_records: int | None = None,
-                 max_keys: int = DEFAULT_MAX_KEYS) -> None:
+    def __init__(self, *, max_records: int | None = None, max_keys: int = DEFAULT_MAX_KEYS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.max_records = max_records if max_records is not None else DEFAULT_MAX_RECORDS
         if self.max_records < 1:
             raise ValueError("max_records must be at least 1")
         if max_keys < 1:
             raise ValueError("max_keys must be at least 1")
         self.max_keys = max_keys
+        self.clock = clock  # injectable, so tests can pass a TTL without sleeping
         # key -> (value, monotonic expiry or None). Insertion order is write order (a write
         # re-inserts), so past max_keys the least recently written key goes first.
         self._kv: dict[str, tuple[bytes, float | None]] = {}
@@ -63,7 +65,7 @@ class MemoryStore(Store):
         if entry is None:
             return None
         value, expires = entry
-        if expires is not None and expires <= time.monotonic():
+        if expires is not None and expires <= self.clock():
             del self._kv[key]  # lazy expiry
             return None
         return value
@@ -71,7 +73,7 @@ class MemoryStore(Store):
     def _put(self, key: str, value: bytes, ttl_s: float | None) -> None:
         kv = self._kv
         kv.pop(key, None)
-        kv[key] = (value, None if ttl_s is None else time.monotonic() + ttl_s)
+        kv[key] = (value, None if ttl_s is None else self.clock() + ttl_s)
         while len(kv) > self.max_keys:
             del kv[next(iter(kv))]
 

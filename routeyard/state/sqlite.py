@@ -113,10 +113,13 @@ class SQLiteStore(BufferedStore):
         path: str | os.PathLike[str] | None = None,
         *,
         max_records: int | None = None,
+        clock: Callable[[], float] = time.time,
         **buffer_options: Any,
     ) -> None:
         super().__init__(**buffer_options)
         self.path = Path(path) if path is not None else default_sqlite_path()
+        # Key expiry is wall-clock (it must hold across restarts); injectable for tests.
+        self.clock = clock
         self.max_records = max_records
         # Background flushes prune once this many rows arrived since the last prune, so the
         # table overshoots max_records by at most ~10%; an explicit flush() prunes exactly.
@@ -266,19 +269,19 @@ class SQLiteStore(BufferedStore):
     def _kv_get(self, key: str) -> bytes | None:
         assert self._reader is not None
         # fetchall, not fetchone: an unfinished statement would hold its read snapshot open.
-        rows = self._reader.execute(_KV_GET, (key, time.time())).fetchall()
+        rows = self._reader.execute(_KV_GET, (key, self.clock())).fetchall()
         return bytes(rows[0][0]) if rows else None
 
     def _kv_set(self, key: str, value: bytes, ttl_s: float | None) -> None:
         assert self._writer is not None
-        now = time.time()
+        now = self.clock()
         self._writer.execute(_KV_SET, (key, value, None if ttl_s is None else now + ttl_s))
         self._kv_wrote(now)
 
     def _kv_claim(self, key: str, ttl_s: float | None) -> bool:
         assert self._writer is not None
         conn = self._writer
-        now = time.time()
+        now = self.clock()
         # IMMEDIATE takes the write lock up front, so two processes sharing the file cannot
         # both see the key absent; within this process the single writer thread serializes.
         conn.execute("BEGIN IMMEDIATE")

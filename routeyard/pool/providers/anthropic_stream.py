@@ -336,6 +336,9 @@ class AnthropicChatStream(ChatStream):
         else:
             self._resp.close()  # drop the connection rather than drain an abandoned stream
 
+    def interrupt(self) -> None:
+        self._resp.close()
+
     async def _read_events(self) -> AsyncIterator[dict[str, Any]]:
         try:
             async for raw in self._resp.content.iter_any():

@@ -119,6 +119,10 @@ class ChatStream(ABC):
     @abstractmethod
     async def aclose(self) -> None: ...
 
+    def interrupt(self) -> None:  # noqa: B027 - optional: streams with nothing to drop keep it
+        """Drop the upstream connection now, from outside the reading task: a read under way
+        then raises UpstreamError (the server is shutting down, say)."""
+
 
 class Provider(ABC):
     """One backend wire protocol. Instances are cheap and share the gateway's HTTP session.

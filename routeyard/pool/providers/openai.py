@@ -141,6 +141,9 @@ class _SSEStream(ChatStream):
     async def aclose(self) -> None:
         self._response.close()
 
+    def interrupt(self) -> None:
+        self._response.close()
+
 
 def _error_message(payload: bytes) -> str:
     try:

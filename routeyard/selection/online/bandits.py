@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from routeyard.selection.base import register
+from routeyard.selection.base import AlgorithmBuild, register
 from routeyard.selection.common import number
 from routeyard.selection.online.base import OnlineAlgorithm, check_reward
 
@@ -24,8 +23,8 @@ class EmaSelection(OnlineAlgorithm):
 
     name = "ema"
 
-    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
-        super().__init__(options, base_dir)
+    def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
+        super().__init__(options, build)
         self.alpha = number(self.options, "alpha", 0.1)
         self.epsilon = number(self.options, "epsilon", 0.05)
         self.prior = number(self.options, "prior", 1.0)
@@ -72,8 +71,8 @@ class ThompsonSelection(OnlineAlgorithm):
 
     name = "thompson"
 
-    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
-        super().__init__(options, base_dir)
+    def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
+        super().__init__(options, build)
         self.prior_alpha = number(self.options, "prior_alpha", 1.0)
         self.prior_beta = number(self.options, "prior_beta", 1.0)
         if self.prior_alpha <= 0 or self.prior_beta <= 0:

@@ -9,6 +9,13 @@ Options common to every online algorithm:
 - `lambda` (default 0): cost weight; costs are divided by the dearest candidate's expected cost,
   so λ is unitless (score = estimate - λ·relative cost).
 - `seed` (default 0): the seed of the algorithm's random generator (exploration, sampling).
+  Offline (replay, tests) the seed alone fixes the draws. A serving Router mixes a random
+  per-replica value into it, so replicas and restarts never repeat each other's draws.
+
+The random generator is process-local and never part of the shared state: state is reloaded
+before every feedback update and every few seconds, and restoring a stored generator there
+would rewind the random stream, so every selection after a feedback would reuse the same
+draws (an ε-greedy learner would stop exploring).
 - `expected_output_tokens` (default 256): for the expected cost of a request.
 """
 
@@ -18,13 +25,17 @@ import base64
 import math
 import threading
 from abc import abstractmethod
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
-from routeyard.selection.base import CandidateView, Selection, SelectionAlgorithm
+from routeyard.selection.base import (
+    AlgorithmBuild,
+    CandidateView,
+    Selection,
+    SelectionAlgorithm,
+)
 from routeyard.selection.common import number, priced
 
 if TYPE_CHECKING:
@@ -44,22 +55,6 @@ def decode_array(value: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f8").reshape(value["shape"]).astype(np.float64)
 
 
-def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    state = rng.bit_generator.state
-    inner = state["state"]
-    # PCG64's 128-bit integers do not fit JSON numbers everywhere: keep them as strings.
-    return {"bit_generator": state["bit_generator"],
-            "state": {k: str(v) for k, v in inner.items()},
-            "has_uint32": state["has_uint32"], "uinteger": state["uinteger"]}
-
-
-def _set_rng_state(rng: np.random.Generator, value: dict[str, Any]) -> None:
-    rng.bit_generator.state = {
-        "bit_generator": value["bit_generator"],
-        "state": {k: int(v) for k, v in value["state"].items()},
-        "has_uint32": value["has_uint32"], "uinteger": value["uinteger"]}
-
-
 def check_reward(reward: float) -> float:
     value = float(reward)
     if not math.isfinite(value):
@@ -70,14 +65,15 @@ def check_reward(reward: float) -> float:
 class OnlineAlgorithm(SelectionAlgorithm):
     """A selection algorithm that learns from rewards in [0, 1] while serving."""
 
-    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
-        super().__init__(options, base_dir)
+    def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
+        super().__init__(options, build)
         self.lam = number(self.options, "lambda", 0.0)
         seed = self.options.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError("algorithm_options.seed must be an integer >= 0")
         self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        entropy = self.build.entropy
+        self.rng = np.random.default_rng(seed if entropy is None else [seed, entropy])
         self.output_tokens = int(number(self.options, "expected_output_tokens", 256))
         self.lock = threading.RLock()  # select and update may come from different threads
 
@@ -132,7 +128,7 @@ class OnlineAlgorithm(SelectionAlgorithm):
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
-        """The learned state as JSON-able data (without the RNG)."""
+        """The learned state as JSON-able data (the random generator is not part of it)."""
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -140,7 +136,7 @@ class OnlineAlgorithm(SelectionAlgorithm):
     def get_state(self) -> bytes:
         with self.lock:
             return orjson.dumps({"algorithm": self.name, "version": STATE_VERSION,
-                                 "rng": _rng_state(self.rng), "state": self.state_dict()})
+                                 "state": self.state_dict()})
 
     def set_state(self, data: bytes) -> None:
         try:
@@ -153,6 +149,5 @@ class OnlineAlgorithm(SelectionAlgorithm):
         if blob.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported state version {blob.get('version')!r}")
         with self.lock:
+            # A stored "rng" (written by earlier versions) is ignored: see the module docstring.
             self.load_state_dict(blob["state"])
-            if "rng" in blob:
-                _set_rng_state(self.rng, blob["rng"])

@@ -12,12 +12,11 @@ incumbent is rated quickly but overtakes it only slowly (through ε-exploration)
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from routeyard.selection.base import register
+from routeyard.selection.base import AlgorithmBuild, register
 from routeyard.selection.common import number
 from routeyard.selection.online.base import OnlineAlgorithm, check_reward
 
@@ -30,8 +29,8 @@ def expected_score(rating: float, opponent: float) -> float:
 class EloSelection(OnlineAlgorithm):
     name = "elo"
 
-    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
-        super().__init__(options, base_dir)
+    def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
+        super().__init__(options, build)
         self.k = number(self.options, "k", 32.0)
         self.k_reward = number(self.options, "k_reward", 16.0)
         self.provisional_k = number(self.options, "provisional_k", 200.0)

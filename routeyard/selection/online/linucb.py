@@ -10,12 +10,11 @@ fitted to reward - prior): a model with little data is pulled towards the optimi
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from routeyard.selection.base import register
+from routeyard.selection.base import AlgorithmBuild, register
 from routeyard.selection.common import number
 from routeyard.selection.online.base import (
     OnlineAlgorithm,
@@ -30,8 +29,8 @@ class LinUCBSelection(OnlineAlgorithm):
     name = "linucb"
     needs_embedding = True
 
-    def __init__(self, options: dict[str, Any] | None = None, base_dir: Path | None = None):
-        super().__init__(options, base_dir)
+    def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
+        super().__init__(options, build)
         self.alpha = number(self.options, "alpha", 0.5)
         self.prior = number(self.options, "prior", 1.0, minimum=-1e9)
         self.ridge = number(self.options, "ridge", 1.0)

@@ -1,0 +1,148 @@
+"""A/B benchmark of the request path: this checkout against another commit, in one run.
+
+    python bench/ab.py --baseline HEAD            # uncommitted changes vs the last commit
+    python bench/ab.py --baseline HEAD~1 --rounds 7 --duration 8 --markdown
+
+Both routers run the same generated config (gateway.py's) with the same venv: the baseline's
+`routeyard` package comes from a temporary `git worktree` of the ref, put first on PYTHONPATH.
+One simulator at 0 ms serves both, and the direct path is measured beside them. Each round runs
+wrk against direct, A and B in turn (the order alternates between rounds, so drift on a shared
+machine hits both alike), for c=1 latency and c=64 throughput; the median round is reported,
+with B/A ratios of the medians and every round in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway import SIM_MODEL, chat_body, check_target, routeyard_config, simulator_config
+from procs import Target, machine_info, start_routeyard, start_simulator
+from wrkload import run_wrk, send_requests, wrk_available
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+@contextlib.contextmanager
+def worktree(ref: str, tmp: Path) -> Iterator[tuple[Path, str]]:
+    """A detached checkout of `ref`; yields (path, full commit id)."""
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", ref], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    path = tmp / "baseline"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), commit],
+                   check=True, capture_output=True, text=True)
+    try:
+        yield path, commit
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)],
+                       capture_output=True, text=True)
+
+
+def measure(targets: list[Target], connections: int, duration_s: float, rounds: int
+            ) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
+    for round_no in range(rounds):
+        order = targets if round_no % 2 == 0 else [targets[0], *reversed(targets[1:])]
+        for target in order:
+            result = run_wrk(target.chat_url, chat_body(target), connections=connections,
+                             duration_s=duration_s, headers=target.headers)
+            if result.errors:
+                raise RuntimeError(f"{target.name}: {result.errors} errors at c={connections}")
+            runs[target.name].append({"rps": result.rps, "p50_ms": result.p50_ms,
+                                      "p99_ms": result.p99_ms})
+            print(f"  c={connections} round {round_no + 1} {target.name}: "
+                  f"{result.rps:,.0f} req/s, p50 {result.p50_ms:.3f} ms", file=sys.stderr,
+                  flush=True)
+    return {name: {"rps": statistics.median(r["rps"] for r in found),
+                   "p50_ms": statistics.median(r["p50_ms"] for r in found),
+                   "rounds": found} for name, found in runs.items()}
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    c1, c64 = results["latency_c1"], results["throughput_c64"]
+    direct = c1["direct"]["p50_ms"]
+    added = {name: c1[name]["p50_ms"] - direct for name in ("A", "B")}
+    return {
+        "added_latency_c1_ms": {"A": round(added["A"], 4), "B": round(added["B"], 4),
+                                "B/A": round(added["B"] / added["A"], 3)},
+        "throughput_c64_rps": {"direct": round(c64["direct"]["rps"]),
+                               "A": round(c64["A"]["rps"]), "B": round(c64["B"]["rps"]),
+                               "B/A": round(c64["B"]["rps"] / c64["A"]["rps"], 3)},
+    }
+
+
+def markdown(meta: dict[str, Any], result: dict[str, Any]) -> str:
+    added, rps = result["added_latency_c1_ms"], result["throughput_c64_rps"]
+    return "\n".join([
+        f"`{meta['command']}` ({meta['date']}, {meta['machine']['cpu_model']}, "
+        f"{meta['machine']['nproc']} cores; A = {meta['baseline_commit'][:10]}, "
+        f"B = {meta['candidate']})",
+        "",
+        "| measure | direct | A (baseline) | B (this change) | B/A |",
+        "|---|---|---|---|---|",
+        f"| added latency p50, c=1 | - | +{added['A']:.3f} ms | +{added['B']:.3f} ms "
+        f"| {added['B/A']:.2f} |",
+        f"| throughput, c=64 | {rps['direct']:,} req/s | {rps['A']:,} req/s | {rps['B']:,} "
+        f"req/s | {rps['B/A']:.2f} |",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default="HEAD", help="git ref of A (default HEAD)")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per measure (median)")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "ab.json")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+    if not wrk_available():
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "routeyard"],
+                           capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=10", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    meta: dict[str, Any] = {
+        "command": "python bench/ab.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine_info(),
+        "candidate": f"{head}{' + uncommitted changes' if dirty else ''}",
+        "duration_s": args.duration, "rounds": args.rounds,
+    }
+    with tempfile.TemporaryDirectory(prefix="routeyard-ab-") as tmp_name, \
+            contextlib.ExitStack() as stack:
+        tmp = Path(tmp_name)
+        source, meta["baseline_commit"] = stack.enter_context(worktree(args.baseline, tmp))
+        sim_url, sim_pid = stack.enter_context(start_simulator(simulator_config(), tmp))
+        direct = Target("direct", sim_url + "/v1", SIM_MODEL, sim_pid)
+        config_a = routeyard_config(direct.base_url, tmp / "a")
+        config_b = routeyard_config(direct.base_url, tmp / "b")
+        a = stack.enter_context(start_routeyard(config_a, tmp / "a", name="A", source=source))
+        b = stack.enter_context(start_routeyard(config_b, tmp / "b", name="B"))
+        targets = [direct, a, b]
+        for target in targets:
+            check_target(target)
+            send_requests(target.chat_url, chat_body(target), 1000, connections=64)
+        results = {"latency_c1": measure(targets, 1, args.duration, args.rounds),
+                   "throughput_c64": measure(targets, 64, args.duration, args.rounds)}
+    out = {"meta": meta, **results, "summary": summary(results)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out["summary"], indent=2))
+    if args.markdown:
+        print("\n" + markdown(meta, out["summary"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
