@@ -7,8 +7,9 @@ Both routers run the same generated config (gateway.py's) with the same venv: th
 `routeyard` package comes from a temporary `git worktree` of the ref, put first on PYTHONPATH.
 One simulator at 0 ms serves both, and the direct path is measured beside them. Each round runs
 wrk against direct, A and B in turn (the order alternates between rounds, so drift on a shared
-machine hits both alike), for c=1 latency and c=64 throughput; the median round is reported,
-with B/A ratios of the medians and every round in the JSON.
+machine hits both alike), for c=1 latency and c=64 throughput, then the streaming client for
+time to first byte at c=16; the median round is reported, with B/A ratios of the medians and
+every round in the JSON.
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway import SIM_MODEL, chat_body, check_target, routeyard_config, simulator_config
+from gateway import (
+    CHAT_PROFILE,
+    SIM_MODEL,
+    STREAM_PROFILE,
+    chat_body,
+    check_target,
+    routeyard_config,
+    set_sim_profile,
+    simulator_config,
+)
 from procs import Target, machine_info, start_routeyard, start_simulator
 from wrkload import run_wrk, send_requests, wrk_available
 
@@ -69,13 +79,44 @@ def measure(targets: list[Target], connections: int, duration_s: float, rounds: 
                    "rounds": found} for name, found in runs.items()}
 
 
+def measure_streams(targets: list[Target], sim_url: str, duration_s: float, rounds: int,
+                    concurrency: int = 16) -> dict[str, Any]:
+    """Time to the first SSE chunk (bench/ttfb_client.py, a process of its own)."""
+    runs: dict[str, list[float]] = {t.name: [] for t in targets}
+    set_sim_profile(sim_url, STREAM_PROFILE)
+    try:
+        for round_no in range(rounds):
+            order = targets if round_no % 2 == 0 else [targets[0], *reversed(targets[1:])]
+            for target in order:
+                done = subprocess.run(
+                    [sys.executable, str(HERE / "ttfb_client.py"), "--url", target.chat_url,
+                     "--body", chat_body(target, stream=True).decode(), "--concurrency",
+                     str(concurrency), "--duration", str(duration_s), "--warmup", "1"],
+                    capture_output=True, text=True, check=True, timeout=duration_s + 120)
+                result = json.loads(done.stdout)
+                if result["errors"]:
+                    raise RuntimeError(f"{target.name}: {result['errors']} stream errors")
+                runs[target.name].append(result["ttfb_p50_ms"])
+                print(f"  streams round {round_no + 1} {target.name}: TTFB p50 "
+                      f"{result['ttfb_p50_ms']:.3f} ms", file=sys.stderr, flush=True)
+    finally:
+        set_sim_profile(sim_url, CHAT_PROFILE)
+    return {name: {"ttfb_p50_ms": statistics.median(found), "rounds": found}
+            for name, found in runs.items()}
+
+
 def summary(results: dict[str, Any]) -> dict[str, Any]:
     c1, c64 = results["latency_c1"], results["throughput_c64"]
     direct = c1["direct"]["p50_ms"]
     added = {name: c1[name]["p50_ms"] - direct for name in ("A", "B")}
+    streams = results["stream_ttfb_c16"]
+    ttfb = {name: streams[name]["ttfb_p50_ms"] - streams["direct"]["ttfb_p50_ms"]
+            for name in ("A", "B")}
     return {
         "added_latency_c1_ms": {"A": round(added["A"], 4), "B": round(added["B"], 4),
                                 "B/A": round(added["B"] / added["A"], 3)},
+        "added_stream_ttfb_c16_ms": {"A": round(ttfb["A"], 4), "B": round(ttfb["B"], 4),
+                                     "B/A": round(ttfb["B"] / ttfb["A"], 3)},
         "throughput_c64_rps": {"direct": round(c64["direct"]["rps"]),
                                "A": round(c64["A"]["rps"]), "B": round(c64["B"]["rps"]),
                                "B/A": round(c64["B"]["rps"] / c64["A"]["rps"], 3)},
@@ -84,6 +125,7 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(meta: dict[str, Any], result: dict[str, Any]) -> str:
     added, rps = result["added_latency_c1_ms"], result["throughput_c64_rps"]
+    ttfb = result["added_stream_ttfb_c16_ms"]
     return "\n".join([
         f"`{meta['command']}` ({meta['date']}, {meta['machine']['cpu_model']}, "
         f"{meta['machine']['nproc']} cores; A = {meta['baseline_commit'][:10]}, "
@@ -95,6 +137,8 @@ def markdown(meta: dict[str, Any], result: dict[str, Any]) -> str:
         f"| {added['B/A']:.2f} |",
         f"| throughput, c=64 | {rps['direct']:,} req/s | {rps['A']:,} req/s | {rps['B']:,} "
         f"req/s | {rps['B/A']:.2f} |",
+        f"| added stream TTFB p50, c=16 | - | +{ttfb['A']:.3f} ms | +{ttfb['B']:.3f} ms "
+        f"| {ttfb['B/A']:.2f} |",
     ])
 
 
@@ -134,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             check_target(target)
             send_requests(target.chat_url, chat_body(target), 1000, connections=64)
         results = {"latency_c1": measure(targets, 1, args.duration, args.rounds),
-                   "throughput_c64": measure(targets, 64, args.duration, args.rounds)}
+                   "throughput_c64": measure(targets, 64, args.duration, args.rounds),
+                   "stream_ttfb_c16": measure_streams(targets, sim_url, args.duration,
+                                                      args.rounds)}
     out = {"meta": meta, **results, "summary": summary(results)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 from paths import add_shared_option, shared_dir
 
-from routeyard.eval.dataset import RoutingDataset, load_dataset
+from routeyard.dataset import RoutingDataset, load_dataset
 from routeyard.selection.learned import TRAINABLE_ROUTERS, TrainableRouter
 from routeyard.selection.learned.knn import KnnRouter
 from routeyard.signals.embedder import load_embedder

@@ -21,8 +21,8 @@ import orjson
 from paths import add_shared_option, shared_dir
 from timing import p50_ms
 
-from routeyard.config import build_config
-from routeyard.eval.dataset import RoutingDataset, load_dataset
+from routeyard.catalog import build_config
+from routeyard.dataset import RoutingDataset, load_dataset
 from routeyard.metrics import Metrics
 from routeyard.pool import Pool
 from routeyard.selection import SELECTION_ALGORITHMS, make_algorithm

@@ -159,8 +159,8 @@ async def timed(make: Callable[[], Any], n: int, awaited: bool = True) -> list[i
 
 
 async def measure(n: int, body: dict[str, Any]) -> dict[str, Any]:
-    from routeyard.config import build_config
-    from routeyard.config.signals import RuleConfig
+    from routeyard.catalog import build_config
+    from routeyard.config.signals import RuleTree
     from routeyard.decisions.engine import DecisionEngine
     from routeyard.decisions.rules import compile_rule
     from routeyard.tokens import count_prompt_tokens
@@ -170,7 +170,7 @@ async def measure(n: int, body: dict[str, Any]) -> dict[str, Any]:
     semantic = signal_engine({**HEURISTIC, **SEMANTIC})
     decider = DecisionEngine(build_config(decision_config(HEURISTIC)))
     leaves = (await heuristic.evaluate(heuristic.context(body, HEADERS))).leaves
-    functions = [compile_rule(RuleConfig.model_validate(t)) for t in rule_trees()]
+    functions = [compile_rule(RuleTree.model_validate(t)) for t in rule_trees()]
 
     def rules() -> None:
         for function in functions:

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import orjson
 
-from routeyard.config import ConfigError, load_config
+from routeyard.catalog import load_config
+from routeyard.config import ConfigError
 
 Configure = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
@@ -45,12 +46,12 @@ def _run_validate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from routeyard.config import depends_on_unset
-    from routeyard.signals.validation import check_signal_build
+    from routeyard.preflight import preflight
 
     unset: list[tuple[str, str]] = []  # stays empty with --strict-env: those are errors
     try:
         config = load_config(args.file, env_warnings=None if args.strict_env else unset)
-        problems = [p for p in check_signal_build(config, Path(args.file).resolve().parent)
+        problems = [p for p in preflight(config, Path(args.file).resolve().parent)
                     if not depends_on_unset(p, unset, enclosing=True)]
         if problems:
             raise ConfigError(args.file, problems)
@@ -81,9 +82,9 @@ def _run_route(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from routeyard.errors import RouteyardError
+    from routeyard.preflight import BUILD_ERRORS
     from routeyard.router import Router
     from routeyard.serve import resolve_config
-    from routeyard.signals.validation import BUILD_ERRORS
     from routeyard.state import MemoryStore
 
     async def dry_run() -> dict[str, object]:

@@ -16,9 +16,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from routeyard.config import ConfigError, RouteyardConfig, load_config
+from routeyard.catalog import load_config
+from routeyard.config import ConfigError, RouteyardConfig
+from routeyard.preflight import BUILD_ERRORS
 from routeyard.router import Router
-from routeyard.signals.validation import BUILD_ERRORS
 
 log = logging.getLogger("routeyard.reload")
 

@@ -1,8 +1,15 @@
-"""The Router: config → decision → selection → pool, usable in-process or behind HTTP.
+"""The Router, the composition root: it builds every part from the config, wires each part's
+dependencies in at construction, and builds each decision's handler stack. Nothing below it
+imports it.
 
     async with Router.from_file("routeyard.yaml") as router:
         reply = await router.chat({"model": "auto", "messages": [...]})
         plan = await router.route("Prove that sqrt(2) is irrational")
+
+A request enters it twice: `plan` (signals, decision, selection) and `complete` or
+`open_stream`, which hand the plan to its decision's stack:
+
+    Accounted(PluginChain(plugins, CascadeHandler | DirectHandler))
 """
 
 from __future__ import annotations
@@ -10,64 +17,86 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
-from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass
+import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from routeyard.budget import build_ledger
-from routeyard.chat_request import validate_chat_request
-from routeyard.config import RouteyardConfig, load_config
-from routeyard.errors import RouteyardError
-from routeyard.feedback import FeedbackService, parse_feedback
+from routeyard.catalog import load_config
+from routeyard.config import RouteyardConfig
+from routeyard.decisions import Decision
 from routeyard.metrics import Metrics
-from routeyard.planner import Planner, RoutePlan
-from routeyard.pool import Pool, PoolExhausted
-from routeyard.pool.executor import Served
-from routeyard.selection import OnlineAlgorithm
-from routeyard.state import DecisionRecord, Store, StoreUnavailable, make_store
-from routeyard.streaming import DONE, StreamRelay
-from routeyard.tokens import count_text_tokens, message_text
-from routeyard.upstream_errors import exhausted_to_error
+from routeyard.plugins import PluginBuild
+from routeyard.pool import Pool
+from routeyard.pool.latency import LatencyTracker
+from routeyard.selection import AlgorithmBuild, OnlineAlgorithm
+from routeyard.selection.ledger import BudgetLedger
+from routeyard.serving.accounting import Accountant
+from routeyard.serving.cascade import CascadeHandler, cascade_options
+from routeyard.serving.direct import DirectHandler
+from routeyard.serving.feedback import FeedbackService, parse_feedback
+from routeyard.serving.handler import Accounted, Answer, Handler
+from routeyard.serving.planner import DIRECT, Planner, RoutePlan
+from routeyard.serving.plugin_chain import Chain, PluginChain, build_plugins
+from routeyard.serving.relay import StreamRelay
+from routeyard.serving.request import validate_chat_request
+from routeyard.state import Store, StoreUnavailable, make_store
+from routeyard.tasks import TaskSet
+from routeyard.wire import DONE
 
 log = logging.getLogger("routeyard")
 
 LEARNER_REFRESH_S = 5.0  # how often learned state is reloaded from the (shared) store
 
 
-@dataclass(slots=True)
-class ChatResult:
-    plan: RoutePlan
-    served: Served | None  # None: a plugin answered without a backend
-    response: dict[str, Any]
-
-
 class Router:
     def __init__(self, config: RouteyardConfig, *, store: Store | None = None,
-                 metrics: Metrics | None = None, base_dir: Path | None = None) -> None:
-        """`store` and `metrics` may be shared with the Router this one replaces on reload."""
+                 metrics: Metrics | None = None, tracker: LatencyTracker | None = None,
+                 base_dir: Path | None = None) -> None:
+        """`store`, `metrics` and `tracker` may be shared with the Router this one replaces
+        on reload."""
         self.config = config
         self.metrics = metrics or Metrics()
-        self.pool = Pool(config, self.metrics)
-        self.planner = Planner(config, self.pool, base_dir)
-        self.aliases = self.planner.aliases
+        self.tracker = tracker if tracker is not None else LatencyTracker()
         self.store = store if store is not None else _store_from_config(config)
+        self.background = TaskSet()  # writes off the request path; awaited on close
+        self.budget_ledger = BudgetLedger(self.store, spawn=self.background.spawn)
+        self.pool = Pool(config, self.metrics, self.tracker)
+        # The entropy is random per Router: replicas sharing learned state must not share
+        # random draws.
+        self.planner = Planner(config, self.pool, AlgorithmBuild(
+            base_dir, entropy=secrets.randbits(64), ledger=self.budget_ledger,
+            tracker=self.tracker))
+        self.aliases = self.planner.aliases
         self.feedback = FeedbackService(self.store, {
             name: algorithm for name, algorithm in self.planner.algorithms.items()
             if isinstance(algorithm, OnlineAlgorithm)})
-        self._background: set[asyncio.Task[None]] = set()
-        self._refresher: asyncio.Task[None] | None = None
-        self.cascades = _cascades(self.pool, self.planner)
-        self.plugins = _plugins(self.planner)  # decision name → its plugins ({} when none)
-        self.budget_ledger = build_ledger(self.store, self.planner.algorithms.values(),
-                                          self._spawn)
+        self.accountant = Accountant(self.metrics, self.store, self.feedback,
+                                     self.budget_ledger, self.background.spawn)
+        decisions = self.planner.decisions
+        self.plugins: dict[str, Chain] = build_plugins(decisions, PluginBuild(self.store))
+        self.stacks: dict[str, Handler] = self._stacks(decisions)
         self.in_flight = 0  # requests being served; a replaced Router closes at zero
         # On reload the store passes to the new Router, which then starts and closes it.
         self.owns_store = True
+        self._refresher: asyncio.Task[None] | None = None
         self._started = False
+
+    def _stacks(self, decisions: list[Decision]) -> dict[str, Handler]:
+        """Each decision's handler stack, and the one for requests that name a model."""
+        direct = DirectHandler(self.pool.executor, self.accountant)
+        cascades = cascade_options(self.pool, decisions)
+        stacks: dict[str, Handler] = {DIRECT: Accounted(direct, self.accountant)}
+        for decision in decisions:
+            options = cascades.get(decision.name)
+            handler: Handler = direct if options is None else CascadeHandler(
+                options, self.pool, self.accountant)
+            if decision.name in self.plugins:
+                handler = PluginChain(self.plugins[decision.name], handler, self.accountant)
+            stacks[decision.name] = Accounted(handler, self.accountant)
+        return stacks
 
     @classmethod
     def from_file(cls, path: str | Path, *, store: Store | None = None) -> Router:
@@ -92,8 +121,7 @@ class Router:
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
             self._refresher = None
-        if self._background:  # context writes still under way
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.background.drain()  # context writes and ledger flushes still under way
         if self._started:
             await self.pool.close()
             if self.owns_store:
@@ -136,60 +164,20 @@ class Router:
 
     # -- calling -----------------------------------------------------------------------------
 
+    async def complete(self, body: dict[str, Any], plan: RoutePlan | None = None) -> Answer:
+        """A whole answer, through the plan's decision stack."""
+        plan = plan or await self.plan(body)
+        return await self.stacks[plan.decision].complete(plan, body)
+
+    async def open_stream(self, body: dict[str, Any], plan: RoutePlan | None = None
+                          ) -> StreamRelay:
+        """Open a stream with failover; the relay's frames() must be consumed to the end."""
+        plan = plan or await self.plan(body)
+        return await self.stacks[plan.decision].open_stream(plan, body)
+
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """Library call: a validated non-streaming chat completion (an OpenAI dict)."""
         return (await self.complete(validate_chat_request({**body, "stream": False}))).response
-
-    async def complete(self, body: dict[str, Any], plan: RoutePlan | None = None) -> ChatResult:
-        plan = plan or await self.plan(body)
-        if self.plugins and (chain := self.plugins.get(plan.decision)):
-            from routeyard.plugins.runner import complete_with_plugins
-
-            return await complete_with_plugins(self, chain, plan, body)
-        return await self.complete_plain(body, plan)
-
-    async def complete_plain(self, body: dict[str, Any], plan: RoutePlan) -> ChatResult:
-        """`complete` without the decision's plugins (they call it with the edited body)."""
-        if (cascade := self.cascades.get(plan.decision)) is not None:
-            from routeyard.cascade import complete_cascade  # only cascading configs load it
-
-            return await complete_cascade(self, cascade, plan, body)
-        try:
-            served = await self.pool.executor.complete(plan.models, plan.request_body(body))
-        except PoolExhausted as exhausted:
-            self.finish(plan, None, 0, 0, status="upstream_failed", stream=False)
-            raise exhausted_to_error(exhausted) from None
-        response: dict[str, Any] = served.result
-        usage = response.get("usage")
-        if not isinstance(usage, dict) or "completion_tokens" not in usage:
-            usage = self.compute_usage(plan, _completion_text(response))
-            response["usage"] = usage
-        self.finish(plan, served, usage.get("prompt_tokens", 0),
-                    usage.get("completion_tokens", 0), status="ok", stream=False)
-        return ChatResult(plan, served, response)
-
-    async def open_stream(self, body: dict[str, Any], plan: RoutePlan | None = None) -> StreamRelay:
-        """Open a stream with failover; the relay's frames() must be consumed to the end."""
-        plan = plan or await self.plan(body)
-        if self.plugins and (chain := self.plugins.get(plan.decision)):
-            from routeyard.plugins.runner import open_stream_with_plugins
-
-            return await open_stream_with_plugins(self, chain, plan, body)
-        return await self.open_stream_plain(body, plan)
-
-    async def open_stream_plain(self, body: dict[str, Any], plan: RoutePlan) -> StreamRelay:
-        """`open_stream` without the decision's plugins."""
-        if (cascade := self.cascades.get(plan.decision)) is not None:
-            # Probes run first; the chosen answer is then replayed as a stream.
-            from routeyard.cascade import open_cascade_stream
-
-            return await open_cascade_stream(self, cascade, plan, body)
-        try:
-            served = await self.pool.executor.open_stream(plan.models, plan.request_body(body))
-        except PoolExhausted as exhausted:
-            self.finish(plan, None, 0, 0, status="upstream_failed", stream=True)
-            raise exhausted_to_error(exhausted) from None
-        return StreamRelay(self, plan, served, body)
 
     async def chat_stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Library call: stream chat.completion.chunk dicts (an `error` dict if it breaks)."""
@@ -198,59 +186,10 @@ class Router:
             if frame != DONE:
                 yield orjson.loads(frame[6:])
 
-    def compute_usage(self, plan: RoutePlan, completion_text: str) -> dict[str, int]:
-        prompt = plan.context.prompt_tokens
-        completion = count_text_tokens(completion_text)
-        return {"prompt_tokens": prompt, "completion_tokens": completion,
-                "total_tokens": prompt + completion}
-
-    def finish(self, plan: RoutePlan, served: Served | None, prompt_tokens: int,
-               completion_tokens: int, *, status: str, stream: bool,
-               cost_usd: float | None = None) -> None:
-        """Account for one finished request: metrics and the decision log. `cost_usd`
-        overrides the price of the tokens at the answering model's rate (a cascade paid
-        several models)."""
-        latency = time.monotonic() - plan.started
-        model = served.model if served else None
-        cost = cost_usd if cost_usd is not None else (
-            model.config.pricing.cost(prompt_tokens, completion_tokens) if model else 0.0)
-        model_label = model.name if model else "none"
-        self.feedback.served(plan, model.name if model else None)
-        if model is not None and plan.decision in self.feedback.learners:
-            self._remember_context(plan)
-        m = self.metrics
-        m.child(m.requests, model_label, plan.decision, status).inc()
-        if model is not None:
-            m.child(m.request_latency, model_label, "true" if stream else "false").observe(
-                latency)
-            m.child(m.tokens, model_label, "prompt").inc(prompt_tokens)
-            m.child(m.tokens, model_label, "completion").inc(completion_tokens)
-            m.child(m.cost, model_label).inc(cost)
-        if self.budget_ledger is not None:  # count the cost against its budgets
-            self.budget_ledger.record_request(plan.context, cost)
-        self.store.record_decision(DecisionRecord(
-            request_id=plan.request_id, time=time.time() - latency, decision=plan.decision,
-            model=model_label if model else None,
-            endpoint=served.endpoint.name if served else None,
-            latency_ms=latency * 1000, prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens, cost_usd=cost, status=status, stream=stream,
-        ))
-
     async def submit_feedback(self, data: Any) -> dict[str, Any]:
         result = await self.feedback.submit(parse_feedback(data))
         self.metrics.feedback.labels(result["decision"] or "none").inc()
         return result
-
-    def _remember_context(self, plan: RoutePlan) -> None:
-        """Keep the prompt's embedding for a contextual learner's later feedback, off the
-        request path."""
-        async def write() -> None:
-            try:
-                await self.feedback.remember_context(plan)
-            except StoreUnavailable:
-                log.warning("context for %s not kept: the store is down", plan.request_id)
-
-        self._spawn(write())
 
     async def _refresh_learners(self) -> None:
         """Pick up what other replicas learned, every few seconds."""
@@ -260,34 +199,6 @@ class Router:
                 await self.feedback.load_states()
             except StoreUnavailable:
                 continue
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def record_rejection(self, error: RouteyardError) -> None:
-        self.metrics.errors.labels(f"client_{error.code or error.status}").inc()
-
-
-def _cascades(pool: Pool, planner: Planner) -> dict[str, Any]:
-    """Decision name → its cascade options, for decisions with `algorithm_options.cascade`."""
-    decisions = [c.decision for c in planner.engine.decisions()] + [planner.engine.default]
-    if not any("cascade" in d.options for d in decisions):
-        return {}
-    from routeyard.cascade import build_cascades  # imports this module: only when used
-
-    return build_cascades(pool, decisions)
-
-
-def _plugins(planner: Planner) -> dict[str, Any]:
-    """Decision name → its built plugins, for decisions with `plugins:`."""
-    decisions = [c.decision for c in planner.engine.decisions()] + [planner.engine.default]
-    if not any(d.plugins for d in decisions):
-        return {}
-    from routeyard.plugins.runner import build_chains  # imports this module: only when used
-
-    return build_chains(decisions)
 
 
 def _store_from_config(config: RouteyardConfig) -> Store:
@@ -300,12 +211,3 @@ def _store_from_config(config: RouteyardConfig) -> Store:
 def _default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "routeyard"
-
-
-def _completion_text(response: dict[str, Any]) -> str:
-    texts = []
-    for choice in response.get("choices") or []:
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if isinstance(message, dict):
-            texts.append(message_text(message))
-    return " ".join(texts)

@@ -13,11 +13,12 @@ from starlette.types import ASGIApp
 
 from routeyard.api import create_app
 from routeyard.api.drain import UVICORN_MARGIN_S
-from routeyard.config import ConfigError, RouteyardConfig, load_config
+from routeyard.catalog import load_config
+from routeyard.config import ConfigError, RouteyardConfig
 from routeyard.config.defaults import SIMULATOR_MOUNT, default_config
 from routeyard.config.schema import ServerConfig
+from routeyard.preflight import BUILD_ERRORS
 from routeyard.router import Router
-from routeyard.signals.validation import BUILD_ERRORS
 
 log = logging.getLogger("routeyard")
 

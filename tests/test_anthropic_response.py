@@ -11,8 +11,9 @@ from anthropic_samples import RECORDED, anthropic_message, sse
 from routeyard.pool.providers.anthropic import (
     to_openai_completion,
 )
-from routeyard.pool.providers.anthropic_stream import SSEDecoder, StreamTranslator
+from routeyard.pool.providers.anthropic_stream import StreamTranslator
 from routeyard.pool.providers.base import UpstreamError
+from routeyard.pool.providers.sse import SSEDecoder
 
 # --- response translation --------------------------------------------------------------------
 

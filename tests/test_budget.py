@@ -10,11 +10,11 @@ import pytest
 from simproc import start_simulator
 
 from routeyard import Router
-from routeyard.budget import BudgetLedger, hashed, period_id
-from routeyard.config import build_config
+from routeyard.catalog import build_config
 from routeyard.metrics import Metrics
 from routeyard.pool import Pool, PooledModel
-from routeyard.selection import BudgetSelection, make_algorithm
+from routeyard.selection import AlgorithmBuild, BudgetSelection, make_algorithm
+from routeyard.selection.ledger import BudgetLedger, hashed, period_id
 from routeyard.signals import RequestContext
 from routeyard.state import MemoryStore
 
@@ -43,9 +43,9 @@ def ctx(headers: dict[str, str] | None = None, **body: Any) -> RequestContext:
 
 def budget_algo(ledger: BudgetLedger, *budgets: dict[str, Any], **options: Any
                 ) -> BudgetSelection:
-    algo = make_algorithm("budget", {"priors": PRIORS, "budgets": list(budgets), **options})
+    algo = make_algorithm("budget", {"priors": PRIORS, "budgets": list(budgets), **options},
+                          AlgorithmBuild(ledger=ledger))
     assert isinstance(algo, BudgetSelection)
-    algo.set_ledger(ledger)
     return algo
 
 

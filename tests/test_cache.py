@@ -20,7 +20,7 @@ from simproc import SimulatorProcess, start_simulator
 from stores import REDIS_URL, needs_redis
 
 from routeyard.cache import Entry, MemoryCache, request_key, tenant_of
-from routeyard.config import build_config
+from routeyard.catalog import build_config
 from routeyard.plugins import PLUGINS
 from routeyard.plugins.cache_plugin import SemanticCachePlugin
 from routeyard.router import Router
@@ -243,10 +243,10 @@ def plugin_of(router: Router) -> SemanticCachePlugin:
 async def ask_router(router: Router, text: str, key: str = "k") -> str:
     plan = await router.plan({"model": "auto", "messages": ask(text)},
                              {"authorization": f"Bearer {key}"})
-    await router.complete({"model": "auto", "messages": ask(text)}, plan)
+    answer = await router.complete({"model": "auto", "messages": ask(text)}, plan)
     await asyncio.sleep(0)  # the fill runs just after the on_response hooks
-    assert plan.response_headers is not None
-    return plan.response_headers["x-routeyard-cache"]
+    assert answer.headers is not None
+    return answer.headers["x-routeyard-cache"]
 
 
 async def test_memory_ttl_through_the_router(echo: tuple[str, list[dict[str, Any]]]) -> None:

@@ -14,12 +14,14 @@ import pytest
 from routerproc import start_router
 from simproc import SimulatorProcess, start_simulator
 
-from routeyard.cascade import CascadeOptions, completion_chunks, normalise_answer, vote
+from routeyard.answers import normalise_answer, vote
 from routeyard.config import RouteyardConfig
+from routeyard.dataset import RoutingDataset, load_split
 from routeyard.eval.cascade_eval import CascadeEval, Chain, answer_codes, run_chain
-from routeyard.eval.dataset import RoutingDataset, load_split
 from routeyard.eval.runner import available_algorithms
 from routeyard.router import Router
+from routeyard.serving.cascade import CascadeOptions
+from routeyard.wire import completion_chunks
 
 CHEAP, LARGE = "mistralai/mistral-7b-chat", "gpt-4-1106-preview"  # replayed routerbench models
 UNRECORDED = "Write one sentence about routers that nobody ever recorded."
@@ -151,7 +153,7 @@ async def test_live_cascade_agrees_or_escalates(replay_sim: SimulatorProcess,
     async with Router(config) as router:
         agreed = await router.complete({"model": "auto", "messages": [
             {"role": "user", "content": recorded_prompt}]})
-        assert agreed.path_header == "cheap"  # type: ignore[attr-defined]
+        assert agreed.headers["x-routeyard-cascade"] == "cheap"
         assert agreed.served.model.name == "cheap"
         assert requests_to(replay_sim) == {CHEAP: 3, LARGE: 0}
         assert agreed.response["usage"]["prompt_tokens"] == 3 * one["prompt_tokens"]
@@ -159,7 +161,7 @@ async def test_live_cascade_agrees_or_escalates(replay_sim: SimulatorProcess,
 
         escalated = await router.complete({"model": "auto", "messages": [
             {"role": "user", "content": UNRECORDED}]})
-        assert escalated.path_header == "cheap>large"  # type: ignore[attr-defined]
+        assert escalated.headers["x-routeyard-cascade"] == "cheap>large"
         assert escalated.served.model.name == "large"
         assert requests_to(replay_sim) == {CHEAP: 6, LARGE: 1}
         usage = escalated.response["usage"]

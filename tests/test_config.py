@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from routeyard.config import ConfigError, parse_config
+from routeyard.catalog import parse_config
+from routeyard.config import ConfigError
 
 GOOD = """
 models:

@@ -8,7 +8,7 @@ import pytest
 from fakeclock import FakeClock
 
 from routeyard import Router
-from routeyard.config import build_config
+from routeyard.catalog import build_config
 from routeyard.errors import ContextTooLong
 from routeyard.pool.endpoint import CircuitBreaker
 from routeyard.state import MemoryStore

@@ -19,7 +19,7 @@ from simproc import SimulatorProcess, start_simulator
 
 from routeyard import Router
 from routeyard.api.body import MAX_JSON_DEPTH
-from routeyard.config import build_config
+from routeyard.catalog import build_config
 from routeyard.state import MemoryStore
 
 

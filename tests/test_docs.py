@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import ast
 import re
+import typing
 from pathlib import Path
 
 import pytest
 
 import routeyard
 from routeyard.config.signals import FAMILY_NAMES
-from routeyard.plugins import PLUGINS
+from routeyard.plugins import PLUGINS, PluginAnswer
 from routeyard.selection import SELECTION_ALGORITHMS
 from routeyard.signals import FAMILIES
+from routeyard.state import DECISION_STATUSES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -65,12 +67,6 @@ def _parse(path: Path) -> ast.Module:
     return ast.parse(path.read_text(), filename=str(path))
 
 
-def _calls_finish_with_status(tree: ast.Module) -> bool:
-    return any(isinstance(node, ast.Call) and {k.arg for k in node.keywords} >= {"status"}
-               and (getattr(node.func, "attr", None) or getattr(node.func, "id", None))
-               == "finish" for node in ast.walk(tree))
-
-
 def _strings(expr: ast.AST, functions: dict[str, ast.FunctionDef]) -> set[str]:
     """String constants an expression can yield, following calls to the module's own helpers
     (`status=_status(blocked)`) into their return statements."""
@@ -109,27 +105,27 @@ def _statuses(tree: ast.Module) -> set[str]:
 
 
 def written_statuses() -> set[str]:
-    """The decision statuses the code can write. There is no single constant listing them yet,
-    so they are read from the source: `Router.finish` is the only writer of decision records,
-    and every module that calls `finish(..., status=...)` is searched."""
+    """Every status the serving layer can hand to the accounting, read from the source:
+    `serving/accounting.py` is the only writer of decision records."""
     trees = {path: _parse(path) for path in PACKAGE.rglob("*.py")}
     writers = [path.relative_to(PACKAGE).as_posix() for path, tree in trees.items()
                if "state" not in path.relative_to(PACKAGE).parts  # stores rebuild on read
                and any(isinstance(n, ast.Call)
                        and (getattr(n.func, "id", None) or getattr(n.func, "attr", None))
                        == "DecisionRecord" for n in ast.walk(tree))]
-    assert writers == ["router.py"], f"decision records written outside Router.finish: {writers}"
-    callers = {path.relative_to(PACKAGE).as_posix(): tree for path, tree in trees.items()
-               if _calls_finish_with_status(tree)}
-    # The modules known to end requests; a new one is picked up by the search above.
-    assert {"router.py", "streaming.py", "plugins/runner.py", "cascade.py"} <= set(callers)
-    return set().union(*(_statuses(tree) for tree in callers.values()))
+    assert writers == ["serving/accounting.py"], f"decision records written elsewhere: {writers}"
+    serving = [tree for path, tree in trees.items()
+               if path.relative_to(PACKAGE).parts[0] == "serving"]
+    # A plugin's answer is logged with its own outcome ("blocked", "cache_hit").
+    outcomes = set(typing.get_args(typing.get_type_hints(PluginAnswer)["outcome"]))
+    return set().union(outcomes, *(_statuses(tree) for tree in serving))
 
 
 def test_decision_statuses_table() -> None:
     statuses = written_statuses()
-    assert {"ok", "upstream_failed"} <= statuses  # the source reading itself works
-    assert set(table_names("state.md", "### Statuses")) == statuses
+    assert {"ok", "upstream_failed", "blocked", "cache_hit"} <= statuses  # the reading works
+    assert statuses <= set(DECISION_STATUSES)  # the code writes no status the list lacks
+    assert set(table_names("state.md", "### Statuses")) == set(DECISION_STATUSES)
 
 
 _COUNT_WORDS = {word: n for n, word in enumerate((

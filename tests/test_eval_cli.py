@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from routeyard.dataset import RoutingDataset
 from routeyard.eval import command, runner
-from routeyard.eval.dataset import RoutingDataset
 from routeyard.selection.learned.base import TRAINABLE_ROUTERS, TrainableRouter, load_router
 
 MODELS = ("small", "medium", "large")

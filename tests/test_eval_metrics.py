@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routeyard.eval.dataset import RoutingDataset
+from routeyard.dataset import RoutingDataset
 from routeyard.eval.metrics import (
     aiq,
     best_single,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from routeyard import Router
+from routeyard.catalog import load_config
 from routeyard.cli import main as cli_main
-from routeyard.config import load_config
 from routeyard.state import MemoryStore
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

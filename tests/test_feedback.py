@@ -17,8 +17,8 @@ from simproc import SimulatorProcess, start_simulator
 from stores import REDIS_URL, needs_redis
 
 from routeyard import Router
-from routeyard.config import build_config
-from routeyard.feedback import DuplicateFeedback
+from routeyard.catalog import build_config
+from routeyard.serving.feedback import DuplicateFeedback
 from routeyard.state import RedisStore, SQLiteStore, Store
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from routeyard.eval.dataset import RoutingDataset, load_dataset
+from routeyard.dataset import RoutingDataset, load_dataset
 from routeyard.selection.learned import TRAINABLE_ROUTERS, load_router
 from routeyard.selection.learned.knn import KnnRouter
 from routeyard.selection.learned.tuning import routing_area

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from routeyard import Router
-from routeyard.config import ConfigError, build_config
-from routeyard.signals.validation import check_signal_build
+from routeyard.catalog import build_config
+from routeyard.config import ConfigError
+from routeyard.preflight import preflight
 from routeyard.state import MemoryStore
 
 MODELS = {"gpt-4-1106-preview": "gpt4", "mistralai/mistral-7b-chat": "mistral",
@@ -57,11 +58,11 @@ async def test_lambda_trades_quality_for_cost(artifact: Path) -> None:
 
 def test_learned_without_an_artifact_is_a_located_error(tmp_path: Path) -> None:
     raw = config(tmp_path / "missing.npz", 1.0)
-    problems = check_signal_build(build_config(raw), tmp_path)
+    problems = preflight(build_config(raw), tmp_path)
     assert problems and problems[0][0] == "default.algorithm_options"
     assert "missing.npz" in problems[0][1]
     raw["default"]["algorithm_options"] = {}
-    problems = check_signal_build(build_config(raw), tmp_path)
+    problems = preflight(build_config(raw), tmp_path)
     assert "needs algorithm_options.artifact" in problems[0][1]
     with pytest.raises(ConfigError):
         build_config({**raw, "default": {**raw["default"], "algorithm": "nope"}})

@@ -110,7 +110,7 @@ async def test_family_settings() -> None:
 
 
 async def test_names_route_a_decision_when_configured(tmp_path: Path) -> None:
-    from routeyard.config import build_config
+    from routeyard.catalog import build_config
     from routeyard.router import Router
     from routeyard.state import MemoryStore
 

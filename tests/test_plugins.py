@@ -14,7 +14,8 @@ from echo_backend import echo_backend
 from routerproc import start_router
 from simproc import SimulatorProcess, start_simulator
 
-from routeyard.config import ConfigError, build_config
+from routeyard.catalog import build_config
+from routeyard.config import ConfigError
 from routeyard.plugins import PLUGINS, PluginContext
 from routeyard.router import Router
 from routeyard.state import MemoryStore
@@ -227,7 +228,7 @@ async def test_a_chain_of_plugins(echo: tuple[str, list[dict[str, Any]]]) -> Non
     async with echo_router(url, chain, models=("qwen3",)) as router:
         plan = await router.plan(chat([USER]))
         result = await router.complete(chat([USER]), plan)
-        assert plan.response_headers == {"x-chain": "yes"}
+        assert result.headers == {"x-chain": "yes"}
         assert result.served is not None and result.response["choices"][0]["message"][
             "content"] == "ok"
     assert received == [{"model": "qwen3", "messages": [
@@ -266,17 +267,17 @@ async def test_every_plugin_in_one_chain() -> None:
         {"role": "user", "content": "Mail <EMAIL_ADDRESS_1> the report."}]}]
     assert seen[0]["x-tenant"] == "t1"
     assert first.response["choices"][0]["message"]["content"] == "Noted jane@example.com."
-    assert first.plan.response_headers == {"x-chain": "yes", "x-routeyard-cache": "miss"}
+    assert first.headers == {"x-chain": "yes", "x-routeyard-cache": "miss"}
     # Same redacted request: a hit, restored with this caller's own address, never Jane's.
     assert second.served is None
     assert second.response["choices"][0]["message"]["content"] == "Noted bob@corp.example.org."
-    assert second.plan.response_headers == {"x-chain": "yes", "x-routeyard-cache": "hit"}
+    assert second.headers == {"x-chain": "yes", "x-routeyard-cache": "hit"}
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in streamed
                    if c.get("choices"))
     assert text == "Noted bob@corp.example.org."
     assert stopped.response["choices"][0]["message"]["content"] == "Stopped."
-    assert stopped.plan.response_headers is not None
-    assert stopped.plan.response_headers["x-routeyard-blocked"] == "policy"
+    assert stopped.headers is not None
+    assert stopped.headers["x-routeyard-blocked"] == "policy"
 
 
 async def test_headers_plugin_edits_what_the_backend_receives() -> None:
@@ -297,7 +298,7 @@ async def test_headers_plugin_edits_what_the_backend_receives() -> None:
         async with Router(config, store=MemoryStore()) as router:
             edited = chat([{"role": "user", "content": "please edit this"}])
             result = await router.complete(edited)
-            assert result.plan.response_headers == {"x-seen": "1"}
+            assert result.headers == {"x-seen": "1"}
             _ = [c async for c in router.chat_stream({**edited, "stream": True})]
             await router.complete(chat([USER]))  # the default decision: no edits
     for headers in seen[:2]:  # plain and streamed
@@ -316,7 +317,7 @@ async def test_blocked_requests_are_logged_and_skip_the_backend(
         assert result.response["object"] == "chat.completion"
         assert result.response["choices"][0]["message"] == {"role": "assistant",
                                                             "content": "No."}
-        assert result.plan.response_headers == {"x-routeyard-blocked": "policy"}
+        assert result.headers == {"x-routeyard-blocked": "policy"}
         chunks = [c async for c in router.chat_stream(chat([USER]))]
         assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "No."
         await router.store.flush()
@@ -345,5 +346,5 @@ async def test_decisions_without_plugins_build_nothing(
     async with echo_router(url, []) as router:
         assert router.plugins == {}
         plan = await router.plan(chat([USER]))
-        await router.complete(chat([USER]), plan)
-        assert plan.response_headers is None
+        result = await router.complete(chat([USER]), plan)
+        assert not result.headers

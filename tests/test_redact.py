@@ -13,9 +13,10 @@ import pytest
 from echo_backend import echo_backend
 from routerproc import start_router
 
-from routeyard.config import build_config
+from routeyard.catalog import build_config
 from routeyard.plugins import PLUGINS, PluginContext
 from routeyard.router import Router
+from routeyard.signals import RequestContext
 from routeyard.state import MemoryStore
 
 EMAIL = "jane.doe@example.com"
@@ -184,7 +185,8 @@ async def test_no_pii_leaves_the_body_untouched() -> None:
 
 
 def ctx_for(messages: list[dict[str, Any]]) -> PluginContext:
-    return PluginContext(None, {"model": "m", "messages": messages}, {}, False)  # type: ignore[arg-type]
+    body = {"model": "m", "messages": messages}
+    return PluginContext("req_1", "d", "m", RequestContext(body), None, body, {}, False)
 
 
 def test_state_is_per_request_and_placeholders_in_the_prompt_are_skipped() -> None:

@@ -12,13 +12,13 @@ import pytest
 from simproc import start_simulator
 
 from routeyard import Router
-from routeyard.config import build_config
+from routeyard.catalog import build_config
 from routeyard.metrics import Metrics
 from routeyard.pool import Pool, PooledModel
-from routeyard.pool.latency import LatencyTracker, record_attempt, shared_tracker
-from routeyard.selection import SELECTION_ALGORITHMS, make_algorithm
+from routeyard.pool.latency import LatencyTracker
+from routeyard.preflight import preflight
+from routeyard.selection import SELECTION_ALGORITHMS, AlgorithmBuild, make_algorithm
 from routeyard.signals import RequestContext
-from routeyard.signals.validation import check_signal_build
 from routeyard.state import MemoryStore
 
 DEAD = "http://127.0.0.1:9/v1"  # never called: unit tests only select
@@ -94,7 +94,7 @@ def test_bad_options_are_build_errors() -> None:
     raw = {"models": [model("a")],
            "default": {"candidates": ["a"], "algorithm": "sticky",
                        "algorithm_options": {"inner": "sticky"}}}
-    problems = check_signal_build(build_config(raw), None)
+    problems = preflight(build_config(raw), None)
     assert any("default.algorithm_options" in where for where, _ in problems)
 
 
@@ -148,10 +148,10 @@ def test_tracker_ewma_staleness_and_bound() -> None:
 
 def test_record_attempt_measures_what_each_kind_of_call_gives() -> None:
     a, b, c = candidates(model("a"), model("b"), model("c"))
-    record_attempt(a, 0.2, object(), stream=True)  # a stream: the first chunk arrived
-    record_attempt(b, 2.0, {"usage": {"completion_tokens": 100}}, stream=False)
-    record_attempt(c, 1.5, {"choices": []}, stream=False)
-    tracker = shared_tracker()
+    tracker = LatencyTracker()
+    tracker.record_attempt(a, 0.2, object(), stream=True)  # a stream: the first chunk arrived
+    tracker.record_attempt(b, 2.0, {"usage": {"completion_tokens": 100}}, stream=False)
+    tracker.record_attempt(c, 1.5, {"choices": []}, stream=False)
     assert tracker.estimate(a) == (0.2, 0.0)
     assert tracker.estimate(b) == (0.0, 0.02)
     assert tracker.estimate(c) == (1.5, 0.0)
@@ -159,8 +159,9 @@ def test_record_attempt_measures_what_each_kind_of_call_gives() -> None:
 
 def test_latency_aware_tries_unknown_models_then_prefers_the_fastest() -> None:
     slow, fast, small = candidates(model("slow"), model("fast"), model("small", window=10))
-    algo = make_algorithm("latency_aware", {"expected_output_tokens": 100})
-    algo.tracker = tracker = LatencyTracker()
+    tracker = LatencyTracker()
+    algo = make_algorithm("latency_aware", {"expected_output_tokens": 100},
+                          AlgorithmBuild(tracker=tracker))
     tracker.observe(slow, ttft_s=0.5)
     chosen = algo.select([slow, fast, small], 100)
     assert chosen.model == "fast" and "no recent latency" in chosen.reason

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from routeyard.config.signals import RuleConfig, SignalsConfig
+from routeyard.config.signals import RuleTree, SignalsConfig
 from routeyard.decisions.rules import compile_rule, explain_rule
 from routeyard.signals import SignalEngine, SignalFailed
 
@@ -185,8 +185,8 @@ async def test_unicode_empty_and_huge_prompts() -> None:
     assert "context_length:huge" in found
 
 
-def rule(spec: Any) -> RuleConfig:
-    return RuleConfig.model_validate(spec)
+def rule(spec: Any) -> RuleTree:
+    return RuleTree.model_validate(spec)
 
 
 def test_rule_operators_and_confidence() -> None:

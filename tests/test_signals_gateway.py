@@ -14,7 +14,8 @@ from routerproc import RouterProcess, start_router
 from simproc import SimulatorProcess, start_simulator
 
 from routeyard import Router
-from routeyard.config import ConfigError, build_config
+from routeyard.catalog import build_config
+from routeyard.config import ConfigError
 from routeyard.state import MemoryStore
 
 

@@ -20,7 +20,7 @@ from simproc import SimulatorProcess, start_simulator
 from stores import REDIS_URL, needs_redis
 
 from routeyard import Router
-from routeyard.config import build_config
+from routeyard.catalog import build_config
 from routeyard.config.defaults import discover_providers
 from routeyard.errors import ModelNotFound
 from routeyard.state import MemoryStore

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -9,10 +11,10 @@ from starlette.types import Receive, Scope, Send
 
 from routeyard.api.body import read_json
 from routeyard.api.errors import routeyard_error_response
-from routeyard.chat_request import validate_chat_request, wants_stream
 from routeyard.errors import InvalidRequest, RouteyardError
 from routeyard.router import Router
-from routeyard.streaming import StreamRelay
+from routeyard.serving.relay import StreamRelay
+from routeyard.serving.request import validate_chat_request, wants_stream
 
 _JSON = "application/json"
 
@@ -28,7 +30,7 @@ async def chat_completions(request: Request) -> Response:
             body = validate_chat_request(await read_json(request))
             plan = await router.plan(body, _headers(request))
         except RouteyardError as error:
-            router.record_rejection(error)
+            router.accountant.rejected(error)
             raise
         headers = {"x-routeyard-request-id": plan.request_id,
                    "x-routeyard-decision": plan.decision}
@@ -40,26 +42,27 @@ async def chat_completions(request: Request) -> Response:
         try:
             if wants_stream(body):
                 relay = await router.open_stream(body, plan)
-                if relay.served is not None:  # None: a plugin answered
-                    headers["x-routeyard-model"] = relay.served.model.name
-                if plan.response_headers:
-                    headers.update(plan.response_headers)
-                _cascade_header(headers, relay)
+                _answer_headers(headers, relay.model, relay.headers)
                 headers["cache-control"] = "no-cache"
                 streaming = True
                 return RelayResponse(router, relay, headers)
-            result = await router.complete(body, plan)
+            answer = await router.complete(body, plan)
         except RouteyardError as error:
             return routeyard_error_response(error, headers)
-        if result.served is not None:  # None: a plugin answered
-            headers["x-routeyard-model"] = result.served.model.name
-        if plan.response_headers:
-            headers.update(plan.response_headers)
-        _cascade_header(headers, result)
-        return Response(orjson.dumps(result.response), headers=headers, media_type=_JSON)
+        _answer_headers(headers, answer.model, answer.headers)
+        return Response(orjson.dumps(answer.response), headers=headers, media_type=_JSON)
     finally:
         if not streaming:
             router.in_flight -= 1
+
+
+def _answer_headers(headers: dict[str, str], model: str | None,
+                    extra: Mapping[str, str]) -> None:
+    """The answering model (none when a plugin answered) and the handlers' own headers (a
+    cascade's path, a plugin's cache status)."""
+    if model is not None:
+        headers["x-routeyard-model"] = model
+    headers.update(extra)
 
 
 class RelayResponse(StreamingResponse):
@@ -80,13 +83,6 @@ class RelayResponse(StreamingResponse):
             open_streams.discard(self.relay)
             await self.relay.finish()
             self.router.in_flight -= 1
-
-
-def _cascade_header(headers: dict[str, str], result: object) -> None:
-    """`x-routeyard-cascade: cheap>large`: the models a cascade asked, in order."""
-    path = getattr(result, "path_header", None)
-    if path:
-        headers["x-routeyard-cascade"] = path
 
 
 def _headers(request: Request) -> dict[str, str]:

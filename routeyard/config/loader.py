@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from routeyard.config.catalog import Catalog
 from routeyard.config.references import Problem, check_references
 from routeyard.config.schema import RouteyardConfig
 
@@ -52,6 +53,7 @@ def load_config(
     path: str | Path,
     environ: Mapping[str, str] | None = None,
     *,
+    catalog: Catalog | None = None,
     env_warnings: list[Problem] | None = None,
 ) -> RouteyardConfig:
     source = str(path)
@@ -59,7 +61,8 @@ def load_config(
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(source, [("", f"cannot read file: {error.strerror}")]) from None
-    return parse_config(text, source=source, environ=environ, env_warnings=env_warnings)
+    return parse_config(text, source=source, environ=environ, catalog=catalog,
+                        env_warnings=env_warnings)
 
 
 def parse_config(
@@ -67,6 +70,7 @@ def parse_config(
     *,
     source: str = "<config>",
     environ: Mapping[str, str] | None = None,
+    catalog: Catalog | None = None,
     env_warnings: list[Problem] | None = None,
 ) -> RouteyardConfig:
     try:
@@ -78,7 +82,8 @@ def parse_config(
         raise ConfigError(source, [(where, f"invalid YAML: {problem}")]) from None
     if not isinstance(raw, dict):
         raise ConfigError(source, [("", "the top level must be a mapping")])
-    return build_config(raw, source=source, environ=environ, env_warnings=env_warnings)
+    return build_config(raw, source=source, environ=environ, catalog=catalog,
+                        env_warnings=env_warnings)
 
 
 def build_config(
@@ -86,15 +91,19 @@ def build_config(
     *,
     source: str = "<config>",
     environ: Mapping[str, str] | None = None,
+    catalog: Catalog | None = None,
     env_warnings: list[Problem] | None = None,
 ) -> RouteyardConfig:
-    """`env_warnings`: None makes an unset variable an error; a list collects them instead."""
+    """`catalog`: the known plugins, algorithms and state backends (routeyard.catalog has the
+    full one; without it, those names are not checked). `env_warnings`: None makes an unset
+    variable an error; a list collects them instead."""
     # Collect every kind of problem before failing, so one run of `validate` lists them all.
     unset: list[Problem] = []
     data = _interpolate(raw, os.environ if environ is None else environ, "", unset)
-    config, errors = _validate(data, unset)
+    config, errors = _validate(data, unset, catalog)
     problems = [_pydantic_problem(e) for e in errors if not _unknown_value(e, unset)]
-    problems += [p for p in check_references(data) if not depends_on_unset(p, unset)]
+    problems += [p for p in check_references(data, catalog)
+                 if not depends_on_unset(p, unset)]
     if env_warnings is None:
         problems = unset + problems
     elif config is None and not problems:
@@ -126,12 +135,13 @@ def format_location(parts: tuple[int | str, ...]) -> str:
 
 
 def _validate(
-    data: dict[str, Any], unset: list[Problem]
+    data: dict[str, Any], unset: list[Problem], catalog: Catalog | None
 ) -> tuple[RouteyardConfig | None, list[Mapping[str, Any]]]:
     """The config, or None with the pydantic errors. When only unknown values fail (say, a
     port from an unset variable), they are dropped so their defaults apply, and it is retried."""
+    context = {"catalog": catalog}
     try:
-        return RouteyardConfig.model_validate(data), []
+        return RouteyardConfig.model_validate(data, context=context), []
     except ValidationError as error:
         errors = list(error.errors())
     if not unset or not all(_unknown_value(e, unset) for e in errors):
@@ -140,7 +150,7 @@ def _validate(
     for e in errors:
         _drop(trimmed, _data_path(e))
     try:
-        return RouteyardConfig.model_validate(trimmed), errors
+        return RouteyardConfig.model_validate(trimmed, context=context), errors
     except ValidationError:
         return None, errors
 

@@ -2,7 +2,8 @@
 
 They read the raw (interpolated) data rather than the validated model, so that they run even
 when some other part of the file has a structural error: `validate` lists everything at once.
-Anything of the wrong shape is skipped here; pydantic reports it.
+Anything of the wrong shape is skipped here; pydantic reports it. Names the layers above config
+define (algorithms, state backends) are checked against the `Catalog` the caller gives.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from routeyard.config.catalog import Catalog
 from routeyard.config.signals import FAMILY_NAMES, declared_names
-from routeyard.selection import SELECTION_ALGORITHMS
-from routeyard.state import STORE_BACKENDS
 
 Problem = tuple[str, str]  # (location, message)
 
 
-def check_references(data: dict[str, Any]) -> list[Problem]:
+def check_references(data: dict[str, Any], catalog: Catalog | None = None) -> list[Problem]:
+    """Every reference problem; without a catalog, names of algorithms and state backends
+    are not checked."""
     problems: list[Problem] = []
     models = _dicts(data.get("models"))
     model_names = [m.get("name") for _, m in models]
@@ -37,14 +39,14 @@ def check_references(data: dict[str, Any]) -> list[Problem]:
             and guard["model"] not in known:
         problems.append(("signals.guard.model", f"unknown model '{guard['model']}'"))
     for index, decision in decisions:
-        problems += _decision_references(f"decisions[{index}]", decision, known)
+        problems += _decision_references(f"decisions[{index}]", decision, known, catalog)
         if "rules" in decision:
             problems += _signal_references(f"decisions[{index}].rules", decision["rules"],
                                            signals)
     default = data.get("default")
     default_name = "default"
     if isinstance(default, dict):
-        problems += _decision_references("default", default, known)
+        problems += _decision_references("default", default, known, catalog)
         default_name = default.get("name", default_name)
     for index, decision in decisions:
         if decision.get("name") == default_name:
@@ -53,23 +55,31 @@ def check_references(data: dict[str, Any]) -> list[Problem]:
     state = data.get("state")
     if isinstance(state, dict):
         backend = state.get("backend", "sqlite")
-        if isinstance(backend, str) and backend not in STORE_BACKENDS:
+        if catalog is not None and isinstance(backend, str) and backend not in catalog.stores:
             problems.append(("state.backend", f"unknown backend '{backend}' "
-                             f"(known: {', '.join(sorted(STORE_BACKENDS))})"))
+                             f"(known: {', '.join(sorted(catalog.stores))})"))
         elif backend == "redis" and not state.get("redis_url"):
             problems.append(("state.redis_url", "required when state.backend is 'redis'"))
     return problems
 
 
-def _decision_references(where: str, decision: dict[str, Any], known: set[str]
-                         ) -> list[Problem]:
+def _decision_references(where: str, decision: dict[str, Any], known: set[str],
+                         catalog: Catalog | None) -> list[Problem]:
     candidates = [c.get("model") if isinstance(c, dict) else c
                   for c in _list(decision.get("candidates"))]
     problems = _unknown_models(f"{where}.candidates", candidates, known)
     problems += _unknown_models(f"{where}.fallback", _list(decision.get("fallback")), known)
+    cascade = decision.get("cascade")
+    options = decision.get("algorithm_options")
+    if cascade is None and isinstance(options, dict):
+        cascade = options.get("cascade")  # where earlier versions read it
+    if isinstance(cascade, dict):
+        problems += _unknown_models(f"{where}.cascade.models", _list(cascade.get("models")),
+                                    known)
     algorithm = decision.get("algorithm", "static")
-    if isinstance(algorithm, str) and algorithm not in SELECTION_ALGORITHMS:
-        choices = ", ".join(sorted(SELECTION_ALGORITHMS))
+    if catalog is not None and isinstance(algorithm, str) \
+            and algorithm not in catalog.algorithms:
+        choices = ", ".join(sorted(catalog.algorithms))
         problems.append((f"{where}.algorithm", f"unknown algorithm '{algorithm}' "
                          f"(known: {choices})"))
     return problems

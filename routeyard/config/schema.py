@@ -8,11 +8,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from routeyard.config.signals import RuleConfig as SignalRule
-from routeyard.config.signals import SignalsConfig
+from routeyard.config.catalog import Catalog
+from routeyard.config.signals import RuleTree, SignalsConfig
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -69,7 +78,7 @@ class ModelConfig(Strict):
     endpoints: Annotated[list[EndpointConfig], Field(min_length=1)]
 
 
-class RuleConfig(Strict):
+class WhenConfig(Strict):
     """The shorthand rule form: every condition given must hold (AND). It is sugar for a
     keyword set and a context_length band (see decisions/engine.py)."""
 
@@ -92,33 +101,47 @@ Candidate = Annotated[CandidateConfig, BeforeValidator(
 
 
 class PluginConfig(BaseModel):
-    """`{type: NAME, ...options}`: the type is checked here, the options when the Router
-    is built (see routeyard/plugins)."""
+    """`{type: NAME, ...options}`: the type is checked here against the catalog given in the
+    validation context, the options when the Router is built (see routeyard/plugins)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     type: str
 
     @field_validator("type")
     @classmethod
-    def _known(cls, value: str) -> str:
-        from routeyard.plugins import PLUGINS
-
-        if value not in PLUGINS:
+    def _known(cls, value: str, info: ValidationInfo) -> str:
+        catalog: Catalog | None = (info.context or {}).get("catalog")
+        if catalog is not None and value not in catalog.plugins:
             raise PydanticCustomError("unknown_plugin", "unknown plugin '{type}' (known: {known})",
-                                      {"type": value, "known": ", ".join(sorted(PLUGINS))})
+                                      {"type": value, "known": ", ".join(sorted(catalog.plugins))})
         return value
+
+
+def _cascade_out_of_algorithm_options(data: Any) -> Any:
+    """`algorithm_options.cascade` (where earlier versions read a cascade) → `cascade`: a
+    cascade runs several models, it is not an option of the selection algorithm."""
+    if isinstance(data, dict) and isinstance(data.get("algorithm_options"), dict) \
+            and "cascade" in data["algorithm_options"] and "cascade" not in data:
+        options = dict(data["algorithm_options"])
+        return {**data, "cascade": options.pop("cascade"), "algorithm_options": options}
+    return data
 
 
 class DecisionConfig(Strict):
     name: Annotated[str, Field(min_length=1)]
     priority: int = 0  # higher wins when several decisions match
-    when: RuleConfig = RuleConfig()  # shorthand conditions, ANDed with `rules`
-    rules: SignalRule | None = None  # a tree of all / any / not over family:name leaves
+    when: WhenConfig = WhenConfig()  # shorthand conditions, ANDed with `rules`
+    rules: RuleTree | None = None  # a tree of all / any / not over family:name leaves
     candidates: Annotated[list[Candidate], Field(min_length=1)]
     algorithm: str = "static"
     algorithm_options: dict[str, Any] = Field(default_factory=dict)  # e.g. {artifact, lambda}
     fallback: list[str] = Field(default_factory=list)
     plugins: list[PluginConfig] = Field(default_factory=list)  # run in order, see plugins.md
+    # {models, probes, agreement, ...}: ask cheap models first (checked when the Router is
+    # built, see serving/cascade.py).
+    cascade: dict[str, Any] | None = None
+
+    _migrate = model_validator(mode="before")(_cascade_out_of_algorithm_options)
 
 
 class DefaultDecisionConfig(Strict):
@@ -128,6 +151,9 @@ class DefaultDecisionConfig(Strict):
     algorithm_options: dict[str, Any] = Field(default_factory=dict)  # e.g. {artifact, lambda}
     fallback: list[str] = Field(default_factory=list)
     plugins: list[PluginConfig] = Field(default_factory=list)  # run in order, see plugins.md
+    cascade: dict[str, Any] | None = None  # as for decisions
+
+    _migrate = model_validator(mode="before")(_cascade_out_of_algorithm_options)
 
 
 class RetryConfig(Strict):

@@ -206,12 +206,12 @@ FAMILY_NAMES = _FAMILY_FIELDS = (
 )
 
 
-class RuleConfig(Strict):
+class RuleTree(Strict):
     """One node of a rule tree: exactly one of all / any / not / signal."""
 
-    all: Annotated[list[RuleConfig], Field(min_length=1)] | None = None
-    any: Annotated[list[RuleConfig], Field(min_length=1)] | None = None
-    not_: RuleConfig | None = Field(default=None, alias="not")
+    all: Annotated[list[RuleTree], Field(min_length=1)] | None = None
+    any: Annotated[list[RuleTree], Field(min_length=1)] | None = None
+    not_: RuleTree | None = Field(default=None, alias="not")
     signal: str | None = None  # "family:name"
     threshold: Probability | None = None  # a leaf holds at this confidence or above
 
@@ -221,7 +221,7 @@ class RuleConfig(Strict):
         return {"signal": data} if isinstance(data, str) else data  # "keyword:code"
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> RuleConfig:
+    def _exactly_one(self) -> RuleTree:
         given = [k for k in ("all", "any", "not_", "signal") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("a rule has exactly one of all, any, not or signal")

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routeyard.config.schema import DecisionConfig, DefaultDecisionConfig, RouteyardConfig
 from routeyard.config.signals import (
     ContextLengthFamily,
     KeywordFamily,
     KeywordSignal,
-    RuleConfig,
+    RuleTree,
     SignalsConfig,
     TokenBand,
 )
 from routeyard.decisions.rules import RuleFunction, compile_rule, explain_rule, holding_leaves
 from routeyard.selection import SELECTION_ALGORITHMS
 from routeyard.signals import RequestContext, SignalEngine, SignalReport
+
+if TYPE_CHECKING:
+    from routeyard.pool import Pool
 
 
 @dataclass(slots=True, frozen=True)
@@ -37,6 +40,7 @@ class Decision:
     efforts: dict[str, str] = field(default_factory=dict)  # candidate → reasoning effort
     options: dict[str, Any] = field(default_factory=dict)  # the algorithm's options
     plugins: tuple[dict[str, Any], ...] = ()  # {type, ...options}, built by the Router
+    cascade: dict[str, Any] | None = None  # its cascade's options, built by the Router
 
 
 @dataclass(slots=True)
@@ -51,12 +55,14 @@ class DecisionOutcome:
 @dataclass(slots=True)
 class _CompiledDecision:
     decision: Decision
-    rule: RuleConfig | None  # None: always matches
+    rule: RuleTree | None  # None: always matches
     function: RuleFunction | None
 
 
 class DecisionEngine:
-    def __init__(self, config: RouteyardConfig, base_dir: Path | None = None) -> None:
+    def __init__(self, config: RouteyardConfig, base_dir: Path | None = None, *,
+                 pool: Pool | None = None) -> None:
+        """`pool`: for signal families that call a model (guard)."""
         signals, rules = desugar(config)
         ordered = sorted(range(len(config.decisions)),
                          key=lambda i: (-config.decisions[i].priority, i))
@@ -79,7 +85,7 @@ class DecisionEngine:
                     family, name = when.split(":", 1)
                     referenced.setdefault(family, set()).add(name)
         self.signals = SignalEngine(signals, referenced, base_dir,
-                                    embedder_needed=needs_embedding)
+                                    embedder_needed=needs_embedding, pool=pool)
 
     def decisions(self) -> list[_CompiledDecision]:
         return list(self._decisions)
@@ -132,26 +138,26 @@ def _describe(leaf: str, report: SignalReport) -> str:
     return f"{leaf} '{match.value}'" if match is not None and match.value is not None else leaf
 
 
-def desugar(config: RouteyardConfig) -> tuple[SignalsConfig, list[RuleConfig | None]]:
+def desugar(config: RouteyardConfig) -> tuple[SignalsConfig, list[RuleTree | None]]:
     """Turn each decision's `when:` into signal leaves; return the signals and rule trees."""
     keyword_sets: dict[str, KeywordSignal] = {}
     bands: dict[str, TokenBand] = {}
-    rules: list[RuleConfig | None] = []
+    rules: list[RuleTree | None] = []
     for decision in config.decisions:
-        parts: list[RuleConfig] = []
+        parts: list[RuleTree] = []
         when = decision.when
         name = f"@{decision.name}"
         if when.keywords_any:
             keyword_sets[name] = KeywordSignal(any=when.keywords_any)
-            parts.append(RuleConfig(signal=f"keyword:{name}"))
+            parts.append(RuleTree(signal=f"keyword:{name}"))
         if when.min_prompt_tokens is not None or when.max_prompt_tokens is not None:
             bands[name] = TokenBand(min_tokens=when.min_prompt_tokens or 0,
                                     max_tokens=when.max_prompt_tokens)
-            parts.append(RuleConfig(signal=f"context_length:{name}"))
+            parts.append(RuleTree(signal=f"context_length:{name}"))
         if decision.rules is not None:
             parts.append(decision.rules)
         rules.append(None if not parts else parts[0] if len(parts) == 1
-                     else RuleConfig(all=parts))
+                     else RuleTree(all=parts))
     signals = config.signals
     if keyword_sets:
         family = signals.keyword or KeywordFamily()
@@ -164,7 +170,7 @@ def desugar(config: RouteyardConfig) -> tuple[SignalsConfig, list[RuleConfig | N
     return signals, rules
 
 
-def referenced_leaves(rules: list[RuleConfig | None]) -> dict[str, set[str]]:
+def referenced_leaves(rules: list[RuleTree | None]) -> dict[str, set[str]]:
     referenced: dict[str, set[str]] = {}
     for rule in rules:
         for leaf in rule.leaves() if rule is not None else []:
@@ -183,4 +189,5 @@ def _decision(config: DecisionConfig | DefaultDecisionConfig) -> Decision:
         fallback=list(config.fallback),
         priority=getattr(config, "priority", 0),
         plugins=tuple(p.model_dump() for p in config.plugins),
+        cascade=config.cascade,
     )

@@ -14,19 +14,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from routeyard.config.signals import RuleConfig
+from routeyard.config.signals import RuleTree
 
 RuleFunction = Callable[[dict[str, float]], float]
 
 
-def compile_rule(rule: RuleConfig) -> RuleFunction:
+def compile_rule(rule: RuleTree) -> RuleFunction:
     source = f"lambda leaves: {_expression(rule)}"
     scope = {"__builtins__": {}, "min": min, "max": max, "_leaf": _leaf}
     function: RuleFunction = eval(compile(source, "<rule>", "eval"), scope)
     return function
 
 
-def _expression(rule: RuleConfig) -> str:
+def _expression(rule: RuleTree) -> str:
     if rule.signal is not None:
         threshold = max(rule.threshold or 0.0, 1e-9)
         return f"_leaf(leaves.get({rule.signal!r}, 0.0), {threshold!r})"
@@ -43,7 +43,7 @@ def _leaf(confidence: float, threshold: float) -> float:
     return confidence if confidence >= threshold else 0.0
 
 
-def holding_leaves(rule: RuleConfig, leaves: dict[str, float]) -> list[str]:
+def holding_leaves(rule: RuleTree, leaves: dict[str, float]) -> list[str]:
     """The leaves that made a rule hold: matched at their threshold, and not under a `not`."""
     if rule.signal is not None:
         confidence = leaves.get(rule.signal, 0.0)
@@ -55,7 +55,7 @@ def holding_leaves(rule: RuleConfig, leaves: dict[str, float]) -> list[str]:
     return [leaf for child in children for leaf in holding_leaves(child, leaves)]
 
 
-def explain_rule(rule: RuleConfig, leaves: dict[str, float]) -> dict[str, Any]:
+def explain_rule(rule: RuleTree, leaves: dict[str, float]) -> dict[str, Any]:
     """The same evaluation, slowly, with every node's outcome (for the dry run)."""
     if rule.signal is not None:
         confidence = leaves.get(rule.signal, 0.0)

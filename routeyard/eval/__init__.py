@@ -1,14 +1,14 @@
 """The offline side: routing datasets, training, cost/quality metrics, plots.
 
-`evaluate` and `train` are imported on first use: the runner imports the learned routers,
-which import `routeyard.eval.dataset`, so an eager import here would be circular.
+`evaluate` and `train` are imported on first use: the runner imports the learned routers
+(scikit-learn and the embedding model), which `routeyard eval --help` should not pay for.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from routeyard.eval.dataset import RoutingDataset, load_dataset, load_split
+from routeyard.dataset import RoutingDataset, load_dataset, load_split
 from routeyard.eval.metrics import (
     Point,
     aiq,

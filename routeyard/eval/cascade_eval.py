@@ -2,7 +2,7 @@
 
 A dataset has one recorded answer per model, so self-consistency is scored across different
 cheap models: the voters are all called (their costs add up), the share of the majority
-answer (normalised as the live cascade does, see routeyard.cascade.normalise_answer) is
+answer (normalised as the live cascade does, see routeyard.answers.normalise_answer) is
 compared with a threshold, and below it the final model is called too (its cost adds up as
 well). The returned answer, and so the quality, is the cheapest voter of the majority's.
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from routeyard.cascade import normalise_answer
+from routeyard.answers import normalise_answer
+from routeyard.dataset import RoutingDataset
 from routeyard.eval import metrics
-from routeyard.eval.dataset import RoutingDataset
 
 VOTER_POOL = 5  # voters are drawn from this many best-quality-per-dollar cheaper models
 THRESHOLDS = {2: (1.0,), 3: (2 / 3, 1.0)}  # agreement thresholds worth trying per voter count

@@ -14,7 +14,7 @@ from typing import TypedDict
 
 import numpy as np
 
-from routeyard.eval.dataset import RoutingDataset
+from routeyard.dataset import RoutingDataset
 
 Point = tuple[float, float]  # (cost, quality)
 

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 import routeyard.selection.online  # noqa: F401  (registers the online algorithms)
-from routeyard.eval.dataset import RoutingDataset, load_dataset
+from routeyard.dataset import RoutingDataset, load_dataset
 from routeyard.selection.base import SELECTION_ALGORITHMS, make_algorithm
 from routeyard.selection.online.base import OnlineAlgorithm
 

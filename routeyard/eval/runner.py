@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from routeyard.dataset import RoutingDataset, load_dataset, load_split
 from routeyard.eval import metrics
 from routeyard.eval.cascade_eval import CascadeEval  # cascade hook
-from routeyard.eval.dataset import RoutingDataset, load_dataset, load_split
 from routeyard.selection.learned.base import TRAINABLE_ROUTERS, TrainableRouter
 
 # 0 (pure quality) plus a geometric sweep: λ weighs cost / (train mean cost of the dearest

@@ -8,13 +8,20 @@
           - {type: block, when: "keyword:forbidden", message: "I can't help with that."}
           - {type: system_prompt, mode: inject, text: "You are concise."}
 
-This package holds the plugin API (`base`) and the built-in plugins (`builtin`); the Router
-runs them through `runner`, which it imports only when some decision has plugins.
+This package holds the plugin API (`base`) and the built-in plugins; the serving layer runs a
+decision's plugins as a `PluginChain` around its handler (`routeyard/serving/plugin_chain.py`).
 """
 
 from routeyard.plugins import builtin as _builtin  # noqa: F401  (registers the built-ins)
 from routeyard.plugins import cache_plugin as _cache  # noqa: F401  (registers semantic_cache)
 from routeyard.plugins import redact as _redact  # noqa: F401  (registers pii_redact)
-from routeyard.plugins.base import PLUGINS, Blocked, Plugin, PluginContext, register
+from routeyard.plugins.base import (
+    PLUGINS,
+    Plugin,
+    PluginAnswer,
+    PluginBuild,
+    PluginContext,
+    register,
+)
 
-__all__ = ["PLUGINS", "Blocked", "Plugin", "PluginContext", "register"]
+__all__ = ["PLUGINS", "Plugin", "PluginAnswer", "PluginBuild", "PluginContext", "register"]

@@ -2,16 +2,18 @@
 
 - `on_request(ctx)` runs before any backend is called. It may edit `ctx.body` (the outgoing
   body, a copy: the client's request is untouched), add response headers to `ctx.headers`
-  and set `ctx.upstream_headers` (headers sent to the backend); returning a `Blocked`
-  answers the request at once, without a backend.
+  and set `ctx.upstream_headers` (headers sent to the backend); returning a `PluginAnswer`
+  answers the request at once, without a backend (a block, or a cache hit).
 - `on_response(ctx, response)` runs after a non-streaming completion and may edit the
   response dict in place. Response hooks run in reverse chain order (middleware style), and
   also on a cache hit's replayed answer, for the plugins listed before the cache.
 - `stream_rewriter(ctx)` is its streaming counterpart for text: it may return a factory of
   `TextRewriter`s (`routeyard.plugins.rewrite`) that rewrite each choice's content deltas.
-- `on_stream_complete(ctx, relay)` sees a successful stream's whole upstream text.
+- `on_stream_complete(ctx, response)` sees a successful stream's answer, assembled as a
+  one-choice completion from its upstream text.
 
-Plugins of one decision run in their configured order; the first `Blocked` stops the chain.
+Plugins of one decision run in their configured order; the first `PluginAnswer` stops the
+chain.
 """
 
 from __future__ import annotations
@@ -23,19 +25,30 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from routeyard.pool.providers.base import HeaderEdits
 
 if TYPE_CHECKING:
-    from routeyard.planner import RoutePlan
     from routeyard.plugins.rewrite import RewriterFactory
-    from routeyard.router import Router
-    from routeyard.streaming import StreamRelay
+    from routeyard.signals import RequestContext, SignalReport
+    from routeyard.state import Store
+
+
+@dataclass(slots=True, frozen=True)
+class PluginBuild:
+    """What a plugin is built with besides its options."""
+
+    store: Store | None = None  # the Router's state store (a Redis-shared cache uses it)
 
 
 @dataclass(slots=True)
 class PluginContext:
-    plan: RoutePlan
+    """One request as its decision's plugins see it."""
+
+    request_id: str
+    decision: str
+    model: str  # the planned model (failover may end elsewhere)
+    request: RequestContext  # the client's request as the signals read it
+    signals: SignalReport | None  # what the signals found (None: a model was named)
     body: dict[str, Any]  # the body to send upstream; plugins may edit it
     headers: dict[str, str]  # extra response headers
     stream: bool  # the client asked for a stream
-    router: Router | None = None  # semantic cache hook: the Router (for its Redis store)
     # Changes to the headers sent upstream (the `headers` plugin); None: none.
     upstream_headers: HeaderEdits | None = None
     # Per-request scratch space for plugins (keyed by plugin name): plugin instances are
@@ -44,15 +57,25 @@ class PluginContext:
 
 
 @dataclass(slots=True, frozen=True)
-class Blocked:
-    """Answer without a backend: a normal completion ("ok") or a 400 error ("error")."""
+class PluginAnswer:
+    """A plugin answers the request itself, and no backend is called. `outcome` is what the
+    decision log records: "blocked" (a policy: `message` as the answer, or with
+    `status="error"` a 400) or "cache_hit" (`response`, a whole completion, replayed)."""
 
-    message: str
+    outcome: Literal["blocked", "cache_hit"]
+    message: str = ""
     status: Literal["ok", "error"] = "ok"
-    reason: str = "policy"
-    # A whole completion to replay instead of `message` (a cache hit: no blocked header,
-    # logged with status "cache_hit").
+    reason: str = "policy"  # the x-routeyard-blocked header of a block
     response: dict[str, Any] | None = None
+
+    @classmethod
+    def block(cls, message: str, status: Literal["ok", "error"] = "ok",
+              reason: str = "policy") -> PluginAnswer:
+        return cls("blocked", message, status, reason)
+
+    @classmethod
+    def cached(cls, response: dict[str, Any]) -> PluginAnswer:
+        return cls("cache_hit", reason="cache", response=response)
 
 
 class Plugin(ABC):
@@ -62,13 +85,13 @@ class Plugin(ABC):
     name: ClassVar[str]
     options: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], build: PluginBuild | None = None) -> None:
         unknown = set(options) - self.options
         if unknown:
             raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} "
                              f"(known: {', '.join(sorted(self.options)) or 'none'})")
 
-    def on_request(self, ctx: PluginContext) -> Blocked | None:
+    def on_request(self, ctx: PluginContext) -> PluginAnswer | None:
         return None
 
     def on_response(self, ctx: PluginContext, response: dict[str, Any]) -> None:
@@ -77,7 +100,7 @@ class Plugin(ABC):
     # -- optional hooks for I/O-bound plugins (the semantic cache) --------------------------
     has_async_request: ClassVar[bool] = False  # set True to have on_request_async awaited
 
-    async def on_request_async(self, ctx: PluginContext) -> Blocked | None:
+    async def on_request_async(self, ctx: PluginContext) -> PluginAnswer | None:
         """Awaited right after on_request (when it did not block)."""
         return None
 
@@ -85,9 +108,9 @@ class Plugin(ABC):
         """A factory of rewriters for this request's streamed content, or None."""
         return None
 
-    def on_stream_complete(self, ctx: PluginContext, relay: StreamRelay) -> None:
-        """A stream ended successfully (the relay holds its text and usage); only called for
-        plugins that override it."""
+    def on_stream_complete(self, ctx: PluginContext, response: dict[str, Any]) -> None:
+        """A stream ended successfully: `response` is its answer (choice 0's text and the
+        usage), as a completion. Only called for plugins that override it."""
         return None
 
 

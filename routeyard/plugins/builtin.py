@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from routeyard.plugins.base import Blocked, Plugin, PluginContext, header_safe, register
+from routeyard.plugins.base import (
+    Plugin,
+    PluginAnswer,
+    PluginBuild,
+    PluginContext,
+    header_safe,
+    register,
+)
 from routeyard.pool.providers.base import HeaderEdits
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name
@@ -25,8 +32,8 @@ class BlockPlugin(Plugin):
     name = "block"
     options = frozenset({"when", "message", "status", "reason"})
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        super().__init__(options)
+    def __init__(self, options: dict[str, Any], build: PluginBuild | None = None) -> None:
+        super().__init__(options, build)
         when = options.get("when")
         if when is not None and (not isinstance(when, str) or when.count(":") != 1
                                  or not all(when.split(":"))):
@@ -36,13 +43,13 @@ class BlockPlugin(Plugin):
         status = options.get("status", "ok")
         if status not in ("ok", "error"):
             raise ValueError("status must be 'ok' or 'error'")
-        self.blocked = Blocked(self.message, status,
+        self.blocked = PluginAnswer.block(self.message, status,
                                header_safe(options.get("reason", "policy"), "reason"))
 
-    def on_request(self, ctx: PluginContext) -> Blocked | None:
+    def on_request(self, ctx: PluginContext) -> PluginAnswer | None:
         if self.when is None:
             return self.blocked
-        signals = ctx.plan.signals
+        signals = ctx.signals
         if signals is not None and signals.leaves.get(self.when, 0.0) > 0.0:
             return self.blocked
         return None
@@ -59,14 +66,14 @@ class SystemPromptPlugin(Plugin):
     name = "system_prompt"
     options = frozenset({"mode", "text"})
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        super().__init__(options)
+    def __init__(self, options: dict[str, Any], build: PluginBuild | None = None) -> None:
+        super().__init__(options, build)
         self.mode = options.get("mode", "inject")
         if self.mode not in ("inject", "replace", "append"):
             raise ValueError("mode must be one of inject, replace, append")
         self.text = _text(options, "text")
 
-    def on_request(self, ctx: PluginContext) -> Blocked | None:
+    def on_request(self, ctx: PluginContext) -> PluginAnswer | None:
         messages = [dict(m) for m in ctx.body["messages"]]  # never the client's dicts
         system = [i for i, m in enumerate(messages) if m.get("role") in _SYSTEM_ROLES]
         if self.mode == "replace":
@@ -94,8 +101,8 @@ class HeadersPlugin(Plugin):
     name = "headers"
     options = frozenset({"set", "upstream_set", "upstream_remove"})
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        super().__init__(options)
+    def __init__(self, options: dict[str, Any], build: PluginBuild | None = None) -> None:
+        super().__init__(options, build)
         self.headers = _header_map(options.get("set", {}), "set")
         self.upstream_set = _header_map(options.get("upstream_set", {}), "upstream_set")
         remove = options.get("upstream_remove", [])
@@ -106,7 +113,7 @@ class HeadersPlugin(Plugin):
         if not (self.headers or self.upstream_set or self.upstream_remove):
             raise ValueError("give at least one header in set, upstream_set or upstream_remove")
 
-    def on_request(self, ctx: PluginContext) -> Blocked | None:
+    def on_request(self, ctx: PluginContext) -> PluginAnswer | None:
         ctx.headers.update(self.headers)
         if self.upstream_set or self.upstream_remove:
             earlier = ctx.upstream_headers
@@ -144,8 +151,8 @@ class ReasoningEffortPlugin(Plugin):
     name = "reasoning_effort"
     options = frozenset({"effort", "families"})
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        super().__init__(options)
+    def __init__(self, options: dict[str, Any], build: PluginBuild | None = None) -> None:
+        super().__init__(options, build)
         self.effort = options.get("effort")
         if self.effort not in ("low", "medium", "high"):
             raise ValueError("effort must be one of low, medium, high")
@@ -166,8 +173,8 @@ class ReasoningEffortPlugin(Plugin):
         return next((style for prefix, style in self.families if name.startswith(prefix)),
                     None)
 
-    def on_request(self, ctx: PluginContext) -> Blocked | None:
-        style = self.style(ctx.plan.model)
+    def on_request(self, ctx: PluginContext) -> PluginAnswer | None:
+        style = self.style(ctx.model)
         body = ctx.body
         if style in ("openai", "anthropic"):
             body.setdefault("reasoning_effort", self.effort)

@@ -24,12 +24,18 @@ import orjson
 
 from routeyard.cache.keys import RequestKey, request_key, scope_of, tenant_of
 from routeyard.cache.memory import Entry, MemoryCache
-from routeyard.plugins.base import Blocked, Plugin, PluginContext, header_safe, register
+from routeyard.plugins.base import (
+    Plugin,
+    PluginAnswer,
+    PluginBuild,
+    PluginContext,
+    header_safe,
+    register,
+)
 
 if TYPE_CHECKING:
     from routeyard.cache.redis_cache import RedisCache
     from routeyard.signals.embedder import Embedder
-    from routeyard.streaming import StreamRelay
 
 log = logging.getLogger("routeyard.cache")
 
@@ -54,8 +60,9 @@ class SemanticCachePlugin(Plugin):
                          "key_prefix", "bypass_header", "index"})
     has_async_request = True
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        super().__init__(options)
+    def __init__(self, options: dict[str, Any], build: PluginBuild | None = None) -> None:
+        super().__init__(options, build)
+        self.store = build.store if build is not None else None  # a Redis store is shared
         self.threshold = _number(options, "threshold", 0.92, 0.0, 1.0)
         self.ttl_s = _number(options, "ttl_s", 3600, 0.001, 365 * 86400)
         self.max_entries = _number(options, "max_entries", 10_000, 1, 10_000_000, integer=True)
@@ -90,13 +97,13 @@ class SemanticCachePlugin(Plugin):
 
     # -- request ----------------------------------------------------------------------------
 
-    async def on_request_async(self, ctx: PluginContext) -> Blocked | None:
-        plan = ctx.plan
-        if plan.context.headers.get(self.bypass_header) is not None:
+    async def on_request_async(self, ctx: PluginContext) -> PluginAnswer | None:
+        request = ctx.request
+        if request.headers.get(self.bypass_header) is not None:
             ctx.headers[CACHE_HEADER] = "bypass"
             return None
         key = request_key(ctx.body)
-        scope = scope_of(plan.decision, tenant_of(plan.context.api_key(), plan.context.body))
+        scope = scope_of(ctx.decision, tenant_of(request.api_key(), request.body))
         vector = self._vector(ctx, key)
         ctx.state[_STATE] = (scope, key, vector)
         entry = self._lookup(scope, key, vector)
@@ -109,9 +116,9 @@ class SemanticCachePlugin(Plugin):
         ctx.state.pop(_STATE)  # nothing to fill
         ctx.headers[CACHE_HEADER] = "hit"
         response = orjson.loads(entry.response)
-        response["id"] = "chatcmpl-" + plan.request_id.removeprefix("req_")
+        response["id"] = "chatcmpl-" + ctx.request_id.removeprefix("req_")
         response["created"] = int(time.time())
-        return Blocked("", reason="cache", response=response)
+        return PluginAnswer.cached(response)
 
     def _lookup(self, scope: str, key: RequestKey, vector: np.ndarray | None) -> Entry | None:
         entry = self.memory.get_exact(scope, key.exact)
@@ -123,7 +130,7 @@ class SemanticCachePlugin(Plugin):
     def _vector(self, ctx: PluginContext, key: RequestKey) -> np.ndarray | None:
         if key.text is None or not key.text:
             return None
-        context = ctx.plan.context
+        context = ctx.request
         if context.embedder is not None and context.last_user_text == key.text:
             return context.embedding()  # already computed for the signals, most often
         if self._embedder is None:
@@ -141,10 +148,10 @@ class SemanticCachePlugin(Plugin):
             return None
         if not self._redis_ready:
             self._redis_ready = True
-            self._redis = self._connect(ctx)
+            self._redis = self._connect()
         return self._redis
 
-    def _connect(self, ctx: PluginContext) -> RedisCache | None:
+    def _connect(self) -> RedisCache | None:
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -152,7 +159,7 @@ class SemanticCachePlugin(Plugin):
         from routeyard.cache.redis_cache import RedisCache
         from routeyard.state.redis_store import RedisStore
 
-        store = ctx.router.store if ctx.router is not None else None
+        store = self.store
         if self.redis_url is None and isinstance(store, RedisStore):
             return RedisCache(store.client, self.key_prefix or store.key_prefix, self.memory,
                               self.ttl_s)
@@ -176,23 +183,13 @@ class SemanticCachePlugin(Plugin):
         # its own request's values; another caller's values are never replayed.
         self._fill(ctx, response)
 
-    def on_stream_complete(self, ctx: PluginContext, relay: StreamRelay) -> None:
+    def on_stream_complete(self, ctx: PluginContext, response: dict[str, Any]) -> None:
         body = ctx.body
-        # The relay keeps the text of choice 0 only: no tool calls, one choice.
+        # A stream's answer is choice 0's text: no tool calls, one choice.
         if body.get("tools") or body.get("functions") or body.get("n", 1) != 1:
             return
-        text = "".join(relay.text_parts)
-        if not text:
-            return
-        first = relay.first_chunk or {}
-        self._fill(ctx, {
-            "id": first.get("id", ""), "object": "chat.completion",
-            "created": first.get("created", int(time.time())),
-            "model": first.get("model", ctx.plan.model),
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": text}}],
-            "usage": relay.usage or {"prompt_tokens": 0, "completion_tokens": 0,
-                                     "total_tokens": 0}})
+        if response["choices"][0]["message"]["content"]:
+            self._fill(ctx, response)
 
     def _fill(self, ctx: PluginContext, response: dict[str, Any]) -> None:
         pending = ctx.state.pop(_STATE, None)

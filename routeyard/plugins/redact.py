@@ -20,7 +20,7 @@ import string
 from typing import Any
 
 from routeyard.config.signals import ALL_PII_ENTITIES, PII_ENTITIES
-from routeyard.plugins.base import Blocked, Plugin, PluginContext, register
+from routeyard.plugins.base import Plugin, PluginAnswer, PluginBuild, PluginContext, register
 from routeyard.plugins.rewrite import RewriterFactory
 from routeyard.signals.pii import find_pii
 
@@ -129,8 +129,8 @@ class PiiRedactPlugin(Plugin):
     name = "pii_redact"
     options = frozenset({"entities", "restore", "placeholder", "roles"})
 
-    def __init__(self, options: dict[str, Any]) -> None:
-        super().__init__(options)
+    def __init__(self, options: dict[str, Any], build: PluginBuild | None = None) -> None:
+        super().__init__(options, build)
         entities = options.get("entities", list(PII_ENTITIES))
         if (not isinstance(entities, list | tuple) or not entities
                 or not all(isinstance(e, str) for e in entities)):
@@ -192,7 +192,7 @@ class PiiRedactPlugin(Plugin):
             return {**message, "content": parts} if changed else message
         return message
 
-    def on_request(self, ctx: PluginContext) -> Blocked | None:
+    def on_request(self, ctx: PluginContext) -> PluginAnswer | None:
         messages = ctx.body.get("messages")
         if not isinstance(messages, list):
             return None

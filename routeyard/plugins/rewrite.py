@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from routeyard.wire import chunk, delta_choice
+
 
 class TextRewriter(Protocol):
     def feed(self, text: str) -> str:
@@ -112,10 +114,9 @@ class ContentRewrite:
         for index in sorted({k[0] for k in self.chains} - self.finished):
             delta: dict[str, Any] = {}
             if self._deliver_held(index, delta):
-                chunks.append(orjson.dumps({
-                    "id": template.get("id"), "object": "chat.completion.chunk",
-                    "created": template.get("created"), "model": template.get("model"),
-                    "choices": [{"index": index, "delta": delta, "finish_reason": None}]}))
+                chunks.append(orjson.dumps(chunk(
+                    template.get("id"), template.get("model"), template.get("created"),
+                    [delta_choice(index, delta)])))
         return chunks
 
 

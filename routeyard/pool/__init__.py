@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import aiohttp
-
 from routeyard.config.schema import ModelConfig, RouteyardConfig
 from routeyard.metrics import Metrics
 from routeyard.pool.endpoint import CircuitBreaker, Endpoint, PooledModel
 from routeyard.pool.executor import AttemptLog, Executor, PoolExhausted, Served
 from routeyard.pool.health import HealthChecker
-from routeyard.pool.providers import PROVIDERS, EndpointTarget, Provider, UpstreamError
+from routeyard.pool.latency import LatencyTracker
+from routeyard.pool.providers import PROVIDERS, EndpointTarget, HttpClient, Provider, UpstreamError
 
 __all__ = [
     "AttemptLog",
@@ -26,12 +25,18 @@ class Pool:
     """Built from config at once (so dry runs need no network); `start()` opens the shared
     HTTP session inside the running loop and starts health checks."""
 
-    def __init__(self, config: RouteyardConfig, metrics: Metrics) -> None:
+    def __init__(self, config: RouteyardConfig, metrics: Metrics,
+                 tracker: LatencyTracker | None = None) -> None:
+        """`tracker` records each successful attempt's latency (the Router shares it with
+        latency-aware selection); None: a private one."""
         self.config = config
         self.metrics = metrics
-        self.session: aiohttp.ClientSession | None = None
-        self.executor = Executor(config.pool, metrics)
-        self.providers: dict[str, Provider] = {kind: cls() for kind, cls in PROVIDERS.items()}
+        self.http = HttpClient(max_connections=config.pool.max_connections)
+        self.executor = Executor(config.pool, metrics,
+                                 tracker if tracker is not None else LatencyTracker())
+        self.providers: dict[str, Provider] = {
+            kind: cls(self.http) for kind, cls in PROVIDERS.items()
+        }
         self.models: dict[str, PooledModel] = {
             model.name: self._pooled(model) for model in config.models
         }
@@ -61,15 +66,7 @@ class Pool:
         return pooled
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.config.pool.max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
-        )
-        # Large read buffer: one SSE line (a chunk with tool-call arguments) can be long.
-        self.session = aiohttp.ClientSession(
-            connector=connector, read_bufsize=2**20, skip_auto_headers=("User-Agent",)
-        )
-        for provider in self.providers.values():
-            provider.bind(self.session)
+        await self.http.start()
         self._health = HealthChecker(self.endpoints(), self.config.pool.health_check, self.metrics)
         self._health.start()
 
@@ -83,6 +80,4 @@ class Pool:
     async def close(self) -> None:
         if self._health is not None:
             await self._health.stop()
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        await self.http.close()

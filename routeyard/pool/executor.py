@@ -21,7 +21,7 @@ import aiohttp
 from routeyard.config.schema import PoolConfig
 from routeyard.metrics import Metrics
 from routeyard.pool.endpoint import Endpoint, PooledModel
-from routeyard.pool.latency import record_attempt
+from routeyard.pool.latency import LatencyTracker
 from routeyard.pool.providers.base import ChatStream, UpstreamError
 
 T = TypeVar("T")
@@ -37,13 +37,28 @@ class AttemptLog:
 
 @dataclass(slots=True)
 class Served:
-    """The result of a successful attempt, with how it was reached."""
+    """The result of a successful attempt, with how it was reached.
+
+    An opened stream holds its endpoint's slot (`held`) until `release()`: the endpoint counts
+    it as outstanding, and the breaker hears how the stream ended. Anything else was released
+    when the attempt ended."""
 
     model: PooledModel
     endpoint: Endpoint
     result: Any
     attempts: list[AttemptLog] = field(default_factory=list)
     upstream_s: float = 0.0
+    held: bool = False
+
+    def release(self, *, ok: bool) -> None:
+        """End of a stream: free the endpoint slot and tell the breaker; once."""
+        if self.held:
+            self.held = False
+            self.endpoint.outstanding -= 1
+            if ok:
+                self.endpoint.breaker.on_success()
+            else:
+                self.endpoint.breaker.on_failure()
 
 
 class PoolExhausted(Exception):
@@ -57,10 +72,11 @@ class PoolExhausted(Exception):
 
 
 class Executor:
-    def __init__(self, config: PoolConfig, metrics: Metrics) -> None:
+    def __init__(self, config: PoolConfig, metrics: Metrics, tracker: LatencyTracker) -> None:
         self.retry = config.retry
         self.timeouts = config.timeouts
         self.metrics = metrics
+        self.tracker = tracker  # each successful attempt's latency, for latency-aware selection
 
     async def complete(self, models: list[PooledModel], body: dict[str, Any]) -> Served:
         timeouts = self.timeouts
@@ -75,7 +91,7 @@ class Executor:
         return served
 
     async def open_stream(self, models: list[PooledModel], body: dict[str, Any]) -> Served:
-        """Open a stream; the caller must call `release(served)` when the stream ends."""
+        """Open a stream; the caller must call `served.release()` when the stream ends."""
         timeouts = self.timeouts
         # sock_read bounds the silence between chunks; the first byte gets the per-try bound.
         timeout = aiohttp.ClientTimeout(
@@ -87,15 +103,6 @@ class Executor:
                 return await endpoint.provider.open_stream(endpoint.target, body, timeout)
 
         return await self._run(models, call, keep_outstanding=True)
-
-    @staticmethod
-    def release(served: Served, *, ok: bool) -> None:
-        """End of a stream: free the endpoint slot and tell the breaker how it went."""
-        served.endpoint.outstanding -= 1
-        if ok:
-            served.endpoint.breaker.on_success()
-        else:
-            served.endpoint.breaker.on_failure()
 
     async def _run(
         self,
@@ -141,9 +148,11 @@ class Executor:
                             endpoint.breaker.on_success()
                         self.metrics.child(self.metrics.upstream_latency, model.name,
                                            endpoint.name).observe(upstream_s)
-                        record_attempt(model, upstream_s, result, stream=keep_outstanding)
+                        self.tracker.record_attempt(model, upstream_s, result,
+                                                    stream=keep_outstanding)
                         attempts.append(AttemptLog(model.name, endpoint.name, "ok"))
-                        return Served(model, endpoint, result, attempts, upstream_s)
+                        return Served(model, endpoint, result, attempts, upstream_s,
+                                      held=keep_outstanding)
                     outcome = f"status:{last.status}" if last.kind == "status" else last.kind
                     attempts.append(AttemptLog(model.name, endpoint.name, outcome))
                     log.warning("attempt at %s (%s) failed: %s%s", endpoint.name, model.name,

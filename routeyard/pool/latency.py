@@ -1,11 +1,10 @@
 """Observed latency per model, for latency-aware selection: an EWMA of time to first token
 (TTFT) and of time per output token (TPOT).
 
-One tracker per process, created on first use (`shared_tracker()`); nothing is built at import.
-It is keyed by the `PooledModel` object itself (identity), so two pools in one process — a hot
-reload, or several Routers in a test run — never mix their numbers, and the executor (which
-records) and the selection algorithm (which reads) need no other link than the candidates
-they already hold. It is bounded: the least recently updated models are dropped beyond
+The Router makes one tracker and gives it, at construction, to the pool's executor (which
+records) and to latency-aware selection (which reads); a reload hands it to the new Router. It
+is keyed by the `PooledModel` object itself (identity), so two pools in one process never mix
+their numbers. It is bounded: the least recently updated models are dropped beyond
 `max_models`. Estimates older than `stale_s` are forgotten, so a model that was slow once is
 tried again later (and its next observation starts a fresh average).
 
@@ -76,27 +75,15 @@ class LatencyTracker:
             return new
         return old + self.alpha * (new - old)
 
-
-_shared: LatencyTracker | None = None
-
-
-def shared_tracker() -> LatencyTracker:
-    """The process's tracker, created on first use."""
-    global _shared
-    if _shared is None:
-        _shared = LatencyTracker()
-    return _shared
-
-
-def record_attempt(model: Hashable, upstream_s: float, result: Any, *, stream: bool) -> None:
-    """Record one successful attempt (see the module docstring for what is measured)."""
-    tracker = shared_tracker()
-    if stream:
-        tracker.observe(model, ttft_s=upstream_s)
-        return
-    usage = result.get("usage") if isinstance(result, dict) else None
-    completion = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    if isinstance(completion, int) and completion > 0:
-        tracker.observe(model, tpot_s=upstream_s / completion)
-    else:
-        tracker.observe(model, ttft_s=upstream_s)
+    def record_attempt(self, model: Hashable, upstream_s: float, result: Any, *,
+                       stream: bool) -> None:
+        """Record one successful attempt (see the module docstring for what is measured)."""
+        if stream:
+            self.observe(model, ttft_s=upstream_s)
+            return
+        usage = result.get("usage") if isinstance(result, dict) else None
+        completion = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        if isinstance(completion, int) and completion > 0:
+            self.observe(model, tpot_s=upstream_s / completion)
+        else:
+            self.observe(model, ttft_s=upstream_s)

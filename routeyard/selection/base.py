@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
+    from routeyard.pool.latency import LatencyTracker
+    from routeyard.selection.ledger import BudgetLedger
     from routeyard.signals.base import RequestContext
 
 
@@ -23,9 +25,15 @@ class CandidateView(Protocol):
 
 @dataclass(slots=True, frozen=True)
 class AlgorithmBuild:
-    """What an algorithm is built with besides its options."""
+    """What an algorithm is built with besides its options: its dependencies come in here, at
+    construction, never attached afterwards."""
 
     base_dir: Path | None = None  # relative artifact paths resolve against it
+    # The Router's spend ledger (budget-aware selection reads it); None offline.
+    ledger: BudgetLedger | None = None
+    # What the pool observed of each model's latency (latency-aware selection); None: a
+    # private, empty tracker.
+    tracker: LatencyTracker | None = None
     # Mixed into the seed of randomised algorithms. A serving Router passes a random value, so
     # that replicas (and restarts) sharing one learned state never make the same draws; offline
     # tools pass None, so a seed alone reproduces a run.

@@ -4,22 +4,22 @@
 
 Squared so that a fresh budget barely changes routing and the squeeze comes near the end.
 Once a budget is exhausted the cheapest candidate that fits is chosen, and the reason says so.
-Spend comes from the Router's BudgetLedger (routeyard/budget.py), which the Router hands to
-every algorithm with `needs_ledger`; without one (a bare algorithm) nothing counts as spent.
+Spend comes from the Router's BudgetLedger (`selection/ledger.py`), given at construction in
+`AlgorithmBuild.ledger`; the algorithm tells it which scopes to record. Without one (a bare
+algorithm, offline) nothing counts as spent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from routeyard.budget import PERIODS, check_scope, scope_key
 from routeyard.selection.base import AlgorithmBuild, CandidateView, Selection, register
 from routeyard.selection.common import number, priced
 from routeyard.selection.cost_aware import QualityCostSelection
+from routeyard.selection.ledger import PERIODS, check_scope, scope_key
 
 if TYPE_CHECKING:
-    from routeyard.budget import BudgetLedger
     from routeyard.signals.base import RequestContext
 
 
@@ -73,7 +73,6 @@ class BudgetSelection(QualityCostSelection):
     """quality - λ·relative cost, with λ driven by how much of the tightest budget is spent."""
 
     name = "budget"
-    needs_ledger: ClassVar[bool] = True  # the Router hands it its BudgetLedger
 
     def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
         options = {"lambda": 0.2, **(options or {})}  # a gentler default than quality_cost's
@@ -82,10 +81,9 @@ class BudgetSelection(QualityCostSelection):
         if self.lambda_max < self.lam:
             raise ValueError("algorithm_options.lambda_max must be >= lambda")
         self.budgets = parse_budgets(self.options.get("budgets"))
-        self.ledger: BudgetLedger | None = None
-
-    def set_ledger(self, ledger: BudgetLedger) -> None:
-        self.ledger = ledger
+        self.ledger = self.build.ledger
+        if self.ledger is not None:
+            self.ledger.watch_scopes(self.scopes())
 
     def scopes(self) -> set[str]:
         """The scopes whose spend the ledger must record for this algorithm."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from routeyard.pool.latency import LatencyTracker, shared_tracker
+from routeyard.pool.latency import LatencyTracker
 from routeyard.selection.base import (
     AlgorithmBuild,
     CandidateView,
@@ -30,17 +30,9 @@ class LatencyAwareSelection(SelectionAlgorithm):
     def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
         super().__init__(options, build)
         self.output_tokens = int(number(self.options, "expected_output_tokens", 256))
-        self._tracker: LatencyTracker | None = None  # the shared one, looked up on first use
-
-    @property
-    def tracker(self) -> LatencyTracker:
-        if self._tracker is None:
-            self._tracker = shared_tracker()
-        return self._tracker
-
-    @tracker.setter
-    def tracker(self, tracker: LatencyTracker) -> None:
-        self._tracker = tracker
+        # The pool's observations, shared with the executor that records them.
+        tracker = self.build.tracker  # an empty tracker is falsy: test against None
+        self.tracker = tracker if tracker is not None else LatencyTracker()
 
     def select(self, candidates: list[CandidateView], prompt_tokens: int,
                ctx: RequestContext | None = None) -> Selection | None:

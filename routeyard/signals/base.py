@@ -17,6 +17,7 @@ from routeyard.tokens import count_prompt_tokens, message_text
 if TYPE_CHECKING:
     import numpy as np
 
+    from routeyard.pool import Pool
     from routeyard.signals.embedder import Embedder
 
 
@@ -86,22 +87,30 @@ class RequestContext:
         return self._embedding
 
 
+@dataclass(slots=True, frozen=True)
+class FamilyBuild:
+    """What a family is built with besides its config section."""
+
+    embedder: Embedder | None = None  # the shared embedding model, when some family needs it
+    base_dir: Path | None = None  # files a family names resolve against it
+    pool: Pool | None = None  # the Router's pool, for families that call a model (guard)
+
+
 class Family(ABC):
     """A cheap family, evaluated inline."""
 
     name: ClassVar[str]
     is_async: ClassVar[bool] = False
     needs_embedder: ClassVar[bool] = False
-    needs_pool: ClassVar[bool] = False  # the Router binds `pool` after building (guard models)
 
     def __init__(self, config: Any, embedder: Embedder | None = None) -> None:
         self.config = config
         self.embedder = embedder
 
     @classmethod
-    def build(cls, config: Any, embedder: Embedder | None, base_dir: Path | None) -> Family:
-        """Construct from config; families that read files resolve them against base_dir."""
-        return cls(config, embedder)
+    def build(cls, config: Any, build: FamilyBuild) -> Family:
+        """Construct from config and what the Router gives every family."""
+        return cls(config, build.embedder)
 
     def declared_names(self) -> set[str] | None:
         """The names a rule may reference, or None when any name is possible."""

@@ -8,12 +8,15 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routeyard.config.signals import SignalsConfig
 from routeyard.errors import RouteyardError
-from routeyard.signals.base import FAMILIES, Family, FamilyResult, RequestContext
+from routeyard.signals.base import FAMILIES, Family, FamilyBuild, FamilyResult, RequestContext
 from routeyard.signals.embedder import Embedder, load_embedder
+
+if TYPE_CHECKING:
+    from routeyard.pool import Pool
 
 log = logging.getLogger("routeyard.signals")
 
@@ -51,27 +54,24 @@ class SignalReport:
 
 class SignalEngine:
     def __init__(self, config: SignalsConfig, referenced: Mapping[str, set[str]],
-                 base_dir: Path | None = None, *, embedder_needed: bool = False) -> None:
+                 base_dir: Path | None = None, *, embedder_needed: bool = False,
+                 pool: Pool | None = None) -> None:
         """`referenced` maps each family that some rule uses to the names it uses;
-        `embedder_needed` loads the embedding model for others (learned selection)."""
+        `embedder_needed` loads the embedding model for others (learned selection); `pool`
+        is for families that call a model (guard)."""
         configured = config.families()
         self.referenced = {f: names for f, names in referenced.items() if f in configured}
         needs_embedder = embedder_needed or any(
             FAMILIES[f].needs_embedder for f in self.referenced)
         self.embedder: Embedder | None = (
             load_embedder(config.embedding_model.model) if needs_embedder else None)
+        build = FamilyBuild(self.embedder, base_dir, pool)
         self.families: list[Family] = [
-            FAMILIES[name].build(configured[name], self.embedder, base_dir)
+            FAMILIES[name].build(configured[name], build)
             for name in configured if name in self.referenced
         ]
         self._sync = [f for f in self.families if not f.is_async]
         self._async = [f for f in self.families if f.is_async]
-
-    def bind_pool(self, pool: Any) -> None:
-        """Give families that call models (a guard model) the Router's pool."""
-        for family in self.families:
-            if family.needs_pool:
-                family.pool = pool  # type: ignore[attr-defined]
 
     async def warm_up(self) -> None:
         """Load what families load lazily (BPE tables, the language model), so the first

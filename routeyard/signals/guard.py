@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from routeyard.config.signals import GuardFamily
-from routeyard.signals.base import AsyncFamily, FamilyResult, Match, RequestContext, register
+from routeyard.signals.base import (
+    AsyncFamily,
+    Family,
+    FamilyBuild,
+    FamilyResult,
+    Match,
+    RequestContext,
+    register,
+)
 
 if TYPE_CHECKING:
     from routeyard.pool import Pool
@@ -19,11 +27,15 @@ if TYPE_CHECKING:
 @register
 class GuardSignals(AsyncFamily):
     name = "guard"
-    needs_pool = True
 
-    def __init__(self, config: GuardFamily, embedder: Any = None) -> None:
+    def __init__(self, config: GuardFamily, embedder: Any = None, pool: Pool | None = None
+                 ) -> None:
         super().__init__(config, embedder)
-        self.pool: Pool | None = None  # bound by the Router once its pool exists
+        self.pool = pool  # None outside a Router (a dry build): evaluating then fails
+
+    @classmethod
+    def build(cls, config: GuardFamily, build: FamilyBuild) -> Family:
+        return cls(config, build.embedder, build.pool)
 
     def declared_names(self) -> set[str]:
         return {"unsafe"}

@@ -19,7 +19,14 @@ import numpy as np
 import orjson
 
 from routeyard.config.signals import JAILBREAK_NAMES, JailbreakFamily
-from routeyard.signals.base import Family, FamilyResult, Match, RequestContext, register
+from routeyard.signals.base import (
+    Family,
+    FamilyBuild,
+    FamilyResult,
+    Match,
+    RequestContext,
+    register,
+)
 from routeyard.signals.embedder import Embedder
 
 MODEL_DIR = Path(__file__).parent / "models" / "jailbreak"
@@ -232,11 +239,11 @@ class JailbreakSignals(Family):
         self.detector = detector or build_detector(config, embedder)
 
     @classmethod
-    def build(cls, config: JailbreakFamily, embedder: Embedder | None,
-              base_dir: Path | None) -> Family:
-        if embedder is None:
+    def build(cls, config: JailbreakFamily, build: FamilyBuild) -> Family:
+        if build.embedder is None:
             raise RuntimeError("the jailbreak family needs an embedding model")
-        return cls(config, embedder, build_detector(config, embedder, base_dir))
+        return cls(config, build.embedder,
+                   build_detector(config, build.embedder, build.base_dir))
 
     def declared_names(self) -> set[str]:
         return set(JAILBREAK_NAMES)

@@ -11,7 +11,14 @@ import orjson
 
 from routeyard.config.signals import ClassifierFamily, EmbeddingFamily
 from routeyard.jsonl import read_labelled
-from routeyard.signals.base import Family, FamilyResult, Match, RequestContext, register
+from routeyard.signals.base import (
+    Family,
+    FamilyBuild,
+    FamilyResult,
+    Match,
+    RequestContext,
+    register,
+)
 from routeyard.signals.embedder import Embedder
 
 COMPLEXITY_LABELS = ("easy", "medium", "hard")
@@ -112,11 +119,11 @@ class _ClassifierSignals(Family):
     needs_embedder = True
 
     @classmethod
-    def build(cls, config: ClassifierFamily, embedder: Embedder | None,
-              base_dir: Path | None) -> Family:
-        if embedder is None:
+    def build(cls, config: ClassifierFamily, build: FamilyBuild) -> Family:
+        if build.embedder is None:
             raise RuntimeError(f"the {cls.name} family needs an embedding model")
-        return cls(config, embedder, build_classifier(config, embedder, base_dir))
+        return cls(config, build.embedder,
+                   build_classifier(config, build.embedder, build.base_dir))
 
     def __init__(self, config: ClassifierFamily, embedder: Embedder | None = None,
                  classifier: LinearClassifier | None = None) -> None:

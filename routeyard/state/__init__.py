@@ -8,13 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from routeyard.state.base import CLAIM_VALUE, DecisionRecord, Store, StoreUnavailable
+from routeyard.state.base import (
+    CLAIM_VALUE,
+    DECISION_STATUSES,
+    DecisionRecord,
+    Store,
+    StoreUnavailable,
+)
 from routeyard.state.memory import MemoryStore
 from routeyard.state.redis_store import RedisStore
 from routeyard.state.sqlite import SQLiteStore, default_sqlite_path
 
 __all__ = [
     "CLAIM_VALUE",
+    "DECISION_STATUSES",
     "STORE_BACKENDS",
     "DecisionRecord",
     "MemoryStore",

@@ -16,6 +16,17 @@ from typing import Any
 # A claim marker's stored value (what `get_value` returns for a claimed key).
 CLAIM_VALUE = b"1"
 
+# How a request ended, as its decision record says (docs/state.md explains each).
+DECISION_STATUSES = (
+    "ok",  # a backend answered in full
+    "upstream_failed",  # no backend answered
+    "stream_broken",  # the backend broke off after the first byte
+    "client_disconnect",  # the client left mid-stream
+    "shutdown",  # the server's drain window ended with the stream still open
+    "blocked",  # a plugin answered instead of a backend (policy)
+    "cache_hit",  # a plugin answered from the semantic cache
+)
+
 
 class StoreUnavailable(RuntimeError):
     """The backing service cannot answer a read right now (callers should answer 503)."""
@@ -34,9 +45,7 @@ class DecisionRecord:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
-    # "ok", "upstream_failed" (no backend answered), "stream_broken" (the backend broke off
-    # after the first byte) or "client_disconnect" (the client left mid-stream).
-    status: str
+    status: str  # one of DECISION_STATUSES
     stream: bool = False
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,9 +7,11 @@ from routeyard.pool.providers.base import (
     Provider,
     UpstreamError,
 )
+from routeyard.pool.providers.http import HttpClient, HttpProvider
 from routeyard.pool.providers.openai import OpenAIProvider
 
-PROVIDERS: dict[str, type[Provider]] = {
+# Every provider is built with the gateway's one HttpClient: `PROVIDERS[kind](http)`.
+PROVIDERS: dict[str, type[HttpProvider]] = {
     OpenAIProvider.kind: OpenAIProvider,
     AnthropicProvider.kind: AnthropicProvider,
 }
@@ -19,6 +21,8 @@ __all__ = [
     "AnthropicProvider",
     "ChatStream",
     "EndpointTarget",
+    "HttpClient",
+    "HttpProvider",
     "OpenAIProvider",
     "Provider",
     "UpstreamError",

@@ -21,15 +21,9 @@ from routeyard.pool.providers.anthropic_stream import (
     error_text,
     to_openai_completion,
 )
-from routeyard.pool.providers.base import (
-    ChatStream,
-    EndpointTarget,
-    Provider,
-    UpstreamError,
-    edited_headers,
-    parse_retry_after,
-    read_json_body,
-)
+from routeyard.pool.providers.base import EndpointTarget, UpstreamError
+from routeyard.pool.providers.http import HttpProvider
+from routeyard.pool.providers.sse import SSEChatStream
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often omit it
@@ -308,65 +302,17 @@ def anthropic_headers(target: EndpointTarget) -> dict[str, str]:
     return headers
 
 
-async def _status_error(resp: aiohttp.ClientResponse) -> UpstreamError:
-    try:
-        raw = await resp.read()
-    except (aiohttp.ClientError, TimeoutError):
-        raw = b""
-    try:
-        body: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = raw.decode("utf-8", errors="replace")
-    fallback = f"HTTP {resp.status} {resp.reason or ''}".strip()
-    return UpstreamError(
-        "status",
-        f"anthropic {resp.status}: {error_text(body, fallback)}",
-        status=resp.status,
-        retry_after=parse_retry_after(resp.headers.get("retry-after")),
-        body=body,
-    )
-
-
-class AnthropicProvider(Provider):
+class AnthropicProvider(HttpProvider):
     kind = "anthropic"
+    path = "/messages"
+    label = "anthropic"
 
-    async def complete(
-        self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
+    def endpoint_headers(self, target: EndpointTarget) -> dict[str, str]:
+        return anthropic_headers(target)
+
+    def request_body(
+        self, target: EndpointTarget, body: dict[str, Any], *, stream: bool
     ) -> dict[str, Any]:
-        resp = await self._post(target, body, timeout, stream=False)
-        msg = await read_json_body(resp, "anthropic")
-        if not isinstance(msg, dict) or msg.get("type") != "message":
-            raise UpstreamError("protocol", "anthropic sent no message object", body=msg)
-        return to_openai_completion(msg, model=target.upstream_model)
-
-    async def open_stream(
-        self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
-    ) -> ChatStream:
-        resp = await self._post(target, body, timeout, stream=True)
-        stream = AnthropicChatStream(resp, target.upstream_model)
-        await stream.prime()  # errors before any content can still fail over
-        return stream
-
-    async def health(self, target: EndpointTarget, timeout: aiohttp.ClientTimeout) -> bool:
-        try:
-            async with self.session.get(
-                f"{target.base_url}/models",
-                headers=anthropic_headers(target),
-                params=target.query or None,
-                timeout=timeout,
-            ) as resp:
-                return resp.status < 500
-        except (aiohttp.ClientError, TimeoutError):
-            return False
-
-    async def _post(
-        self,
-        target: EndpointTarget,
-        body: dict[str, Any],
-        timeout: aiohttp.ClientTimeout,
-        *,
-        stream: bool,
-    ) -> aiohttp.ClientResponse:
         try:
             payload = to_anthropic_request(body, target.upstream_model)
         except TranslationError as exc:
@@ -374,23 +320,18 @@ class AnthropicProvider(Provider):
             err = {"type": "error", "error": {"type": "invalid_request_error", "message": str(exc)}}
             raise UpstreamError("status", str(exc), status=400, body=err) from exc
         payload["stream"] = stream
-        headers = edited_headers({**anthropic_headers(target),
-                                  "content-type": "application/json"})
-        try:
-            resp = await self.session.post(
-                f"{target.base_url}/messages",
-                data=orjson.dumps(payload),
-                headers=headers,
-                params=target.query or None,
-                timeout=timeout,
-            )
-        except TimeoutError as exc:
-            raise UpstreamError("timeout", "anthropic request timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError("connect", "anthropic unreachable", detail=repr(exc)) from exc
-        if resp.status >= 400:
-            try:
-                raise await _status_error(resp)
-            finally:
-                resp.release()
-        return resp
+        return payload
+
+    def completion(self, answer: Any, target: EndpointTarget) -> dict[str, Any]:
+        if not isinstance(answer, dict) or answer.get("type") != "message":
+            raise UpstreamError("protocol", "anthropic sent no message object", body=answer)
+        return to_openai_completion(answer, model=target.upstream_model)
+
+    def chat_stream(
+        self, response: aiohttp.ClientResponse, target: EndpointTarget
+    ) -> SSEChatStream:
+        return AnthropicChatStream(response, target.upstream_model)
+
+    def status_message(self, response: aiohttp.ClientResponse, body: Any) -> str:
+        fallback = f"HTTP {response.status} {response.reason or ''}".strip()
+        return f"anthropic {response.status}: {error_text(body, fallback)}"

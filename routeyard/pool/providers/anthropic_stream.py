@@ -5,16 +5,16 @@ The request side and the provider itself live in `anthropic.py`.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import orjson
 
-from routeyard.pool.providers.base import ChatStream, UpstreamError
+from routeyard.pool.providers.base import UpstreamError
+from routeyard.pool.providers.sse import SSEChatStream
+from routeyard.wire import chunk, completion, delta_choice
 
 # Anthropic stop_reason -> OpenAI finish_reason; anything unknown reads as a normal stop.
 STOP_REASONS: dict[str, str] = {
@@ -118,54 +118,12 @@ def to_openai_completion(
         message["reasoning_content"] = "".join(texts["reasoning_content"])
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return {
-        "id": msg.get("id") or "chatcmpl-anthropic",
-        "object": "chat.completion",
-        "created": created if created is not None else int(time.time()),
-        "model": msg.get("model") or model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": finish_reason(msg.get("stop_reason")),
-                "logprobs": None,
-            }
-        ],
-        "usage": openai_usage(msg.get("usage") or {}),
-    }
+    return completion(msg.get("id") or "chatcmpl-anthropic", msg.get("model") or model, message,
+                      finish_reason=finish_reason(msg.get("stop_reason")),
+                      usage_=openai_usage(msg.get("usage") or {}), created=created)
 
 
 # --- streams -------------------------------------------------------------------------------------
-
-
-class SSEDecoder:
-    """Incremental `text/event-stream` decoder that tolerates chunks split anywhere."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._event: str | None = None
-        self._data: list[str] = []
-
-    def feed(self, chunk: bytes) -> list[tuple[str | None, str]]:
-        self._buf += chunk
-        *lines, self._buf = self._buf.split(b"\n")  # keep the unterminated tail
-        events: list[tuple[str | None, str]] = []
-        for raw in lines:
-            line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
-            if not line:
-                if self._data:
-                    events.append((self._event, "\n".join(self._data)))
-                self._event, self._data = None, []
-                continue
-            if line.startswith(":"):  # comment / keep-alive
-                continue
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "event":
-                self._event = value
-            elif name == "data":
-                self._data.append(value)
-        return events
 
 
 class StreamTranslator:
@@ -203,15 +161,8 @@ class StreamTranslator:
         return handler(event) if handler else []
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-        )
+        return orjson.dumps(chunk(self.id, self.model, self.created,
+                                  [delta_choice(0, delta, finish)]))
 
     def _message_start(self, event: dict[str, Any]) -> list[bytes]:
         msg = event.get("message") or {}
@@ -266,15 +217,7 @@ class StreamTranslator:
         self.committed = True
         self.finished = True
         usage_chunk = orjson.dumps(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": openai_usage(self.usage),
-            }
-        )
+            chunk(self.id, self.model, self.created, [], openai_usage(self.usage)))
         return [self._chunk({}, finish_reason(self.stop_reason)), usage_chunk]
 
     def _error(self, event: dict[str, Any]) -> list[bytes]:
@@ -283,77 +226,42 @@ class StreamTranslator:
         )
 
 
-class AnthropicChatStream(ChatStream):
-    """An open Anthropic SSE response, exposed as OpenAI chunk payloads."""
+class AnthropicChatStream(SSEChatStream):
+    """An open Anthropic SSE response: events go through a `StreamTranslator`."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, model: str) -> None:
-        self._resp = resp
-        self._decoder = SSEDecoder()
+    end_marker = "message_stop"
+
+    def __init__(self, response: aiohttp.ClientResponse, model: str) -> None:
+        super().__init__(response, "anthropic")
         self.translator = StreamTranslator(model)
-        self._pending: deque[bytes] = deque()
-        self._events = self._read_events()
 
-    async def prime(self) -> None:
-        """Read until the stream is committed to content, buffering the chunks produced.
+    @property
+    def finished(self) -> bool:
+        return self.translator.finished
 
-        An error event in this phase is re-raised as the status error it stands for (an
-        overloaded stream is as retryable as a 529), since the client has seen nothing yet.
-        """
+    @property
+    def committed(self) -> bool:
+        return self.translator.committed  # message_start alone does not commit
+
+    def translate(self, event: str | None, data: str) -> list[bytes]:
         try:
-            while not self.translator.committed:
-                event = await anext(self._events, None)
-                if event is None:
-                    raise UpstreamError("disconnect", "anthropic stream ended before content")
-                self._pending.extend(self.translator.feed(event))
-        except UpstreamError as exc:
-            await self.aclose()
-            if exc.kind == "protocol" and isinstance(exc.body, dict):
-                etype = (exc.body.get("error") or {}).get("type")
-                raise UpstreamError(
-                    "status", exc.message, status=ERROR_STATUS.get(etype, 502), body=exc.body
-                ) from exc
-            raise
-        except asyncio.CancelledError:
-            await self.aclose()
-            raise
+            decoded = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(
+                "protocol", f"bad JSON in anthropic stream: {data[:200]!r}"
+            ) from None
+        if not isinstance(decoded, dict):
+            return []
+        if event and "type" not in decoded:
+            decoded["type"] = event
+        return self.translator.feed(decoded)
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            while self._pending:
-                yield self._pending.popleft()
-            async for event in self._events:
-                for chunk in self.translator.feed(event):
-                    yield chunk
-            if not self.translator.finished:
-                raise UpstreamError("disconnect", "anthropic stream ended without message_stop")
-        finally:
-            await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._events.aclose()
-        if self.translator.finished:
-            self._resp.release()
-        else:
-            self._resp.close()  # drop the connection rather than drain an abandoned stream
-
-    def interrupt(self) -> None:
-        self._resp.close()
-
-    async def _read_events(self) -> AsyncIterator[dict[str, Any]]:
-        try:
-            async for raw in self._resp.content.iter_any():
-                for name, data in self._decoder.feed(raw):
-                    try:
-                        event = orjson.loads(data)
-                    except orjson.JSONDecodeError as exc:
-                        raise UpstreamError(
-                            "protocol", f"bad JSON in anthropic stream: {data[:200]!r}"
-                        ) from exc
-                    if isinstance(event, dict):
-                        if name and "type" not in event:
-                            event["type"] = name
-                        yield event
-        except TimeoutError as exc:  # also aiohttp's ServerTimeoutError
-            raise UpstreamError("timeout", "anthropic stream read timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError("disconnect", "anthropic stream broke", detail=repr(exc)) from exc
+    def failure_before_content(self, error: UpstreamError) -> UpstreamError:
+        """An error event before content is the status error it stands for (an overloaded
+        stream is as retryable as a 529), since the client has seen nothing yet."""
+        if error.kind == "protocol" and isinstance(error.body, dict):
+            etype = (error.body.get("error") or {}).get("type")
+            return UpstreamError(
+                "status", error.message, status=ERROR_STATUS.get(etype, 502), body=error.body
+            )
+        return error

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import aiohttp
-import orjson
 
 
 @dataclass(slots=True)
@@ -125,21 +124,10 @@ class ChatStream(ABC):
 
 
 class Provider(ABC):
-    """One backend wire protocol. Instances are cheap and share the gateway's HTTP session.
-
-    The session is bound when the pool starts (it must be made inside the running loop), so
-    a pool can be built, inspected and dry-run without one.
-    """
+    """One backend wire protocol. Instances are cheap; the HTTP ones share the gateway's
+    `HttpClient`, handed over at construction (see `providers.http.HttpProvider`)."""
 
     kind: ClassVar[str]
-    session: aiohttp.ClientSession
-
-    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
-        if session is not None:
-            self.session = session
-
-    def bind(self, session: aiohttp.ClientSession) -> None:
-        self.session = session
 
     @abstractmethod
     async def complete(
@@ -151,22 +139,15 @@ class Provider(ABC):
     async def open_stream(
         self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
     ) -> ChatStream:
-        """Send a streaming request and return once the first chunk can be read.
+        """Send a streaming request and return once the stream is committed to content.
 
-        Raises UpstreamError for anything that fails before the first byte, so that the
-        executor can still fail over without the client noticing.
+        Raises UpstreamError for anything that fails before then, so that the executor can
+        still fail over without the client noticing.
         """
 
+    @abstractmethod
     async def health(self, target: EndpointTarget, timeout: aiohttp.ClientTimeout) -> bool:
         """Active health check: True when the endpoint answers its model listing."""
-        url = f"{target.base_url}/models"
-        try:
-            async with self.session.get(
-                url, headers=auth_headers(target), params=target.query or None, timeout=timeout
-            ) as resp:
-                return resp.status < 500
-        except (aiohttp.ClientError, TimeoutError):
-            return False
 
 
 def auth_headers(target: EndpointTarget) -> dict[str, str]:
@@ -177,24 +158,6 @@ def auth_headers(target: EndpointTarget) -> dict[str, str]:
         else:
             headers[target.auth_header] = target.api_key
     return headers
-
-
-async def read_json_body(response: aiohttp.ClientResponse, backend: str) -> Any:
-    """Read and decode a whole JSON response, releasing the connection; one failure kind each."""
-    try:
-        raw = await response.read()
-    except TimeoutError:
-        raise UpstreamError("timeout", f"{backend}: the response did not finish in time") from None
-    except aiohttp.ClientError as error:
-        raise UpstreamError("disconnect", f"{backend}: the response broke off",
-                            detail=str(error)) from None
-    finally:
-        response.release()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise UpstreamError("protocol", f"{backend}: the response is not JSON",
-                            body=raw[:2000]) from None
 
 
 def parse_retry_after(value: str | None) -> float | None:

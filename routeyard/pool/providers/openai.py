@@ -1,177 +1,103 @@
 """OpenAI-compatible provider: vLLM, Ollama, llama.cpp server, OpenAI, OpenRouter, Azure.
 
 The internal request form is already an OpenAI body, so requests pass through with only the
-model id replaced, and stream chunks are forwarded as the backend's own bytes.
+model id replaced, and stream chunks are forwarded as the backend's own payloads.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 
-from routeyard.pool.providers.base import (
-    ChatStream,
-    EndpointTarget,
-    Provider,
-    UpstreamError,
-    auth_headers,
-    edited_headers,
-    parse_retry_after,
-    read_json_body,
-)
-
-_JSON = {"content-type": "application/json"}
+from routeyard.pool.providers.base import EndpointTarget, UpstreamError, auth_headers
+from routeyard.pool.providers.http import HttpProvider
+from routeyard.pool.providers.sse import SSEChatStream
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(HttpProvider):
     kind = "openai"
+    path = "/chat/completions"
+    label = "the backend"
 
-    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
-        super().__init__(session)
-        self._headers: dict[int, dict[str, str]] = {}
+    def endpoint_headers(self, target: EndpointTarget) -> dict[str, str]:
+        return auth_headers(target)  # Bearer, or the key under a custom auth_header (Azure)
 
-    def _request_headers(self, target: EndpointTarget) -> dict[str, str]:
-        # Built once per endpoint: header dicts are on the hot path.
-        key = id(target)
-        headers = self._headers.get(key)
-        if headers is None:
-            headers = {**_JSON, **auth_headers(target)}
-            self._headers[key] = headers
-        return headers
-
-    async def _post(
-        self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
-    ) -> aiohttp.ClientResponse:
-        payload = orjson.dumps({**body, "model": target.upstream_model})
-        try:
-            response = await self.session.post(
-                f"{target.base_url}/chat/completions",
-                data=payload,
-                headers=edited_headers(self._request_headers(target)),
-                params=target.query or None,
-                timeout=timeout,
-            )
-        except TimeoutError:
-            raise UpstreamError("timeout", "the backend did not answer in time") from None
-        except aiohttp.ClientConnectionError as error:
-            raise UpstreamError("connect", "cannot reach the backend", detail=str(error)) from None
-        if response.status >= 400:
-            await _raise_for_status(response)
-        return response
-
-    async def complete(
-        self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
+    def request_body(
+        self, target: EndpointTarget, body: dict[str, Any], *, stream: bool
     ) -> dict[str, Any]:
-        response = await self._post(target, body, timeout)
-        result = await read_json_body(response, "backend")
-        if not isinstance(result, dict) or not isinstance(result.get("choices"), list):
+        if stream:
+            body = _with_stream_usage(body, target.stream_usage)
+        return {**body, "model": target.upstream_model}
+
+    def completion(self, answer: Any, target: EndpointTarget) -> dict[str, Any]:
+        if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
             raise UpstreamError("protocol", "the backend's answer has no choices")
-        return result
+        return answer
 
-    async def open_stream(
-        self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
-    ) -> ChatStream:
-        # Always ask for usage upstream: the gateway needs it for cost, and strips it from
-        # the client's stream unless the client asked for it too.
-        if target.stream_usage:
-            body = {**body, "stream_options": {**(body.get("stream_options") or {}),
-                                                "include_usage": True}}
-        elif "stream_options" in body:  # this server rejects them; usage is counted instead
-            body = {k: v for k, v in body.items() if k != "stream_options"}
-        response = await self._post(target, body, timeout)
-        stream = _SSEStream(response)
-        await stream.prefetch()
-        return stream
+    def chat_stream(
+        self, response: aiohttp.ClientResponse, target: EndpointTarget
+    ) -> SSEChatStream:
+        return OpenAIChatStream(response, self.label)
+
+    def status_message(self, response: aiohttp.ClientResponse, body: Any) -> str:
+        # The backend's own message: it is already in the words an OpenAI client expects.
+        return _error_message(body) or f"the backend answered HTTP {response.status}"
 
 
-class _SSEStream(ChatStream):
-    """Reads `data:` lines from an OpenAI-style SSE response."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-        self._first: bytes | None = None
-        self._finished = False
-
-    async def prefetch(self) -> None:
-        """Read the first chunk now, so a failure before the first byte can still fail over."""
-        try:
-            self._first = await self._next_payload()
-        except UpstreamError:
-            self._response.close()
-            raise
-
-    async def _next_payload(self) -> bytes | None:
-        content = self._response.content
-        while True:
-            try:
-                line = await content.readline()
-            except TimeoutError:
-                raise UpstreamError("timeout", "the backend stream stalled") from None
-            except (aiohttp.ClientError, ValueError) as error:
-                raise UpstreamError("disconnect", "the backend stream broke",
-                                    detail=str(error)) from None
-            if not line:
-                if self._finished:
-                    return None
-                raise UpstreamError("disconnect", "the backend closed the stream before [DONE]")
-            if not line.startswith(b"data:"):
-                continue  # blank separators, comments, `event:` lines
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                self._finished = True
-                return None
-            if payload.startswith(b'{"error"'):
-                raise UpstreamError("protocol", _error_message(payload), body=payload)
-            if b'"finish_reason":"' in payload or b'"finish_reason": "' in payload:
-                self._finished = True  # tolerate servers that end without [DONE]
-            return payload
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            if self._first is not None:
-                yield self._first
-            while (payload := await self._next_payload()) is not None:
-                yield payload
-        finally:
-            self._response.release()
-
-    async def aclose(self) -> None:
-        self._response.close()
-
-    def interrupt(self) -> None:
-        self._response.close()
+def _with_stream_usage(body: dict[str, Any], allowed: bool) -> dict[str, Any]:
+    # Always ask for usage upstream: the gateway needs it for cost, and strips it from the
+    # client's stream unless the client asked for it too.
+    if allowed:
+        return {**body, "stream_options": {**(body.get("stream_options") or {}),
+                                           "include_usage": True}}
+    if "stream_options" in body:  # this server rejects them; usage is counted instead
+        return {k: v for k, v in body.items() if k != "stream_options"}
+    return body
 
 
-def _error_message(payload: bytes) -> str:
+class OpenAIChatStream(SSEChatStream):
+    """`data:` payloads are already OpenAI chunks: forward them until `[DONE]`."""
+
+    end_marker = "[DONE]"
+
+    def __init__(self, response: aiohttp.ClientResponse, label: str) -> None:
+        super().__init__(response, label)
+        self._done = False
+        self._saw_finish_reason = False
+
+    @property
+    def finished(self) -> bool:
+        return self._done
+
+    def may_end_here(self) -> bool:
+        return self._done or self._saw_finish_reason  # servers that end without [DONE]
+
+    def translate(self, event: str | None, data: str) -> list[bytes]:
+        if data == "[DONE]":
+            self._done = True
+            return []
+        if not data:
+            return []
+        if data.startswith('{"error"'):
+            message = _error_message(_loads_or_none(data)) or "the backend reported an error"
+            raise UpstreamError("protocol", message, body=data)
+        if '"finish_reason":"' in data or '"finish_reason": "' in data:
+            self._saw_finish_reason = True
+        return [data.encode()]
+
+
+def _loads_or_none(data: str) -> Any:
     try:
-        error = orjson.loads(payload).get("error")
+        return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return "the backend reported an error mid-stream"
-    if isinstance(error, dict):
-        return str(error.get("message") or "the backend reported an error")
-    return str(error)
+        return None
 
 
-async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
-    try:
-        raw = await response.read()
-    except aiohttp.ClientError:
-        raw = b""
-    finally:
-        response.release()
-    try:
-        body: Any = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        body = None
+def _error_message(body: Any) -> str | None:
+    """The message of an OpenAI error body: `{"error": {"message": ...}}` or `{"error": "..."}`."""
     error = body.get("error") if isinstance(body, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    raise UpstreamError(
-        "status",
-        str(message or f"the backend answered HTTP {response.status}"),
-        status=response.status,
-        retry_after=parse_retry_after(response.headers.get("retry-after")),
-        body=body,
-    )
+    if isinstance(error, dict):
+        return str(error["message"]) if error.get("message") else None
+    return str(error) if error else None

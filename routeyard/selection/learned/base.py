@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from routeyard.eval.dataset import RoutingDataset
+from routeyard.dataset import RoutingDataset
 
 
 class TrainableRouter(ABC):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from routeyard.eval.dataset import RoutingDataset
+from routeyard.dataset import RoutingDataset
 from routeyard.selection.learned.base import TrainableRouter, register_trainable
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from routeyard.eval.dataset import RoutingDataset
+from routeyard.dataset import RoutingDataset
 from routeyard.selection.learned.base import TrainableRouter, register_trainable
 from routeyard.selection.learned.tuning import choose_candidate
 

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from routeyard.eval.dataset import RoutingDataset
+from routeyard.dataset import RoutingDataset
 from routeyard.selection.learned.base import TrainableRouter
 
 Params = dict[str, np.ndarray]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from routeyard.eval.dataset import RoutingDataset
+from routeyard.dataset import RoutingDataset
 
 LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 40)])
 

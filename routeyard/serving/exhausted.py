@@ -1,4 +1,5 @@
-"""How a failed pool run becomes the client's error (status and OpenAI error body)."""
+"""How an exhausted pool (every attempt failed) becomes the client's error: its status and
+OpenAI error body."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from routeyard.errors import (
 from routeyard.pool import PoolExhausted
 
 
-def exhausted_to_error(exhausted: PoolExhausted) -> RouteyardError:
+def client_error(exhausted: PoolExhausted) -> RouteyardError:
     last = exhausted.last
     if last is None:
         return NoBackendAvailable(exhausted.message)

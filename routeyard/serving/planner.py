@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from routeyard.config import RouteyardConfig
@@ -35,7 +34,6 @@ class RoutePlan:
     signals: SignalReport | None = None
     explanation: dict[str, Any] = field(default_factory=dict)
     reasoning_effort: str | None = None  # the chosen candidate's, if its decision sets one
-    response_headers: dict[str, str] | None = None  # extra response headers set by plugins
 
     def request_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body to send: with the decision's reasoning effort unless the client set one."""
@@ -55,17 +53,15 @@ class RoutePlan:
 
 
 class Planner:
-    def __init__(self, config: RouteyardConfig, pool: Pool, base_dir: Path | None = None):
+    def __init__(self, config: RouteyardConfig, pool: Pool, build: AlgorithmBuild) -> None:
+        """`build` carries what the decisions' algorithms are built with (the Router's)."""
         self.pool = pool
         self.aliases = frozenset(config.aliases)
         self.allow_direct = config.allow_direct_models
-        self.engine = DecisionEngine(config, base_dir)
-        self.engine.signals.bind_pool(pool)
-        decisions = [c.decision for c in self.engine.decisions()] + [self.engine.default]
-        # Random per Router: replicas sharing learned state must not share random draws.
-        build = AlgorithmBuild(base_dir, entropy=secrets.randbits(64))
+        self.engine = DecisionEngine(config, build.base_dir, pool=pool)
+        self.decisions = [c.decision for c in self.engine.decisions()] + [self.engine.default]
         self.algorithms = {d.name: make_algorithm(d.algorithm, d.options, build)
-                           for d in decisions}
+                           for d in self.decisions}
 
     async def plan(self, body: dict[str, Any], headers: dict[str, str] | None = None, *,
                    explain: bool = False) -> RoutePlan:

@@ -21,8 +21,8 @@ from routeyard.errors import InvalidRequest, NotFound, RouteyardError
 from routeyard.state import DecisionRecord, Store
 
 if TYPE_CHECKING:
-    from routeyard.planner import RoutePlan
     from routeyard.selection.online.base import OnlineAlgorithm
+    from routeyard.serving.planner import RoutePlan
 
 log = logging.getLogger("routeyard.feedback")
 
@@ -97,6 +97,12 @@ class FeedbackService:
         self._recent[plan.request_id] = (plan.decision, model)
         if len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
+
+    def needs_context(self, decision: str) -> bool:
+        """Whether the decision's learner learns from the prompt's embedding (so a served
+        request's embedding must be kept until its feedback comes)."""
+        learner = self.learners.get(decision)
+        return learner is not None and learner.needs_embedding
 
     async def remember_context(self, plan: RoutePlan) -> None:
         learner = self.learners.get(plan.decision)

@@ -31,7 +31,7 @@ from routeyard.state import Store
 if TYPE_CHECKING:
     from routeyard.signals.base import RequestContext
 
-log = logging.getLogger("routeyard.budget")
+log = logging.getLogger("routeyard.ledger")
 
 PERIODS = ("day", "month", "total")
 FLUSH_INTERVAL_S = 1.0
@@ -106,7 +106,7 @@ class BudgetLedger:
         self.clock = clock
         self.flush_interval_s = flush_interval_s
         self.spawn = spawn
-        self.scopes: set[str] = set(scopes)  # what budgets exist: what finish() records
+        self.scopes: set[str] = set(scopes)  # what budgets exist: what the accounting records
         self._local: dict[tuple[str, str], float] = {}  # this replica, since it started
         self._others: dict[tuple[str, str], float] = {}  # every other slot, at last refresh
         self._dirty: set[tuple[str, str]] = set()
@@ -116,6 +116,10 @@ class BudgetLedger:
         self._pending = False  # a delayed sync is scheduled
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+
+    def watch_scopes(self, scopes: Iterable[str]) -> None:
+        """Record spend under these scopes from now on (a budget-aware algorithm's)."""
+        self.scopes.update(scopes)
 
     # -- hot path ------------------------------------------------------------------------
 
@@ -244,17 +248,3 @@ def _parse(raw: bytes | None) -> float:
         return float(raw) if raw is not None else 0.0
     except ValueError:
         return 0.0
-
-
-def build_ledger(store: Store, algorithms: Iterable[Any],
-                 spawn: Callable[[Coroutine[Any, Any, None]], None]) -> BudgetLedger | None:
-    """One ledger for a Router, handed to every algorithm that declares `needs_ledger`; None
-    when no decision uses a budget."""
-    users = [a for a in algorithms if getattr(a, "needs_ledger", False)]
-    if not users:
-        return None
-    ledger = BudgetLedger(store, spawn=spawn)
-    for algorithm in users:
-        algorithm.set_ledger(ledger)
-        ledger.scopes.update(algorithm.scopes())
-    return ledger

@@ -1,0 +1,186 @@
+"""Relaying a stream to the client as OpenAI SSE, with honest endings: one class for every
+stream, whether a backend's (forwarded as its own bytes) or a replayed answer (a cascade's
+choice, a cache hit, a plugin's canned answer).
+
+- Chunks pass through as the backend's bytes; only chunks carrying usage are parsed twice.
+- The usage chunk is forwarded only when the client asked for it (`stream_options`), and is
+  computed from the streamed text when the backend sent none.
+- A stream that breaks after its first byte ends with an SSE `error` event, which the openai
+  SDK raises as an APIError: it is never silently truncated. So does one the server cuts at
+  the end of its drain window.
+- The stream accounts for itself, once, when it ends (however it ends).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from routeyard.plugins.rewrite import ContentRewrite, RewriterFactory
+from routeyard.pool import Served, UpstreamError
+from routeyard.pool.providers.base import ChatStream
+from routeyard.serving.accounting import Accountant
+from routeyard.serving.planner import RoutePlan
+from routeyard.wire import DONE, chunk, error_frame, sse, streamed_completion
+
+log = logging.getLogger("routeyard.streaming")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHooks:
+    """What the layers above a handler add to a stream it opens (the plugin chain's)."""
+
+    rewriters: tuple[RewriterFactory, ...] = ()  # rewrite the streamed text as it passes
+    # Called with the finished answer (a one-choice chat.completion) of a stream that ended
+    # well: the semantic cache fills on it.
+    on_complete: tuple[Callable[[dict[str, Any]], None], ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)  # response headers to add
+
+
+NO_HOOKS = StreamHooks()
+
+
+class ReplayStream(ChatStream):
+    """A ChatStream over pre-built chunk payloads (an answer that is already whole)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for payload in self.chunks:
+            yield payload
+
+    async def aclose(self) -> None:
+        return None
+
+
+class StreamRelay:
+    def __init__(self, plan: RoutePlan, stream: ChatStream, accountant: Accountant, *,
+                 client_wants_usage: bool, served: Served | None = None,
+                 hooks: StreamHooks = NO_HOOKS, status: str = "ok",
+                 cost_usd: float | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        """`served`: the backend call behind the stream (None: a plugin answered); `status`:
+        what a stream that ends well is logged as; `cost_usd`: what several calls cost in all
+        (a cascade); `headers`: response headers of the handler that opened it."""
+        self.plan = plan
+        self.stream = stream
+        self.accountant = accountant
+        self.served = served
+        self.client_wants_usage = client_wants_usage
+        self.on_complete = hooks.on_complete
+        self.rewrite = ContentRewrite(hooks.rewriters) if hooks.rewriters else None
+        self.headers = {**hooks.headers, **(headers or {})}
+        self.cost_usd = cost_usd
+        self.success_status = status
+        self.usage: dict[str, Any] | None = None
+        self.text_parts: list[str] = []  # choice 0's content
+        self.first_chunk: dict[str, Any] | None = None
+        self.status = "client_disconnect"  # until the stream ends one way or the other
+        self.interrupted: str | None = None  # why the server cut the stream (shutdown)
+        self._finished = False
+
+    @property
+    def model(self) -> str | None:
+        """The model that answers, or None when no backend does."""
+        return self.served.model.name if self.served is not None else None
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        metrics = self.accountant.metrics
+        first = True
+        try:
+            async for payload in self.stream:
+                if first:
+                    metrics.child(metrics.ttft, self.plan.model).observe(
+                        time.monotonic() - self.plan.started)
+                    first = False
+                try:
+                    parsed = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    raise UpstreamError("protocol", "the backend sent a chunk that is not "
+                                        "JSON") from None
+                if self._absorb(parsed):
+                    if self.rewrite is not None:
+                        payload = self.rewrite.apply(parsed) or payload
+                    yield sse(payload)
+            if self.rewrite is not None:
+                for leftover in self.rewrite.leftovers(self.first_chunk or {}):
+                    yield sse(leftover)
+            if self.usage is None:
+                self.usage = self.accountant.counted(self.plan, "".join(self.text_parts))
+                if self.client_wants_usage:
+                    yield sse(orjson.dumps(self._usage_chunk()))
+            self.status = self.success_status
+            self._completed()
+            yield DONE
+        except UpstreamError as error:
+            if self.interrupted is not None:
+                self.status = "shutdown"
+                metrics.errors.labels("stream_shutdown").inc()
+                yield error_frame(self.interrupted, type_="server_error",
+                                  code="server_shutting_down")
+                return
+            self.status = "stream_broken"
+            metrics.errors.labels(f"stream_{error.kind}").inc()
+            yield error_frame(f"the backend stream broke after it started: {error.message}",
+                              type_="upstream_error", code="stream_interrupted")
+        finally:
+            await self.finish()
+
+    def _absorb(self, parsed: dict[str, Any]) -> bool:
+        """Track text and usage; return whether to forward the chunk to the client."""
+        if self.first_chunk is None:
+            self.first_chunk = parsed
+        found = parsed.get("usage")
+        choices = parsed.get("choices")
+        if found:
+            self.usage = found
+            if not choices:
+                return self.client_wants_usage
+        if choices:
+            delta = choices[0].get("delta") or {}
+            content = delta.get("content")
+            if content:
+                self.text_parts.append(content)
+        return True
+
+    def _usage_chunk(self) -> dict[str, Any]:
+        first = self.first_chunk or {}
+        return chunk(first.get("id", self.plan.request_id), first.get("model", self.plan.model),
+                     first.get("created"), [], self.usage)
+
+    def _completed(self) -> None:
+        if not self.on_complete:
+            return
+        answer = streamed_completion(self.first_chunk, "".join(self.text_parts), self.usage,
+                                     self.plan.model)
+        for hook in self.on_complete:
+            try:
+                hook(answer)
+            except Exception:  # a plugin's bookkeeping never breaks a finished stream
+                log.exception("stream completion hook failed")
+
+    def interrupt(self, reason: str) -> None:
+        """Cut the stream from outside (the server's drain window ended): the client gets an
+        SSE error event carrying `reason`, as for a broken upstream, instead of a cut body."""
+        self.interrupted = reason
+        self.stream.interrupt()
+
+    async def finish(self) -> None:
+        """Release the upstream stream and account for the request, once. Also called when
+        the response ends before `frames()` was ever iterated (the client left at once)."""
+        if self._finished:
+            return
+        self._finished = True
+        if self.status != self.success_status:
+            await self.stream.aclose()
+        if self.served is not None:  # a shutdown is not the backend's fault
+            self.served.release(ok=self.status != "stream_broken")
+        usage_ = self.usage or self.accountant.counted(self.plan, "".join(self.text_parts))
+        self.accountant.record(self.plan, served=self.served, usage_=usage_, status=self.status,
+                               stream=True, cost_usd=self.cost_usd)
