@@ -17,6 +17,34 @@ import orjson
 from routeyard.tokens import message_text
 
 DONE = b"data: [DONE]\n\n"
+
+# Extension fields the internal form carries beside OpenAI's own (OpenAI clients ignore them):
+# - message / delta `reasoning_content`: a reasoning model's thinking text;
+# - message / delta `thinking_blocks`: Anthropic thinking blocks with their signatures
+#   ([{"type": "thinking", "thinking", "signature"} | {"type": "redacted_thinking", "data"}]),
+#   so that a multi-turn conversation with extended thinking survives translation.
+
+
+class WithNative(dict[str, Any]):
+    """An internal body (or answer) that also carries the same request (or answer) in the
+    client's own protocol, `native`. A provider of that protocol sends or returns the native
+    form untouched, so nothing is lost in a round trip (thinking signatures, cache_control).
+    Any copy, e.g. a plugin editing the body, is a plain dict again: an edited request is
+    always translated, never sent as the client wrote it."""
+
+    __slots__ = ("native", "protocol")
+
+    def __init__(self, internal: dict[str, Any], native: dict[str, Any], protocol: str) -> None:
+        super().__init__(internal)
+        self.native = native
+        self.protocol = protocol
+
+
+def native_of(value: Any, protocol: str) -> dict[str, Any] | None:
+    """The native form `value` carries for `protocol`, if any."""
+    if isinstance(value, WithNative) and value.protocol == protocol:
+        return value.native
+    return None
 COMPLETION = "chat.completion"
 CHUNK = "chat.completion.chunk"
 

@@ -13,14 +13,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from routeyard.api.chat import chat_completions, feedback, route_dry_run
+from routeyard.api import chat, completions, embeddings, messages, responses
+from routeyard.api.chat import chat_completions
 from routeyard.api.drain import Drain
 from routeyard.api.errors import (
-    error_response,
     handle_http_exception,
     handle_routeyard_error,
     handle_store_unavailable,
     handle_unexpected,
+    style_for,
 )
 from routeyard.errors import RouteyardError
 from routeyard.metrics import CONTENT_TYPE
@@ -29,7 +30,7 @@ from routeyard.router import Router
 from routeyard.state import StoreUnavailable
 
 _JSON = "application/json"
-_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
 
 
 async def list_models(request: Request) -> Response:
@@ -44,6 +45,11 @@ async def list_models(request: Request) -> Response:
                           "capabilities": model.capabilities.model_dump()},
         })
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
+
+
+async def root(_: Request) -> Response:
+    """`GET` or `HEAD /`: some clients (Claude Code) probe the base URL before they start."""
+    return Response(b'{"service":"routeyard","status":"ok"}', media_type=_JSON)
 
 
 async def healthz(_: Request) -> Response:
@@ -101,8 +107,8 @@ class ClientAuth:
         if scope["type"] == "http":
             keys: frozenset[str] = self.state.api_keys
             if keys and scope["path"] not in _OPEN_PATHS and not _authorised(scope, keys):
-                response = error_response(401, "Missing or invalid API key.",
-                                          code="invalid_api_key")
+                response = style_for(scope["path"]).response(
+                    401, "Missing or invalid API key.", code="invalid_api_key")
                 await response(scope, receive, send)
                 return
             if scope["path"] == "/v1/chat/completions" and scope["method"] == "POST":
@@ -123,8 +129,12 @@ class ClientAuth:
 
 
 def _authorised(scope: Scope, keys: frozenset[str]) -> bool:
-    auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-    return (auth[7:] if auth[:7].lower() == "bearer " else "") in keys
+    """A bearer key (OpenAI's SDK) or an `x-api-key` (Anthropic's) that is one of `keys`."""
+    headers = dict(scope["headers"])
+    auth = headers.get(b"authorization", b"").decode("latin-1")
+    if auth[:7].lower() == "bearer " and auth[7:] in keys:
+        return True
+    return headers.get(b"x-api-key", b"").decode("latin-1") in keys
 
 
 def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None,
@@ -156,10 +166,10 @@ def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None,
                 await router.close()
 
     routes: list[BaseRoute] = [
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        *chat.ROUTES, *messages.ROUTES, *responses.ROUTES, *embeddings.ROUTES,
+        *completions.ROUTES,
+        Route("/", root, methods=["GET", "HEAD"]),
         Route("/v1/models", list_models, methods=["GET"]),
-        Route("/v1/route", route_dry_run, methods=["POST"]),
-        Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

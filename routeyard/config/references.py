@@ -25,6 +25,9 @@ def check_references(data: dict[str, Any], catalog: Catalog | None = None) -> li
     model_names = [m.get("name") for _, m in models]
     problems += _duplicates("models", model_names, "model")
     known = {name for name in model_names if isinstance(name, str)}
+    # Decisions route chat requests: only chat models may be their candidates.
+    embedding = {m.get("name") for _, m in models if m.get("kind") == "embedding"}
+    chat = known - embedding
     for index, alias in enumerate(_list(data.get("aliases"))):
         if alias in known:
             problems.append((f"aliases[{index}]", f"alias '{alias}' is also a model name"))
@@ -39,19 +42,26 @@ def check_references(data: dict[str, Any], catalog: Catalog | None = None) -> li
             and guard["model"] not in known:
         problems.append(("signals.guard.model", f"unknown model '{guard['model']}'"))
     for index, decision in decisions:
-        problems += _decision_references(f"decisions[{index}]", decision, known, catalog)
+        problems += _decision_references(f"decisions[{index}]", decision, known, chat,
+                                         catalog)
         if "rules" in decision:
             problems += _signal_references(f"decisions[{index}].rules", decision["rules"],
                                            signals)
     default = data.get("default")
     default_name = "default"
     if isinstance(default, dict):
-        problems += _decision_references("default", default, known, catalog)
+        problems += _decision_references("default", default, known, chat, catalog)
         default_name = default.get("name", default_name)
     for index, decision in decisions:
         if decision.get("name") == default_name:
             problems.append((f"decisions[{index}].name",
                              f"'{default_name}' is the default decision's name"))
+    decision_names = {d.get("name") for _, d in decisions} | {default_name}
+    for index, route in _dicts(data.get("model_routes")):
+        target = route.get("decision")
+        if isinstance(target, str) and target not in decision_names:
+            problems.append((f"model_routes[{index}].decision",
+                             f"unknown decision '{target}'"))
     state = data.get("state")
     if isinstance(state, dict):
         backend = state.get("backend", "sqlite")
@@ -64,11 +74,15 @@ def check_references(data: dict[str, Any], catalog: Catalog | None = None) -> li
 
 
 def _decision_references(where: str, decision: dict[str, Any], known: set[str],
-                         catalog: Catalog | None) -> list[Problem]:
+                         chat: set[str], catalog: Catalog | None) -> list[Problem]:
     candidates = [c.get("model") if isinstance(c, dict) else c
                   for c in _list(decision.get("candidates"))]
     problems = _unknown_models(f"{where}.candidates", candidates, known)
     problems += _unknown_models(f"{where}.fallback", _list(decision.get("fallback")), known)
+    for part, names in (("candidates", candidates), ("fallback", _list(decision.get("fallback")))):
+        problems += [(f"{where}.{part}[{i}]", f"'{name}' is an embedding model, not a chat "
+                      "model") for i, name in enumerate(names)
+                     if isinstance(name, str) and name in known and name not in chat]
     cascade = decision.get("cascade")
     options = decision.get("algorithm_options")
     if cascade is None and isinstance(options, dict):

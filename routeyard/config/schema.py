@@ -43,9 +43,12 @@ class Pricing(Strict):
 
 
 class Capabilities(Strict):
-    tools: bool = False
-    vision: bool = False
-    reasoning: bool = False
+    """What a model can do; a candidate that cannot serve a request is skipped."""
+
+    tools: bool = False  # function / tool calls
+    vision: bool = False  # image inputs
+    reasoning: bool = False  # a reasoning effort or thinking budget
+    structured_output: bool = False  # a JSON-schema response format
 
 
 class EndpointConfig(Strict):
@@ -61,6 +64,9 @@ class EndpointConfig(Strict):
     # Ask streaming backends for a usage chunk (stream_options.include_usage). Turn off for
     # servers that reject stream_options; usage is then counted from the streamed text.
     stream_usage: bool = True
+    # No first byte in this long: fail over before anything reaches the client (overrides the
+    # model's own `ttft_timeout_ms`).
+    ttft_timeout_ms: PositiveFloat | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -72,9 +78,15 @@ class EndpointConfig(Strict):
 
 class ModelConfig(Strict):
     name: Annotated[str, Field(min_length=1)]
+    # chat: answers chat, messages, responses and completions requests; embedding: answers
+    # /v1/embeddings only.
+    kind: Literal["chat", "embedding"] = "chat"
     pricing: Pricing = Pricing()
     context_window: Annotated[int, Field(gt=0)] = 8192
     capabilities: Capabilities = Capabilities()
+    # No first byte in this long (a stream's first chunk, a whole answer otherwise): fail over
+    # to the next endpoint or candidate before anything reaches the client.
+    ttft_timeout_ms: PositiveFloat | None = None
     endpoints: Annotated[list[EndpointConfig], Field(min_length=1)]
 
 
@@ -222,10 +234,21 @@ class ServerConfig(Strict):
         return keys
 
 
+class ModelRoute(Strict):
+    """Requests naming a model that matches `match` (a glob such as `claude-*`) are routed:
+    to `decision` when given, else through the decisions as for an alias. Lets agents keep
+    their default model names (Claude Code asks for `claude-...`)."""
+
+    match: Annotated[str, Field(min_length=1)]
+    decision: str | None = None
+
+
 class RouteyardConfig(Strict):
     server: ServerConfig = ServerConfig()
     models: Annotated[list[ModelConfig], Field(min_length=1)]
     aliases: list[str] = Field(default_factory=lambda: ["auto"])
+    # Other model names that are routed (first match wins); see ModelRoute.
+    model_routes: list[ModelRoute] = Field(default_factory=list)
     # false: clients must use an alias, so every request goes through the decisions (a privacy
     # or tenant rule cannot be sidestepped by naming a model).
     allow_direct_models: bool = True

@@ -72,8 +72,11 @@ class DecisionEngine:
             for i in ordered
         ]
         self.by_confidence = config.decision_strategy == "confidence"
-        default = config.default or DefaultDecisionConfig(candidates=[config.models[0].name])
+        chat_models = [m.name for m in config.models if m.kind == "chat"] or [config.models[0].name]
+        default = config.default or DefaultDecisionConfig(candidates=[chat_models[0]])
         self.default = _decision(default)
+        self._by_name = {c.decision.name: c.decision for c in self._decisions}
+        self._by_name[self.default.name] = self.default
         needs_embedding = any(
             SELECTION_ALGORITHMS[d.algorithm].needs_embedding
             for d in [*(c.decision for c in self._decisions), self.default])
@@ -94,8 +97,14 @@ class DecisionEngine:
                 ) -> RequestContext:
         return self.signals.context(body, headers)
 
-    async def decide(self, ctx: RequestContext, *, explain: bool = False) -> DecisionOutcome:
+    async def decide(self, ctx: RequestContext, *, explain: bool = False,
+                     force: str | None = None) -> DecisionOutcome:
+        """The winning decision; with `force`, that decision (the signals still run, for its
+        plugins and the log)."""
         report = await self.signals.evaluate(ctx)
+        if force is not None:
+            return DecisionOutcome(self._by_name[force], 1.0, report,
+                                   "(named by model_routes for the requested model)")
         leaves = report.leaves
         best: tuple[float, _CompiledDecision] | None = None
         considered: list[dict[str, Any]] = []

@@ -22,9 +22,17 @@ from routeyard.config.schema import PoolConfig
 from routeyard.metrics import Metrics
 from routeyard.pool.endpoint import Endpoint, PooledModel
 from routeyard.pool.latency import LatencyTracker
-from routeyard.pool.providers.base import ChatStream, UpstreamError
+from routeyard.pool.providers.base import (
+    ChatStream,
+    EndpointTarget,
+    Provider,
+    UpstreamError,
+)
 
 T = TypeVar("T")
+# A provider's method for a whole answer: (target, body, timeout) → the answer.
+WholeCall = Callable[[EndpointTarget, dict[str, Any], aiohttp.ClientTimeout],
+                     Awaitable[dict[str, Any]]]
 log = logging.getLogger("routeyard.pool")
 
 
@@ -79,16 +87,24 @@ class Executor:
         self.tracker = tracker  # each successful attempt's latency, for latency-aware selection
 
     async def complete(self, models: list[PooledModel], body: dict[str, Any]) -> Served:
+        return await self._run(models, self._whole(lambda provider: provider.complete, body))
+
+    async def embed(self, models: list[PooledModel], body: dict[str, Any]) -> Served:
+        """An embeddings request, with the same retries and failover as a completion."""
+        return await self._run(models, self._whole(lambda provider: provider.embed, body))
+
+    def _whole(self, method: Callable[[Provider], WholeCall], body: dict[str, Any]
+               ) -> Callable[[Endpoint, float], Awaitable[dict[str, Any]]]:
+        """One attempt at a whole (unstreamed) answer, bounded by the per-try timeout."""
         timeouts = self.timeouts
 
         def call(endpoint: Endpoint, remaining: float) -> Awaitable[dict[str, Any]]:
             timeout = aiohttp.ClientTimeout(
                 total=min(timeouts.per_try_s, remaining), sock_connect=timeouts.connect_s
             )
-            return endpoint.provider.complete(endpoint.target, body, timeout)
+            return method(endpoint.provider)(endpoint.target, body, timeout)
 
-        served = await self._run(models, call)
-        return served
+        return call
 
     async def open_stream(self, models: list[PooledModel], body: dict[str, Any]) -> Served:
         """Open a stream; the caller must call `served.release()` when the stream ends."""

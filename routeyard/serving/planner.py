@@ -10,11 +10,12 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 from routeyard.config import RouteyardConfig
 from routeyard.decisions import DecisionEngine
-from routeyard.errors import ContextTooLong, Forbidden, ModelNotFound
+from routeyard.errors import ContextTooLong, Forbidden, InvalidRequest, ModelNotFound
 from routeyard.pool import Pool, PooledModel
 from routeyard.selection import AlgorithmBuild, make_algorithm
 from routeyard.signals import RequestContext, SignalReport
@@ -57,6 +58,8 @@ class Planner:
         """`build` carries what the decisions' algorithms are built with (the Router's)."""
         self.pool = pool
         self.aliases = frozenset(config.aliases)
+        self.model_routes = [(r.match, r.decision) for r in config.model_routes]
+        self._routed_names: dict[str, tuple[bool, str | None]] = {}  # name → (routed, forced)
         self.allow_direct = config.allow_direct_models
         self.engine = DecisionEngine(config, build.base_dir, pool=pool)
         self.decisions = [c.decision for c in self.engine.decisions()] + [self.engine.default]
@@ -70,6 +73,9 @@ class Planner:
         name = body["model"]
         if name in self.aliases:
             return await self._plan_routed(ctx, started, explain)
+        routed, forced = self.route_of(name)
+        if routed:
+            return await self._plan_routed(ctx, started, explain, forced)
         if not self.allow_direct:
             raise Forbidden(
                 f"This router routes every request: use an alias "
@@ -83,6 +89,10 @@ class Planner:
                 f"({', '.join(sorted(self.aliases))}) or one of GET /v1/models.",
                 param="model",
             )
+        if model.config.kind != "chat":
+            raise InvalidRequest(f"'{name}' is an {model.config.kind} model; it serves "
+                                 "/v1/embeddings, not chat.", param="model",
+                                 code="model_not_supported")
         tokens = _prompt_tokens(ctx, [model])
         if not model.fits(tokens):
             raise ContextTooLong(
@@ -92,9 +102,20 @@ class Planner:
         return RoutePlan(_new_request_id(), started, DIRECT, [model],
                          "the request named this model", ctx)
 
-    async def _plan_routed(self, ctx: RequestContext, started: float, explain: bool
-                           ) -> RoutePlan:
-        outcome = await self.engine.decide(ctx, explain=explain)
+    def route_of(self, name: str) -> tuple[bool, str | None]:
+        """Whether a model name that is not an alias is routed by `model_routes`, and to which
+        decision (None: through the decisions)."""
+        found = self._routed_names.get(name)
+        if found is None:
+            found = next(((True, decision) for pattern, decision in self.model_routes
+                          if fnmatchcase(name, pattern)), (False, None))
+            if len(self._routed_names) < 10_000:  # names come from clients: keep it bounded
+                self._routed_names[name] = found
+        return found
+
+    async def _plan_routed(self, ctx: RequestContext, started: float, explain: bool,
+                           forced: str | None = None) -> RoutePlan:
+        outcome = await self.engine.decide(ctx, explain=explain, force=forced)
         decision = outcome.decision
         candidates = [self.pool.models[n] for n in decision.candidates]
         fallbacks = [self.pool.models[n] for n in decision.fallback]

@@ -45,6 +45,15 @@ class StreamHooks:
 NO_HOOKS = StreamHooks()
 
 
+@dataclass(frozen=True, slots=True)
+class StreamFailure:
+    """How a stream that could not go on ended, in OpenAI error terms."""
+
+    message: str
+    type: str
+    code: str
+
+
 class ReplayStream(ChatStream):
     """A ChatStream over pre-built chunk payloads (an answer that is already whole)."""
 
@@ -91,6 +100,23 @@ class StreamRelay:
         return self.served.model.name if self.served is not None else None
 
     async def frames(self) -> AsyncIterator[bytes]:
+        """The stream as OpenAI SSE: the backend's own bytes where nothing changed them, an
+        `error` event when it broke, `[DONE]` when it ended well."""
+        async for payload, item in self._items():
+            if isinstance(item, StreamFailure):
+                yield error_frame(item.message, type_=item.type, code=item.code)
+                return
+            yield sse(payload if payload is not None else orjson.dumps(item))
+        yield DONE
+
+    async def chunks(self) -> AsyncIterator[dict[str, Any] | StreamFailure]:
+        """The stream as parsed `chat.completion.chunk` dicts, for surfaces that speak
+        another wire format; a `StreamFailure` comes last when it broke."""
+        async for _, item in self._items():
+            yield item
+
+    async def _items(self) -> AsyncIterator[tuple[bytes | None, dict[str, Any] | StreamFailure]]:
+        """(the payload to forward as is, or None when it must be re-encoded; the chunk)."""
         metrics = self.accountant.metrics
         first = True
         try:
@@ -105,30 +131,31 @@ class StreamRelay:
                     raise UpstreamError("protocol", "the backend sent a chunk that is not "
                                         "JSON") from None
                 if self._absorb(parsed):
-                    if self.rewrite is not None:
-                        payload = self.rewrite.apply(parsed) or payload
-                    yield sse(payload)
+                    if self.rewrite is not None and self.rewrite.apply(parsed) is not None:
+                        yield None, parsed  # rewritten in place
+                    else:
+                        yield payload, parsed
             if self.rewrite is not None:
                 for leftover in self.rewrite.leftovers(self.first_chunk or {}):
-                    yield sse(leftover)
+                    yield leftover, orjson.loads(leftover)
             if self.usage is None:
                 self.usage = self.accountant.counted(self.plan, "".join(self.text_parts))
                 if self.client_wants_usage:
-                    yield sse(orjson.dumps(self._usage_chunk()))
+                    yield None, self._usage_chunk()
             self.status = self.success_status
             self._completed()
-            yield DONE
         except UpstreamError as error:
             if self.interrupted is not None:
                 self.status = "shutdown"
                 metrics.errors.labels("stream_shutdown").inc()
-                yield error_frame(self.interrupted, type_="server_error",
-                                  code="server_shutting_down")
+                yield None, StreamFailure(self.interrupted, "server_error",
+                                          "server_shutting_down")
                 return
             self.status = "stream_broken"
             metrics.errors.labels(f"stream_{error.kind}").inc()
-            yield error_frame(f"the backend stream broke after it started: {error.message}",
-                              type_="upstream_error", code="stream_interrupted")
+            yield None, StreamFailure(
+                f"the backend stream broke after it started: {error.message}",
+                "upstream_error", "stream_interrupted")
         finally:
             await self.finish()
 

@@ -47,6 +47,9 @@ class DecisionRecord:
     cost_usd: float
     status: str  # one of DECISION_STATUSES
     stream: bool = False
+    # Everything else worth explaining the choice with, as JSON-able data (e.g. `skipped`:
+    # the candidates that could not serve the request, and why).
+    detail: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +102,10 @@ class Store(ABC):
     @abstractmethod
     async def set_value(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         """Store `value` under `key` (overwriting), expiring after `ttl_s` seconds if given."""
+
+    @abstractmethod
+    async def delete_value(self, key: str) -> bool:
+        """Delete `key`; True when it was there (and not expired)."""
 
     @abstractmethod
     async def claim(self, key: str, ttl_s: float | None = None) -> bool:

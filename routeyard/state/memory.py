@@ -83,6 +83,9 @@ class MemoryStore(Store):
     async def set_value(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         self._put(key, check_value(value), check_ttl(ttl_s))
 
+    async def delete_value(self, key: str) -> bool:
+        return self._live(key) is not None and self._kv.pop(key, None) is not None
+
     async def claim(self, key: str, ttl_s: float | None = None) -> bool:
         ttl_s = check_ttl(ttl_s)
         if self._live(key) is not None:

@@ -160,6 +160,12 @@ class RedisStore(BufferedStore):
         except _CONNECTION_ERRORS as exc:
             raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
 
+    async def delete_value(self, key: str) -> bool:
+        try:
+            return bool(await self._redis.delete(self._kv_key(key)))
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
+
     async def claim(self, key: str, ttl_s: float | None = None) -> bool:
         px = self._px(check_ttl(ttl_s))
         try:

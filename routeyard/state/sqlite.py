@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from routeyard.state._buffered import BufferedStore, log
 from routeyard.state.base import (
     CLAIM_VALUE,
@@ -47,7 +49,8 @@ _SCHEMA: tuple[str, ...] = (
         completion_tokens INTEGER NOT NULL,
         cost_usd REAL NOT NULL,
         status TEXT NOT NULL,
-        stream INTEGER NOT NULL
+        stream INTEGER NOT NULL,
+        detail TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time)",
     """CREATE TABLE IF NOT EXISTS kv (
@@ -81,6 +84,7 @@ _KV_SET = "INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
 _KV_DELETE_EXPIRED_KEY = "DELETE FROM kv WHERE key = ? AND expires_at <= ?"
 _KV_CLAIM = "INSERT OR IGNORE INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
 _KV_SWEEP = "DELETE FROM kv WHERE expires_at <= ?"
+_KV_DELETE = "DELETE FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
 # Expired rows nobody reads again are swept after this many key-value writes.
 _KV_SWEEP_EVERY = 1_000
 _KV_ERRORS = (sqlite3.OperationalError, OSError)
@@ -94,12 +98,19 @@ def default_sqlite_path() -> Path:
 
 def _row(r: DecisionRecord) -> tuple[object, ...]:
     return (r.request_id, r.time, r.decision, r.model, r.endpoint, r.latency_ms,
-            r.prompt_tokens, r.completion_tokens, r.cost_usd, r.status, int(r.stream))
+            r.prompt_tokens, r.completion_tokens, r.cost_usd, r.status, int(r.stream),
+            orjson.dumps(r.detail).decode() if r.detail is not None else None)
 
 
 def _record(row: tuple[object, ...]) -> DecisionRecord:
-    *head, stream = row
-    return DecisionRecord(*head, stream=bool(stream))  # type: ignore[arg-type]
+    *head, stream, detail = row
+    return DecisionRecord(*head, stream=bool(stream),  # type: ignore[arg-type]
+                          detail=orjson.loads(detail) if detail else None)  # type: ignore[arg-type]
+
+
+# Columns added after a table was first created: (name, SQL type). A file from an earlier
+# version gets them added when it is opened.
+_ADDED_COLUMNS = (("detail", "TEXT"),)
 
 
 class SQLiteStore(BufferedStore):
@@ -190,6 +201,10 @@ class SQLiteStore(BufferedStore):
         conn.execute("BEGIN")
         for statement in _SCHEMA:
             conn.execute(statement)
+        present = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
+        for column, kind in _ADDED_COLUMNS:
+            if column not in present:
+                conn.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
         conn.execute("COMMIT")
         return conn
 
@@ -259,6 +274,12 @@ class SQLiteStore(BufferedStore):
         except _KV_ERRORS as exc:
             raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
 
+    async def delete_value(self, key: str) -> bool:
+        try:
+            return await self._in_writer(self._kv_delete, key)
+        except _KV_ERRORS as exc:
+            raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
+
     async def claim(self, key: str, ttl_s: float | None = None) -> bool:
         ttl_s = check_ttl(ttl_s)
         try:
@@ -277,6 +298,11 @@ class SQLiteStore(BufferedStore):
         now = self.clock()
         self._writer.execute(_KV_SET, (key, value, None if ttl_s is None else now + ttl_s))
         self._kv_wrote(now)
+
+    def _kv_delete(self, key: str) -> bool:
+        assert self._writer is not None
+        cur = self._writer.execute(_KV_DELETE, (key, self.clock()))
+        return cur.rowcount == 1
 
     def _kv_claim(self, key: str, ttl_s: float | None) -> bool:
         assert self._writer is not None

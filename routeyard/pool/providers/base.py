@@ -50,6 +50,28 @@ class HeaderEdits:
 _HEADER_EDITS: ContextVar[HeaderEdits | None] = ContextVar("routeyard_header_edits", default=None)
 
 
+# Client headers an API surface forwards to backends of its own protocol (the Anthropic
+# surface's `anthropic-version` and `anthropic-beta`): protocol → headers. Set around the
+# request's backend calls, like the header edits.
+_FORWARDED: ContextVar[dict[str, dict[str, str]] | None] = ContextVar(
+    "routeyard_forwarded_headers", default=None)
+
+
+@contextmanager
+def forwarded_headers(headers: dict[str, dict[str, str]] | None) -> Iterator[None]:
+    token = _FORWARDED.set(headers)
+    try:
+        yield
+    finally:
+        _FORWARDED.reset(token)
+
+
+def forwarded_for(protocol: str) -> dict[str, str] | None:
+    """The client headers forwarded to backends of `protocol` for the current request."""
+    found = _FORWARDED.get()
+    return found.get(protocol) if found is not None else None
+
+
 @contextmanager
 def upstream_header_edits(edits: HeaderEdits | None) -> Iterator[None]:
     token = _HEADER_EDITS.set(edits)
@@ -148,6 +170,14 @@ class Provider(ABC):
     @abstractmethod
     async def health(self, target: EndpointTarget, timeout: aiohttp.ClientTimeout) -> bool:
         """Active health check: True when the endpoint answers its model listing."""
+
+    async def embed(
+        self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
+    ) -> dict[str, Any]:
+        """Send an OpenAI embeddings request; return the OpenAI `list` of embeddings. A
+        protocol without embeddings refuses (no other endpoint of it would differ)."""
+        raise UpstreamError("status", f"{self.kind} backends do not serve embeddings",
+                            status=400)
 
 
 def auth_headers(target: EndpointTarget) -> dict[str, str]:

@@ -147,12 +147,14 @@ class HttpProvider(Provider):
         return cached[1]
 
     async def _post(
-        self, target: EndpointTarget, payload: dict[str, Any], timeout: aiohttp.ClientTimeout
+        self, target: EndpointTarget, payload: dict[str, Any], timeout: aiohttp.ClientTimeout,
+        path: str | None = None,
     ) -> aiohttp.ClientResponse:
-        """POST one request; an error status is raised, an accepted response returned unread."""
+        """POST one request (to `path`, by default the chat path); an error status is raised,
+        an accepted response returned unread."""
         try:
             response = await self.http.session.post(
-                f"{target.base_url}{self.path}",
+                f"{target.base_url}{path or self.path}",
                 data=orjson.dumps(payload),
                 headers=edited_headers(self._request_headers(target)),
                 params=target.query or None,

@@ -41,6 +41,16 @@ class OpenAIProvider(HttpProvider):
     ) -> SSEChatStream:
         return OpenAIChatStream(response, self.label)
 
+    async def embed(
+        self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
+    ) -> dict[str, Any]:
+        payload = {**body, "model": target.upstream_model}
+        answer = await self._read_json(await self._post(target, payload, timeout,
+                                                        "/embeddings"))
+        if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+            raise UpstreamError("protocol", "the backend's embeddings answer has no data")
+        return answer
+
     def status_message(self, response: aiohttp.ClientResponse, body: Any) -> str:
         # The backend's own message: it is already in the words an OpenAI client expects.
         return _error_message(body) or f"the backend answered HTTP {response.status}"

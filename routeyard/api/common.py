@@ -1,0 +1,133 @@
+"""What every routed surface shares: reading and translating the body, planning, calling,
+the decision headers, errors in the surface's schema, and a stream response that always
+releases its upstream stream.
+
+A surface (chat completions, Anthropic Messages, Responses, legacy completions) only says how
+to turn its request into the internal form (an OpenAI chat body) and how to render an answer
+and a stream in its own wire format: a `Surface`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from routeyard.api.body import read_json
+from routeyard.api.errors import OPENAI, ErrorStyle
+from routeyard.errors import RouteyardError
+from routeyard.router import Router
+from routeyard.serving.handler import Answer
+from routeyard.serving.planner import RoutePlan
+from routeyard.serving.relay import StreamRelay
+from routeyard.serving.request import wants_stream
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Surface:
+    """One API surface's translation at the edge."""
+
+    # The parsed JSON body → the internal chat body (raises InvalidRequest when it is bad).
+    translate: Callable[[Any], dict[str, Any]]
+    # A whole answer → the response body, in the surface's format.
+    render: Callable[[Answer], bytes]
+    # A stream → the SSE frames of the surface's format.
+    stream: Callable[[StreamRelay], AsyncIterator[bytes]]
+    style: ErrorStyle = OPENAI
+
+
+def request_headers(request: Request) -> dict[str, str]:
+    """The request's headers (lower-case names). An `x-api-key` (the Anthropic SDK's) counts
+    as the bearer key when no Authorization header is given."""
+    headers = {key.decode("latin-1"): value.decode("latin-1")
+               for key, value in request.scope["headers"]}
+    if "authorization" not in headers and "x-api-key" in headers:
+        headers["authorization"] = f"Bearer {headers['x-api-key']}"
+    return headers
+
+
+def caller_id(headers: Mapping[str, str]) -> str:
+    """Who is asking, never the secret: a SHA-256 prefix of the API key, or "anonymous"."""
+    auth = headers.get("authorization", "")
+    key = auth[7:] if auth[:7].lower() == "bearer " else ""
+    return hashlib.sha256(key.encode()).hexdigest()[:24] if key else "anonymous"
+
+
+def decision_headers(plan: RoutePlan) -> dict[str, str]:
+    headers = {"x-routeyard-request-id": plan.request_id, "x-routeyard-decision": plan.decision}
+    signals = plan.matched_signals()
+    if signals:
+        # Header values are latin-1: escape anything else in user-chosen signal names.
+        headers["x-routeyard-signals"] = ",".join(signals).encode(
+            "latin-1", "backslashreplace").decode("latin-1")
+    return headers
+
+
+def answer_headers(headers: dict[str, str], model: str | None,
+                   extra: Mapping[str, str]) -> None:
+    """The answering model (none when a plugin answered) and the handlers' own headers (a
+    cascade's path, a plugin's cache status)."""
+    if model is not None:
+        headers["x-routeyard-model"] = model
+    headers.update(extra)
+
+
+async def serve_routed(request: Request, surface: Surface) -> Response:
+    """Read, translate, plan and answer one request of a surface."""
+    # The Router is read once: a config reload swaps app.state.router, and this request
+    # finishes on the one it started with (in_flight keeps the old one open until then).
+    router: Router = request.app.state.router
+    router.in_flight += 1
+    streaming = False
+    try:
+        try:
+            body = surface.translate(await read_json(request))
+            plan = await router.plan(body, request_headers(request))
+        except RouteyardError as error:
+            router.accountant.rejected(error)
+            raise
+        headers = decision_headers(plan)
+        try:
+            if wants_stream(body):
+                relay = await router.open_stream(body, plan)
+                answer_headers(headers, relay.model, relay.headers)
+                headers["cache-control"] = "no-cache"
+                streaming = True
+                return RoutedStream(router, relay, surface.stream(relay), headers)
+            answer = await router.complete(body, plan)
+        except RouteyardError as error:
+            return surface.style.for_error(error, headers)
+        answer_headers(headers, answer.model, answer.headers)
+        return Response(surface.render(answer), headers=headers, media_type=JSON)
+    finally:
+        if not streaming:
+            router.in_flight -= 1
+
+
+class RoutedStream(StreamingResponse):
+    """An SSE response that always releases its upstream stream and its in-flight count,
+    even when the client leaves before the first frame is sent, and that the server's drain
+    can cut at shutdown."""
+
+    def __init__(self, router: Router, relay: StreamRelay, frames: AsyncIterator[bytes],
+                 headers: dict[str, str]) -> None:
+        super().__init__(frames, media_type="text/event-stream", headers=headers)
+        self.router = router
+        self.relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        open_streams = scope["app"].state.drain.streams  # cut if still open at shutdown
+        open_streams.add(self.relay)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            open_streams.discard(self.relay)
+            await self.relay.finish()
+            self.router.in_flight -= 1
