@@ -138,9 +138,10 @@ class Router:
     # -- routing -----------------------------------------------------------------------------
 
     async def plan(self, body: dict[str, Any], headers: dict[str, str] | None = None, *,
-                   explain: bool = False) -> RoutePlan:
-        """Decide where a validated request goes, without calling any backend."""
-        return await self.planner.plan(body, headers, explain=explain)
+                   explain: bool = False, prefer: str | None = None) -> RoutePlan:
+        """Decide where a validated request goes, without calling any backend. `prefer`: the
+        model a conversation is on, kept while its decision still lists it."""
+        return await self.planner.plan(body, headers, explain=explain, prefer=prefer)
 
     async def route(self, request: str | dict[str, Any],
                     headers: dict[str, str] | None = None) -> dict[str, Any]:

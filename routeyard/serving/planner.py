@@ -67,15 +67,17 @@ class Planner:
                            for d in self.decisions}
 
     async def plan(self, body: dict[str, Any], headers: dict[str, str] | None = None, *,
-                   explain: bool = False) -> RoutePlan:
+                   explain: bool = False, prefer: str | None = None) -> RoutePlan:
+        """`prefer`: the model a conversation was on (a stored Responses chain): kept when the
+        decision still lists it and it can take the request."""
         started = time.monotonic()
         ctx = self.engine.context(body, headers)
         name = body["model"]
         if name in self.aliases:
-            return await self._plan_routed(ctx, started, explain)
+            return await self._plan_routed(ctx, started, explain, prefer=prefer)
         routed, forced = self.route_of(name)
         if routed:
-            return await self._plan_routed(ctx, started, explain, forced)
+            return await self._plan_routed(ctx, started, explain, forced, prefer=prefer)
         if not self.allow_direct:
             raise Forbidden(
                 f"This router routes every request: use an alias "
@@ -114,14 +116,18 @@ class Planner:
         return found
 
     async def _plan_routed(self, ctx: RequestContext, started: float, explain: bool,
-                           forced: str | None = None) -> RoutePlan:
+                           forced: str | None = None, *, prefer: str | None = None
+                           ) -> RoutePlan:
         outcome = await self.engine.decide(ctx, explain=explain, force=forced)
         decision = outcome.decision
         candidates = [self.pool.models[n] for n in decision.candidates]
         fallbacks = [self.pool.models[n] for n in decision.fallback]
         tokens = _prompt_tokens(ctx, candidates + fallbacks)
         selection = self.algorithms[decision.name].select(list(candidates), tokens, ctx)
-        if selection is not None:
+        kept = self.pool.models.get(prefer) if prefer in decision.candidates else None
+        if kept is not None and kept.fits(tokens) and kept.is_available():
+            chosen, why = kept, "kept on the model this conversation was on"
+        elif selection is not None:
             chosen, why = self.pool.models[selection.model], selection.reason
         else:
             chosen = next((m for m in fallbacks if m.fits(tokens)), None)
