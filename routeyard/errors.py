@@ -42,6 +42,13 @@ class ContextTooLong(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class CapabilityMissing(InvalidRequest):
+    """No model the request may go to can serve it: it sends images to text-only models, say.
+    The message names what is missing and each model skipped."""
+
+    code = "capability_missing"
+
+
 class Unauthorized(RouteyardError):
     status = 401
     type = "authentication_error"

@@ -36,6 +36,7 @@ from routeyard.selection.ledger import BudgetLedger
 from routeyard.serving.accounting import Accountant
 from routeyard.serving.cascade import CascadeHandler, cascade_options
 from routeyard.serving.direct import DirectHandler
+from routeyard.serving.embeddings import Embeddings
 from routeyard.serving.feedback import FeedbackService, parse_feedback
 from routeyard.serving.handler import Accounted, Answer, Handler
 from routeyard.serving.planner import DIRECT, Planner, RoutePlan
@@ -78,6 +79,7 @@ class Router:
         decisions = self.planner.decisions
         self.plugins: dict[str, Chain] = build_plugins(decisions, PluginBuild(self.store))
         self.stacks: dict[str, Handler] = self._stacks(decisions)
+        self.embeddings = Embeddings(self.planner, self.pool, self.accountant)
         self.in_flight = 0  # requests being served; a replaced Router closes at zero
         # On reload the store passes to the new Router, which then starts and closes it.
         self.owns_store = True
@@ -186,6 +188,11 @@ class Router:
         async for frame in relay.frames():
             if frame != DONE:
                 yield orjson.loads(frame[6:])
+
+    async def embed(self, body: Any, headers: dict[str, str] | None = None) -> Answer:
+        """An OpenAI embeddings request over the pool's embedding models (an `Answer` whose
+        `.response` is the OpenAI `list` of embeddings)."""
+        return await self.embeddings.embed(body, headers)
 
     async def submit_feedback(self, data: Any) -> dict[str, Any]:
         result = await self.feedback.submit(parse_feedback(data))

@@ -109,7 +109,9 @@ def serve(path: str | None, *, host: str | None, port: int | None, workers: int,
 def _announce(path: str | None, base_url: str, notes: list[str]) -> None:
     if path is None:
         print("No --config given: serving the built-in demo pool (simulated sim-small, "
-              "sim-medium, sim-large).")
+              "sim-medium, sim-large, and sim-embed for /v1/embeddings) on every surface: "
+              "/v1/chat/completions, /v1/messages, /v1/responses, /v1/completions, "
+              "/v1/embeddings.")
         for note in notes:
             print(f"  discovered: {note}")
         print("  Add real providers with a config file (see docs/configuration.md), or set "

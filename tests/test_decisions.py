@@ -136,7 +136,8 @@ async def test_candidate_reasoning_effort_reaches_the_backend() -> None:
     async with echo_backend() as (url, received):
         endpoint = [{"base_url": url}]
         config = build_config({
-            "models": [{"name": "thinker", "endpoints": endpoint},
+            "models": [{"name": "thinker", "endpoints": endpoint,
+                        "capabilities": {"reasoning": True}},
                        {"name": "quick", "endpoints": endpoint}],
             "decisions": [{"name": "hard", "when": {"keywords_any": ["prove"]},
                            "candidates": [{"model": "thinker", "reasoning_effort": "high"}]}],

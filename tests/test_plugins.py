@@ -159,7 +159,10 @@ async def echo() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
 def echo_router(url: str, plugins: list[dict[str, Any]], models: tuple[str, ...] = ("m",),
                 **default: Any) -> Router:
     config = build_config({
-        "models": [{"name": n, "endpoints": [{"base_url": url}]} for n in models],
+        # Every capability: these tests are about plugins, not capability routing.
+        "models": [{"name": n, "endpoints": [{"base_url": url}],
+                    "capabilities": {"tools": True, "vision": True, "reasoning": True}}
+                   for n in models],
         "default": {"candidates": [models[0]], "plugins": plugins, **default},
         "pool": {"health_check": {"interval_s": 0}},
     })

@@ -33,7 +33,8 @@ def redact_router(url: str, **options: Any) -> Router:
     """A decision routed on `pii:any` (so the pii signal runs and its values can be checked),
     with the plugin; the default has no plugin."""
     config = build_config({
-        "models": [{"name": "m", "endpoints": [{"base_url": url}]}],
+        "models": [{"name": "m", "endpoints": [{"base_url": url}],
+                    "capabilities": {"vision": True}}],
         "signals": {"pii": {}},
         "decisions": [{"name": "private", "rules": "pii:any", "candidates": ["m"],
                        "plugins": [{"type": "pii_redact", **options}]}],

@@ -34,16 +34,28 @@ _OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
 
 
 async def list_models(request: Request) -> Response:
+    """Aliases, then `model_routes` patterns, then models, each with the surfaces it serves:
+    a chat model every chat-shaped surface, an embedding model /v1/embeddings, and a routed
+    name both (embeddings go to the embedding models, when there are any)."""
     router: Router = request.app.state.router
-    data = [{"id": alias, "object": "model", "created": 0, "owned_by": "routeyard",
-             "routeyard": {"kind": "alias"}} for alias in sorted(router.aliases)]
-    for model in router.config.models:
-        data.append({
-            "id": model.name, "object": "model", "created": 0, "owned_by": "routeyard",
-            "routeyard": {"kind": "model", "context_window": model.context_window,
-                          "pricing": model.pricing.model_dump(),
-                          "capabilities": model.capabilities.model_dump()},
-        })
+    config = router.config
+    chat_surfaces = ["chat.completions", "messages", "responses", "completions"]
+    surfaces_of = {"chat": chat_surfaces, "embedding": ["embeddings"]}
+    routed = chat_surfaces + (["embeddings"] if any(m.kind == "embedding"
+                                                    for m in config.models) else [])
+
+    def entry(name: str, about: dict[str, object]) -> dict[str, object]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "routeyard",
+                "routeyard": about}
+
+    data = [entry(alias, {"kind": "alias", "surfaces": routed})
+            for alias in sorted(router.aliases)]
+    data += [entry(route.match, {"kind": "model_route", "decision": route.decision,
+                                 "surfaces": routed}) for route in config.model_routes]
+    data += [entry(model.name, {
+        "kind": "model", "model_kind": model.kind, "surfaces": surfaces_of[model.kind],
+        "context_window": model.context_window, "pricing": model.pricing.model_dump(),
+        "capabilities": model.capabilities.model_dump()}) for model in config.models]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
 
 

@@ -1,7 +1,45 @@
-"""The /v1/embeddings surface (issue 12; being built)."""
+"""POST /v1/embeddings: OpenAI's embeddings API over the pool's embedding models.
+
+The body is checked and passed through as it is (see routeyard/serving/embeddings.py for where
+a name goes); the answer is the backend's OpenAI `list`, with usage, and the same decision
+headers as chat (`x-routeyard-model`, `-decision`, `-request-id`).
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
-ROUTES: list[BaseRoute] = []
+from routeyard.api.body import read_json
+from routeyard.api.common import JSON, answer_headers, decision_headers, request_headers
+from routeyard.api.errors import OPENAI
+from routeyard.errors import RouteyardError
+from routeyard.router import Router
+from routeyard.serving.embeddings import validate_embeddings_request
+
+
+async def create_embeddings(request: Request) -> Response:
+    # Read once: a reload swaps app.state.router, and this request finishes on this one.
+    router: Router = request.app.state.router
+    router.in_flight += 1
+    try:
+        try:
+            body = validate_embeddings_request(await read_json(request))
+            plan = router.embeddings.plan(body, request_headers(request))
+        except RouteyardError as error:
+            router.accountant.rejected(error)
+            raise
+        headers = decision_headers(plan)
+        try:
+            answer = await router.embeddings.run(plan, body)
+        except RouteyardError as error:  # upstream failures carry the decision headers
+            return OPENAI.for_error(error, headers)
+        answer_headers(headers, answer.model, answer.headers)
+        return Response(orjson.dumps(answer.response), headers=headers, media_type=JSON)
+    finally:
+        router.in_flight -= 1
+
+
+ROUTES: list[BaseRoute] = [Route("/v1/embeddings", create_embeddings, methods=["POST"])]

@@ -27,7 +27,15 @@ _DEMO_MODELS: list[dict[str, Any]] = [
     {"name": "sim-large", "pricing": {"input_per_mtok": 2.50, "output_per_mtok": 10.00},
      "context_window": 131072,
      "capabilities": {"tools": True, "vision": True, "reasoning": True}},
+    # Serves /v1/embeddings (the simulator serves any name containing "embed").
+    {"name": "sim-embed", "kind": "embedding", "pricing": {"input_per_mtok": 0.02},
+     "context_window": 8192},
 ]
+
+# Agents' default model names, routed through the decisions: Claude Code asks for claude-*,
+# Codex and OpenAI SDK samples for gpt-* and o-series models, embeddings clients for
+# text-embedding-* (which /v1/embeddings sends to the embedding models).
+_AGENT_MODEL_PATTERNS = ["claude-*", "gpt-*", "o1*", "o3*", "o4*", "text-embedding-*"]
 
 _HARD_KEYWORDS = ["prove", "proof", "derive", "step by step", "analyze", "analyse", "algorithm",
                   "debug", "optimize", "theorem", "architecture", "refactor"]
@@ -36,11 +44,13 @@ _HOSTED: dict[str, dict[str, Any]] = {
     "OPENAI_API_KEY": {
         "base_url": "https://api.openai.com/v1", "provider": "openai",
         "models": [("gpt-4o-mini", 0.15, 0.60, 128000), ("gpt-4o", 2.50, 10.00, 128000)],
+        "capabilities": {"tools": True, "vision": True, "structured_output": True},
     },
     "ANTHROPIC_API_KEY": {
         "base_url": "https://api.anthropic.com/v1", "provider": "anthropic",
         "models": [("claude-3-5-haiku-latest", 0.80, 4.00, 200000),
                    ("claude-sonnet-4-5", 3.00, 15.00, 200000)],
+        "capabilities": {"tools": True, "vision": True, "reasoning": True},
     },
 }
 
@@ -59,6 +69,8 @@ def default_config(
     raw = {
         "models": models,
         "aliases": ["auto"],
+        # A configured model's own name still wins over these patterns (gpt-4o, say).
+        "model_routes": [{"match": pattern} for pattern in _AGENT_MODEL_PATTERNS],
         "decisions": [
             {"name": "reasoning", "priority": 20, "when": {"keywords_any": _HARD_KEYWORDS},
              "candidates": ["sim-large"], "fallback": ["sim-medium"]},
@@ -87,6 +99,7 @@ def discover_providers(
             models.append({
                 "name": name, "context_window": window,
                 "pricing": {"input_per_mtok": price_in, "output_per_mtok": price_out},
+                "capabilities": spec["capabilities"],
                 "endpoints": [{"base_url": spec["base_url"], "provider": spec["provider"],
                                "api_key": key}],
             })
@@ -94,7 +107,10 @@ def discover_providers(
     if probe_local:
         for server, url in _LOCAL_SERVERS.items():
             for model_id, window in _list_local_models(url):
+                # Tool calling is served by vLLM and Ollama for the models that have it;
+                # vision and the rest are not assumed.
                 models.append({"name": model_id, "context_window": window,
+                               "capabilities": {"tools": True},
                                "endpoints": [{"base_url": url}]})
                 notes.append(f"{server} answers at {url}: added {model_id}")
     return models, notes

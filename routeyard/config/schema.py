@@ -208,6 +208,13 @@ class StateConfig(Strict):
     max_records: Annotated[int, Field(ge=1)] | None = None
 
 
+class ResponsesConfig(Strict):
+    """The /v1/responses surface's stored responses (`store: true`, `previous_response_id`)."""
+
+    # How long a stored response stays retrievable and chainable (OpenAI keeps them 30 days).
+    ttl_s: PositiveFloat = 30 * 24 * 3600.0
+
+
 class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
@@ -260,3 +267,4 @@ class RouteyardConfig(Strict):
     default: DefaultDecisionConfig | None = None  # None: the first model
     pool: PoolConfig = PoolConfig()
     state: StateConfig = StateConfig()
+    responses: ResponsesConfig = ResponsesConfig()

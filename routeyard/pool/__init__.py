@@ -46,6 +46,8 @@ class Pool:
         breaker = self.config.pool.breaker
         pooled = PooledModel(model.name, model)
         for index, endpoint in enumerate(model.endpoints):
+            ttft_ms = endpoint.ttft_timeout_ms if endpoint.ttft_timeout_ms is not None \
+                else model.ttft_timeout_ms  # the endpoint's own bound wins
             target = EndpointTarget(
                 base_url=endpoint.base_url,
                 upstream_model=endpoint.upstream_model or model.name,
@@ -54,6 +56,7 @@ class Pool:
                 query=dict(endpoint.query),
                 auth_header=endpoint.auth_header,
                 stream_usage=endpoint.stream_usage,
+                ttft_timeout_s=ttft_ms / 1000 if ttft_ms is not None else None,
             )
             pooled.endpoints.append(Endpoint(
                 name=endpoint.name or f"{model.name}#{index}",

@@ -4,6 +4,10 @@ Order of attempts for one request: the chosen model's endpoints by weighted load
 with backoff on connect errors, timeouts, 429 (honouring retry-after) and 5xx; then the next
 model in the attempt list (the decision's fallbacks). Everything happens before the first byte
 reaches the client, so failover is invisible to it.
+
+An endpoint with a time-to-first-token bound (`EndpointTarget.ttft_timeout_s`) that sends no
+first byte in time is left at once for the next endpoint: a stream's first byte is its first
+content chunk, a whole answer's the response's head (the whole answer stays under per_try_s).
 """
 
 from __future__ import annotations
@@ -69,6 +73,29 @@ class Served:
                 self.endpoint.breaker.on_failure()
 
 
+class FirstByteTimeout(UpstreamError):
+    """No first byte within the endpoint's `ttft_timeout_s`. A timeout (it fails over and
+    counts against the breaker) that is never retried on the same endpoint: a retry would
+    spend another whole bound on an endpoint that is slow right now."""
+
+    outcome = "ttft_timeout"  # its attempt log outcome and `upstream_*` error metric
+
+    def __init__(self, bound_s: float) -> None:
+        super().__init__("timeout", f"the backend sent no first byte within {bound_s * 1000:g} ms")
+
+
+async def _first_byte_bounded(attempt: Awaitable[T], bound_s: float) -> T:
+    """A whole-answer attempt whose socket reads were bounded by `bound_s` (aiohttp's
+    sock_read): its read timeout is the time-to-first-byte bound running out."""
+    try:
+        return await attempt
+    except UpstreamError as error:
+        # Providers raise their timeout from aiohttp's, which stays the error's context.
+        if error.kind == "timeout" and isinstance(error.__context__, aiohttp.SocketTimeoutError):
+            raise FirstByteTimeout(bound_s) from None
+        raise
+
+
 class PoolExhausted(Exception):
     """Every allowed attempt failed; `last` is the final upstream error, if any was tried."""
 
@@ -95,14 +122,19 @@ class Executor:
 
     def _whole(self, method: Callable[[Provider], WholeCall], body: dict[str, Any]
                ) -> Callable[[Endpoint, float], Awaitable[dict[str, Any]]]:
-        """One attempt at a whole (unstreamed) answer, bounded by the per-try timeout."""
+        """One attempt at a whole (unstreamed) answer, bounded by the per-try timeout; with a
+        time-to-first-token bound, its socket reads too (the wait for the response's head, and
+        any silence while the answer is read)."""
         timeouts = self.timeouts
 
         def call(endpoint: Endpoint, remaining: float) -> Awaitable[dict[str, Any]]:
+            first_byte = endpoint.target.ttft_timeout_s
             timeout = aiohttp.ClientTimeout(
-                total=min(timeouts.per_try_s, remaining), sock_connect=timeouts.connect_s
+                total=min(timeouts.per_try_s, remaining), sock_connect=timeouts.connect_s,
+                sock_read=first_byte,
             )
-            return method(endpoint.provider)(endpoint.target, body, timeout)
+            attempt = method(endpoint.provider)(endpoint.target, body, timeout)
+            return attempt if first_byte is None else _first_byte_bounded(attempt, first_byte)
 
         return call
 
@@ -115,8 +147,19 @@ class Executor:
         )
 
         async def call(endpoint: Endpoint, remaining: float) -> ChatStream:
-            async with asyncio.timeout(min(timeouts.per_try_s, remaining)):
-                return await endpoint.provider.open_stream(endpoint.target, body, timeout)
+            bound = min(timeouts.per_try_s, remaining)
+            first_byte = endpoint.target.ttft_timeout_s
+            if first_byte is None or first_byte >= bound:
+                async with asyncio.timeout(bound):
+                    return await endpoint.provider.open_stream(endpoint.target, body, timeout)
+            # open_stream returns once the first content chunk is in: that is the first byte.
+            try:
+                async with asyncio.timeout(first_byte) as waiting:
+                    return await endpoint.provider.open_stream(endpoint.target, body, timeout)
+            except TimeoutError:
+                if waiting.expired():
+                    raise FirstByteTimeout(first_byte) from None
+                raise
 
         return await self._run(models, call, keep_outstanding=True)
 
@@ -169,7 +212,7 @@ class Executor:
                         attempts.append(AttemptLog(model.name, endpoint.name, "ok"))
                         return Served(model, endpoint, result, attempts, upstream_s,
                                       held=keep_outstanding)
-                    outcome = f"status:{last.status}" if last.kind == "status" else last.kind
+                    outcome = _outcome(last)
                     attempts.append(AttemptLog(model.name, endpoint.name, outcome))
                     log.warning("attempt at %s (%s) failed: %s%s", endpoint.name, model.name,
                                 last.message, f" ({last.detail})" if last.detail else "")
@@ -190,7 +233,8 @@ class Executor:
 
     def _retry_delay(self, error: UpstreamError, attempt: int) -> float | None:
         """Seconds to wait before retrying the same endpoint, or None to move on."""
-        if not error.retryable or attempt >= self.retry.max_retries:
+        if not error.retryable or attempt >= self.retry.max_retries \
+                or isinstance(error, FirstByteTimeout):
             return None
         if error.retry_after is not None:
             if error.retry_after > self.retry.max_retry_after_s:
@@ -198,3 +242,10 @@ class Executor:
             return error.retry_after
         backoff = min(self.retry.backoff_max_s, self.retry.backoff_base_s * (2**attempt))
         return backoff * (0.5 + random.random() / 2)  # jitter spreads retry storms
+
+
+def _outcome(error: UpstreamError) -> str:
+    """A failed attempt as the attempt log and the `upstream_*` error metric name it."""
+    if isinstance(error, FirstByteTimeout):
+        return FirstByteTimeout.outcome
+    return f"status:{error.status}" if error.kind == "status" else error.kind

@@ -82,6 +82,7 @@ class Accountant:
             endpoint=served.endpoint.name if served is not None else None,
             latency_ms=latency * 1000, prompt_tokens=prompt, completion_tokens=completion,
             cost_usd=cost, status=status, stream=stream,
+            detail={"skipped": plan.skipped} if plan.skipped else None,
         ))
 
     def rejected(self, error: RouteyardError) -> None:

@@ -32,6 +32,7 @@ from routeyard.decisions import Decision
 from routeyard.pool import Pool, PooledModel, PoolExhausted
 from routeyard.pool.executor import Executor, Served
 from routeyard.serving.accounting import Accountant
+from routeyard.serving.capabilities import Needs
 from routeyard.serving.handler import Answer, Handler
 from routeyard.serving.planner import RoutePlan
 from routeyard.serving.relay import NO_HOOKS, ReplayStream, StreamHooks, StreamRelay
@@ -126,7 +127,8 @@ class CascadeHandler(Handler):
         """Probe, vote, escalate; raises PoolExhausted only when the final model fails too."""
         options = self.options
         tokens = plan.context.prompt_tokens
-        models = [m for m in self.models if m.fits(tokens)] or list(plan.models)
+        needs = Needs.of(body)  # the cascade's own models are held to what the request needs
+        models = [m for m in self.models if not needs.missing(m, tokens)] or list(plan.models)
         base = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         tally = _Tally()
         for model in models[:-1]:

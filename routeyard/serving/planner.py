@@ -1,23 +1,30 @@
 """Planning: from a validated request to the ordered list of models to try, and why.
 
 Aliases (`auto`, ...) go through signals and decisions, then the decision's selection
-algorithm; a concrete model name goes straight to that model. Either way no model whose context
-window the prompt exceeds is ever planned.
+algorithm; a concrete model name goes straight to that model. Either way no model that cannot
+serve the request is ever planned: what the request needs (images, tools, a JSON schema, a
+reasoning effort, room for its prompt and answer) is read once, as `Needs`, and every
+candidate and failover target is checked against its model's capabilities and context window.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
 from routeyard.config import RouteyardConfig
 from routeyard.decisions import DecisionEngine
-from routeyard.errors import ContextTooLong, Forbidden, InvalidRequest, ModelNotFound
+from routeyard.errors import (
+    Forbidden,
+    InvalidRequest,
+    ModelNotFound,
+)
 from routeyard.pool import Pool, PooledModel
 from routeyard.selection import AlgorithmBuild, make_algorithm
+from routeyard.serving.capabilities import Needs, Skips
 from routeyard.signals import RequestContext, SignalReport
 from routeyard.tokens import prompt_size_upper_bound
 
@@ -35,6 +42,8 @@ class RoutePlan:
     signals: SignalReport | None = None
     explanation: dict[str, Any] = field(default_factory=dict)
     reasoning_effort: str | None = None  # the chosen candidate's, if its decision sets one
+    # Candidates and failover targets that cannot serve this request: [{"model", "reason"}].
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     def request_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body to send: with the decision's reasoning effort unless the client set one."""
@@ -51,6 +60,9 @@ class RoutePlan:
         if self.signals is None:
             return []
         return [leaf for leaf in self.signals.matched() if ":@" not in leaf]
+
+
+# -- planning ------------------------------------------------------------------------------
 
 
 class Planner:
@@ -75,7 +87,8 @@ class Planner:
         name = body["model"]
         if name in self.aliases:
             return await self._plan_routed(ctx, started, explain, prefer=prefer)
-        routed, forced = self.route_of(name)
+        # A configured model's own name wins over a pattern that would also match it.
+        routed, forced = (False, None) if name in self.pool.models else self.route_of(name)
         if routed:
             return await self._plan_routed(ctx, started, explain, forced, prefer=prefer)
         if not self.allow_direct:
@@ -95,12 +108,11 @@ class Planner:
             raise InvalidRequest(f"'{name}' is an {model.config.kind} model; it serves "
                                  "/v1/embeddings, not chat.", param="model",
                                  code="model_not_supported")
-        tokens = _prompt_tokens(ctx, [model])
-        if not model.fits(tokens):
-            raise ContextTooLong(
-                f"The prompt has {tokens} tokens; '{name}' takes at most "
-                f"{model.config.context_window}.", param="messages",
-            )
+        needs = Needs.of(body)
+        tokens = _prompt_tokens(ctx, [model], needs.output_tokens)
+        missing = needs.missing(model, tokens)
+        if missing:
+            raise Skips(needs, tokens).direct_error(model, missing)
         return RoutePlan(_new_request_id(), started, DIRECT, [model],
                          "the request named this model", ctx)
 
@@ -120,46 +132,59 @@ class Planner:
                            ) -> RoutePlan:
         outcome = await self.engine.decide(ctx, explain=explain, force=forced)
         decision = outcome.decision
+        needs = Needs.of(ctx.body)
         candidates = [self.pool.models[n] for n in decision.candidates]
         fallbacks = [self.pool.models[n] for n in decision.fallback]
-        tokens = _prompt_tokens(ctx, candidates + fallbacks)
-        selection = self.algorithms[decision.name].select(list(candidates), tokens, ctx)
+        tokens = _prompt_tokens(ctx, candidates + fallbacks, needs.output_tokens)
+        skips = Skips(needs, tokens)
+        # Selection only ever sees the candidates that can serve the request.
+        servable = skips.servable(candidates)
+        selection = (self.algorithms[decision.name].select(servable, tokens, ctx)
+                     if servable else None)
         kept = self.pool.models.get(prefer) if prefer in decision.candidates else None
-        if kept is not None and kept.fits(tokens) and kept.is_available():
+        if kept is not None and kept in servable and kept.is_available():
             chosen, why = kept, "kept on the model this conversation was on"
         elif selection is not None:
             chosen, why = self.pool.models[selection.model], selection.reason
         else:
-            chosen = next((m for m in fallbacks if m.fits(tokens)), None)
-            why = "no candidate's context window fits; the first fallback that does"
+            chosen = next(iter(skips.servable(fallbacks)), None)
+            why = "no candidate can serve the request; the first fallback that can"
             if chosen is None:
-                raise ContextTooLong(
-                    f"The prompt has {tokens} tokens; no model of decision "
-                    f"'{decision.name}' has a context window that large.", param="messages",
-                )
-        # Failover order: the chosen model, the other candidates, then the fallbacks.
+                raise skips.error(decision.name)
+        effort = decision.efforts.get(chosen.name)
+        # Failover order: the chosen model, the other candidates, then the fallbacks; each
+        # gets the same body, so the chosen candidate's reasoning effort too.
+        failover_needs, why_failover = needs, ""
+        if effort is not None and not needs.reasoning and "reasoning_effort" not in ctx.body:
+            failover_needs = replace(needs, reasoning=True)
+            why_failover = (f" (as a failover target it would get the reasoning_effort "
+                            f"'{effort}' set for {chosen.name})")
+        others = [m for m in servable + fallbacks if m is not chosen]
         models = [chosen]
-        for model in candidates + fallbacks:
-            if model not in models and model.fits(tokens):
+        for model in skips.servable(others, failover_needs, why_failover):
+            if model not in models:
                 models.append(model)
         reason = f"decision '{decision.name}' {outcome.reason}: {why}"
         plan = RoutePlan(_new_request_id(), started, decision.name, models, reason, ctx,
-                         outcome.report, reasoning_effort=decision.efforts.get(chosen.name))
+                         outcome.report, reasoning_effort=effort)
+        if skips.found:
+            plan.skipped = skips.records()
         if explain:
             plan.explanation = {"considered": outcome.considered,
                                 "algorithm": decision.algorithm,
                                 "candidates": decision.candidates,
                                 "fallback": [m.name for m in models[1:]],
-                                "reasoning_effort": plan.reasoning_effort}
+                                "reasoning_effort": plan.reasoning_effort,
+                                "skipped": plan.skipped}
         return plan
 
 
-def _prompt_tokens(ctx: RequestContext, models: list[PooledModel]) -> int:
+def _prompt_tokens(ctx: RequestContext, models: list[PooledModel], output_tokens: int) -> int:
     if ctx.tokens_counted is not None:
         return ctx.prompt_tokens
     # Exact counting costs ~0.1 ms per 500 words; skip it when no window can be exceeded.
     bound = prompt_size_upper_bound(ctx.messages)
-    if models and bound <= min(m.config.context_window for m in models):
+    if models and bound + output_tokens <= min(m.config.context_window for m in models):
         return bound
     return ctx.prompt_tokens
 

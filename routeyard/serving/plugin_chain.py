@@ -19,7 +19,7 @@ from routeyard.serving.handler import Answer, BlockedByPolicy, Handler
 from routeyard.serving.planner import RoutePlan
 from routeyard.serving.relay import NO_HOOKS, ReplayStream, StreamHooks, StreamRelay
 from routeyard.serving.request import wants_usage
-from routeyard.wire import completion, completion_chunks
+from routeyard.wire import WithNative, completion, completion_chunks
 
 BLOCKED_HEADER = "x-routeyard-blocked"
 
@@ -106,6 +106,10 @@ class PluginChain(Handler):
                 break
         if stopped is not None and stopped.status == "error":
             raise BlockedByPolicy(stopped.message, headers=dict(ctx.headers))
+        if isinstance(body, WithNative) and ctx.body == body:
+            # No plugin edited the request: its native form still says the same, so it may
+            # still be sent as the client wrote it.
+            ctx.body = body
         inner_plan = (dataclasses.replace(plan, reasoning_effort=None)
                       if plan.reasoning_effort is not None else plan)
         return ctx, stopped, ran, inner_plan

@@ -11,7 +11,13 @@ from typing import Any
 
 import orjson
 
-from routeyard.simulator.engine import FAULT_OVERRIDES, SimulatorEngine
+from routeyard.simulator.embeddings import (
+    EmbeddingInputError,
+    EmbeddingRequest,
+    EmbeddingsAnswer,
+    is_embedding_model,
+)
+from routeyard.simulator.engine import FAULT_OVERRIDES, ModelState, Plan, SimulatorEngine
 from routeyard.simulator.profiles import SimulatorConfig, demo_config
 from routeyard.simulator.replay import ReplayIndex
 from routeyard.simulator.runner import Receive, Scope, Send, run_plan, send_json
@@ -85,6 +91,8 @@ class SimulatorApp:
             "/v1/chat/completions": self._chat,
             "/chat/completions": self._chat,
             "/v1/messages": self._messages,
+            "/v1/embeddings": self._embeddings,
+            "/embeddings": self._embeddings,
             "/v1/models": self._models,
             "/models": self._models,
             "/_sim/stats": self._stats,
@@ -202,9 +210,44 @@ class SimulatorApp:
         state = engine.state_for(model)
         if state is None:
             raise _BadRequest(404, f"The model `{model}` does not exist", "model_not_found")
+        if is_embedding_model(model, state.profile):  # as the real APIs answer
+            raise _BadRequest(404, f"`{model}` is an embedding model, not a chat model: "
+                              "use /v1/embeddings", "model_not_supported")
         prompt_tokens, last_user = estimate_prompt_tokens(messages, system)
         plan = engine.plan(model, state, prompt_tokens, last_user, max_tokens, fault)
         await run_plan(plan, surface, stream, include_usage, receive, send)
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        request = await self._body(scope, receive)
+        model = request.get("model")
+        if not isinstance(model, str) or not model:
+            raise _BadRequest(400, "model is required", "missing_required_parameter")
+        try:
+            parsed = EmbeddingRequest.parse(request)
+        except EmbeddingInputError as exc:
+            raise _BadRequest(400, str(exc), "invalid_value") from None
+        fault = _fault_header(scope)
+        state = self._embedding_model(model)
+        state.requests += 1
+        # Only the time to the first token applies: an embedding has no output tokens.
+        plan = Plan(model, state, state.profile, fault or state.draw_fault(),
+                    parsed.prompt_tokens(), 0, "stop", None, None)
+        await run_plan(plan, EmbeddingsAnswer(self.openai, parsed), False, False, receive, send)
+
+    def _embedding_model(self, model: str) -> ModelState:
+        """The state of an embedding model. A name containing "embed" is served even when
+        not configured (with the default profile), so clients' default names just work."""
+        engine = self.engine
+        state = engine.state_for(model)
+        if state is None and is_embedding_model(model, None):
+            state = engine.states[model] = ModelState(model, engine.config.default,
+                                                      engine.config.seed)
+        if state is None:
+            raise _BadRequest(404, f"The model `{model}` does not exist", "model_not_found")
+        if not is_embedding_model(model, state.profile):
+            raise _BadRequest(400, f"`{model}` is a chat model: it does not serve embeddings",
+                              "model_not_supported")
+        return state
 
     async def _models(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         data = [

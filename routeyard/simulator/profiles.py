@@ -23,6 +23,7 @@ _RATE_KEYS = (
 )
 # Fault kinds in the order a single uniform draw walks through their rates.
 FAULT_ORDER = ("503", "429", "hang", "disconnect", "disconnect_first")
+_FLAG_KEYS = frozenset({"omit_usage", "embedding"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,8 @@ class ModelProfile:
     retry_after_s: float = 1.0
     hang_s: float = 3600.0
     omit_usage: bool = False
+    # Serves /v1/embeddings (and refuses chat); a name containing "embed" does so too.
+    embedding: bool = False
 
     def __post_init__(self) -> None:
         for key in _RATE_KEYS:
@@ -71,7 +74,7 @@ class ModelProfile:
                 self.latency, **{k: _number(k, v) for k, v in updates.items() if k in _LATENCY_KEYS}
             )
             rest = {
-                k: (bool(v) if k == "omit_usage" else _number(k, v))
+                k: (bool(v) if k in _FLAG_KEYS else _number(k, v))
                 for k, v in updates.items()
                 if k in own
             }

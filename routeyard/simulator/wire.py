@@ -176,14 +176,21 @@ class AnthropicSurface:
             "stop_sequence": None,
         }
         if not plan.profile.omit_usage:
-            body["usage"] = {
-                "input_tokens": plan.prompt_tokens,
-                "output_tokens": plan.completion_tokens,
-            }
+            body["usage"] = _anthropic_usage(plan.prompt_tokens, plan.completion_tokens)
         return orjson.dumps(body)
 
     def stream(self, plan: Plan, include_usage: bool) -> _AnthropicStream:
         return _AnthropicStream(plan, self._id())
+
+
+def _anthropic_usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    # The real API always reports prompt-cache reads and writes; the simulator caches nothing.
+    return {
+        "input_tokens": input_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": output_tokens,
+    }
 
 
 def _event(name: bytes, data: dict[str, object]) -> bytes:
@@ -216,7 +223,7 @@ class _AnthropicStream:
             "stop_sequence": None,
         }
         if not plan.profile.omit_usage:
-            message["usage"] = {"input_tokens": plan.prompt_tokens, "output_tokens": 1}
+            message["usage"] = _anthropic_usage(plan.prompt_tokens, 1)
         return (
             _event(b"message_start", {"type": "message_start", "message": message})
             + _event(

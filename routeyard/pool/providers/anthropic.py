@@ -6,6 +6,14 @@ frequency_penalty, logit_bias, logprobs, top_logprobs, seed, response_format,
 stream_options, service_tier, store, modalities, audio, prediction, web_search_options,
 and the legacy functions/function_call. The response side (Anthropic -> OpenAI, whole and
 streamed) lives in `anthropic_stream.py`.
+
+Two extensions of the internal form survive translation: `thinking_blocks` on assistant
+messages (thinking with its signature, which Anthropic needs back in later turns) and
+`cache_control` on content parts, system parts and tools (prompt caching breakpoints).
+
+A body that carries the client's own Anthropic request (`routeyard.wire.WithNative`, from the
+/v1/messages surface) is sent as the client wrote it, with only the model replaced, and its
+answer comes back beside the translation, so nothing is lost in the round trip.
 """
 
 from __future__ import annotations
@@ -21,9 +29,10 @@ from routeyard.pool.providers.anthropic_stream import (
     error_text,
     to_openai_completion,
 )
-from routeyard.pool.providers.base import EndpointTarget, UpstreamError
+from routeyard.pool.providers.base import EndpointTarget, UpstreamError, forwarded_for
 from routeyard.pool.providers.http import HttpProvider
 from routeyard.pool.providers.sse import SSEChatStream
+from routeyard.wire import WithNative, native_of
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often omit it
@@ -46,6 +55,8 @@ __all__ = [
     "convert_messages",
     "to_anthropic_request",
     "to_openai_completion",
+    "tool_input",
+    "with_forwarded",
 ]
 
 
@@ -109,12 +120,16 @@ def _content_blocks(content: Any) -> list[dict[str, Any]]:
         convert = PART_CONVERTERS.get(part.get("type"))
         if convert is None:
             raise TranslationError(f"unsupported content part type: {part.get('type')!r}")
-        blocks.append(convert(part))
+        block = convert(part)
+        if "cache_control" in part:  # a prompt-caching breakpoint (OpenRouter's convention)
+            block["cache_control"] = part["cache_control"]
+        blocks.append(block)
     # Anthropic rejects empty text blocks, which OpenAI clients send freely (e.g. content "").
     return [b for b in blocks if b["type"] != "text" or b["text"]]
 
 
-def _tool_input(arguments: Any) -> dict[str, Any]:
+def tool_input(arguments: Any) -> dict[str, Any]:
+    """OpenAI tool-call arguments (a JSON string) -> an Anthropic tool_use input object."""
     if isinstance(arguments, dict):
         return arguments
     if not arguments:
@@ -132,7 +147,9 @@ def _user_turn(msg: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _assistant_turn(msg: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    blocks = _content_blocks(msg.get("content"))
+    # Thinking (with its signature) comes first in an assistant turn, as Anthropic wants it.
+    blocks = [dict(b) for b in msg.get("thinking_blocks") or () if isinstance(b, dict)]
+    blocks += _content_blocks(msg.get("content"))
     for call in msg.get("tool_calls") or []:
         fn = call.get("function") or {}
         blocks.append(
@@ -140,7 +157,7 @@ def _assistant_turn(msg: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
                 "type": "tool_use",
                 "id": call.get("id"),
                 "name": fn.get("name"),
-                "input": _tool_input(fn.get("arguments")),
+                "input": tool_input(fn.get("arguments")),
             }
         )
     return "assistant", blocks
@@ -168,14 +185,38 @@ def _system_text(content: Any) -> str:
     return "\n".join(p.get("text", "") for p in content or [] if p.get("type") == "text")
 
 
-def convert_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """OpenAI messages -> (system text, strictly alternating Anthropic messages)."""
-    system: list[str] = []
+def _system_blocks(contents: list[Any]) -> list[dict[str, Any]]:
+    """System contents as text blocks, keeping each part's cache_control."""
+    blocks: list[dict[str, Any]] = []
+    for content in contents:
+        if isinstance(content, str):
+            if content:
+                blocks.append(_text_block(content))
+            continue
+        for part in content or ():
+            if part.get("type") == "text" and part.get("text"):
+                block = _text_block(part["text"])
+                if "cache_control" in part:
+                    block["cache_control"] = part["cache_control"]
+                blocks.append(block)
+    return blocks
+
+
+def _has_cache_control(content: Any) -> bool:
+    return isinstance(content, list) and any(
+        isinstance(p, dict) and "cache_control" in p for p in content)
+
+
+def convert_messages(messages: list[dict[str, Any]]
+                     ) -> tuple[str | list[dict[str, Any]], list[dict[str, Any]]]:
+    """OpenAI messages -> (system, strictly alternating Anthropic messages). The system is
+    text, or text blocks when some part carries a cache_control breakpoint."""
+    system: list[Any] = []
     turns: list[dict[str, Any]] = []
     for msg in messages:
         role = msg.get("role")
         if role in ("system", "developer"):
-            system.append(_system_text(msg.get("content")))
+            system.append(msg.get("content"))
             continue
         convert = ROLE_CONVERTERS.get(str(role))
         if convert is None:
@@ -188,9 +229,11 @@ def convert_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str
         else:
             turns.append({"role": arole, "content": blocks})
     for turn in turns:  # plain string content for the common single-text case
-        if len(turn["content"]) == 1 and turn["content"][0]["type"] == "text":
+        if len(turn["content"]) == 1 and turn["content"][0].keys() == {"type", "text"}:
             turn["content"] = turn["content"][0]["text"]
-    return "\n\n".join(s for s in system if s), turns
+    if any(_has_cache_control(content) for content in system):
+        return _system_blocks(system), turns
+    return "\n\n".join(text for content in system if (text := _system_text(content))), turns
 
 
 def _convert_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -205,6 +248,8 @@ def _convert_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         if fn.get("description"):
             converted["description"] = fn["description"]
+        if "cache_control" in tool:
+            converted["cache_control"] = tool["cache_control"]
         out.append(converted)  # `strict` has no Anthropic counterpart
     return out
 
@@ -310,9 +355,22 @@ class AnthropicProvider(HttpProvider):
     def endpoint_headers(self, target: EndpointTarget) -> dict[str, str]:
         return anthropic_headers(target)
 
+    def _request_headers(self, target: EndpointTarget) -> dict[str, str]:
+        """The endpoint's headers (built once) with the Anthropic client's own
+        `anthropic-version` and `anthropic-beta` when the request came from one."""
+        headers = super()._request_headers(target)
+        forwarded = forwarded_for("anthropic")
+        return headers if not forwarded else with_forwarded(headers, forwarded)
+
     def request_body(
         self, target: EndpointTarget, body: dict[str, Any], *, stream: bool
     ) -> dict[str, Any]:
+        native = native_of(body, "anthropic")
+        if native is not None:  # the client's own request: as written, on our model
+            payload = {**native, "model": target.upstream_model}
+            if stream or "stream" in payload:
+                payload["stream"] = stream
+            return payload
         try:
             payload = to_anthropic_request(body, target.upstream_model)
         except TranslationError as exc:
@@ -321,6 +379,17 @@ class AnthropicProvider(HttpProvider):
             raise UpstreamError("status", str(exc), status=400, body=err) from exc
         payload["stream"] = stream
         return payload
+
+    async def complete(
+        self, target: EndpointTarget, body: dict[str, Any], timeout: aiohttp.ClientTimeout
+    ) -> dict[str, Any]:
+        """The translated answer; for a native request, with the raw answer beside it."""
+        response = await self._post(target, self.request_body(target, body, stream=False), timeout)
+        answer = await self._read_json(response)
+        translated = self.completion(answer, target)
+        if native_of(body, "anthropic") is None:
+            return translated
+        return WithNative(translated, native=answer, protocol="anthropic")
 
     def completion(self, answer: Any, target: EndpointTarget) -> dict[str, Any]:
         if not isinstance(answer, dict) or answer.get("type") != "message":
@@ -335,3 +404,20 @@ class AnthropicProvider(HttpProvider):
     def status_message(self, response: aiohttp.ClientResponse, body: Any) -> str:
         fallback = f"HTTP {response.status} {response.reason or ''}".strip()
         return f"anthropic {response.status}: {error_text(body, fallback)}"
+
+
+def with_forwarded(headers: dict[str, str], forwarded: dict[str, str]) -> dict[str, str]:
+    """`headers` with a client's forwarded ones: its `anthropic-version` wins (it wrote the body
+    for that version), and its betas join the endpoint's own."""
+    merged = dict(headers)
+    lower = {name.lower(): name for name in headers}
+    for name, value in forwarded.items():
+        existing = lower.get(name)
+        if name == "anthropic-beta" and existing is not None:
+            betas = [b.strip() for b in f"{headers[existing]},{value}".split(",") if b.strip()]
+            merged[existing] = ",".join(dict.fromkeys(betas))
+        else:
+            if existing is not None:
+                del merged[existing]
+            merged[name] = value
+    return merged

@@ -1,5 +1,11 @@
 """Anthropic Messages responses -> OpenAI: whole messages, and SSE streams as chunk payloads.
 
+Beside OpenAI's own fields the translation keeps what an Anthropic client needs back (see
+`routeyard.wire`): thinking text as `reasoning_content`; thinking blocks with their signatures
+as `thinking_blocks` (on the message; in a stream, one delta per finished block, after its text
+went out as `reasoning_content`); a matched stop sequence as the choice's `stop_reason` (vLLM's
+field); cache writes as `usage.cache_creation_input_tokens` (LiteLLM's field).
+
 The request side and the provider itself live in `anthropic.py`.
 """
 
@@ -60,18 +66,29 @@ def finish_reason(stop_reason: str | None) -> str:
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """Anthropic usage -> OpenAI usage. Cache reads/writes are still prompt tokens."""
     cache_read = usage.get("cache_read_input_tokens") or 0
-    prompt = (
-        (usage.get("input_tokens") or 0)
-        + (usage.get("cache_creation_input_tokens") or 0)
-        + cache_read
-    )
+    cache_write = usage.get("cache_creation_input_tokens") or 0
+    prompt = (usage.get("input_tokens") or 0) + cache_write + cache_read
     completion = usage.get("output_tokens") or 0
-    return {
+    out: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cache_read},
     }
+    if cache_write:  # no OpenAI field: LiteLLM's name for it
+        out["cache_creation_input_tokens"] = cache_write
+    return out
+
+
+def thinking_block(block: dict[str, Any]) -> dict[str, Any] | None:
+    """A response's thinking or redacted_thinking block as the internal form carries it."""
+    kind = block.get("type")
+    if kind == "thinking":
+        return {"type": "thinking", "thinking": block.get("thinking", ""),
+                "signature": block.get("signature", "")}
+    if kind == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": block.get("data", "")}
+    return None
 
 
 def error_text(payload: Any, fallback: str) -> str:
@@ -93,11 +110,14 @@ def to_openai_completion(
     """Translate an Anthropic Messages response into an OpenAI `chat.completion`."""
     texts: dict[str, list[str]] = {"content": [], "reasoning_content": []}
     tool_calls = []
+    thinking_blocks = []
     for block in msg.get("content") or []:
         btype = block.get("type")
         if btype in TEXT_BLOCKS:
             field, key = TEXT_BLOCKS[btype]
             texts[field].append(block.get(key, ""))
+        if btype in ("thinking", "redacted_thinking"):  # also whole, with the signature
+            thinking_blocks.append(thinking_block(block))
         elif btype == "tool_use":
             tool_calls.append(
                 {
@@ -116,11 +136,16 @@ def to_openai_completion(
     }
     if texts["reasoning_content"]:
         message["reasoning_content"] = "".join(texts["reasoning_content"])
+    if thinking_blocks:
+        message["thinking_blocks"] = thinking_blocks
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return completion(msg.get("id") or "chatcmpl-anthropic", msg.get("model") or model, message,
-                      finish_reason=finish_reason(msg.get("stop_reason")),
-                      usage_=openai_usage(msg.get("usage") or {}), created=created)
+    answer = completion(msg.get("id") or "chatcmpl-anthropic", msg.get("model") or model,
+                        message, finish_reason=finish_reason(msg.get("stop_reason")),
+                        usage_=openai_usage(msg.get("usage") or {}), created=created)
+    if msg.get("stop_reason") == "stop_sequence" and msg.get("stop_sequence"):
+        answer["choices"][0]["stop_reason"] = msg["stop_sequence"]
+    return answer
 
 
 # --- streams -------------------------------------------------------------------------------------
@@ -140,19 +165,23 @@ class StreamTranslator:
         self.created = created if created is not None else int(time.time())
         self.usage: dict[str, Any] = {}
         self.stop_reason: str | None = None
+        self.stop_sequence: str | None = None
         self.committed = False
         self.finished = False
         self._tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool index
+        # Open thinking blocks by Anthropic block index: sent whole when they stop.
+        self._thinking: dict[int, dict[str, Any]] = {}
         self._handlers: dict[str, Callable[[dict[str, Any]], list[bytes]]] = {
             "message_start": self._message_start,
             "content_block_start": self._block_start,
             "content_block_delta": self._block_delta,
+            "content_block_stop": self._block_stop,
             "message_delta": self._message_delta,
             "message_stop": self._message_stop,
             "error": self._error,
         }
-        # content_block_stop and ping carry nothing for OpenAI; unknown events are skipped
-        # because Anthropic's versioning policy allows adding new event types.
+        # ping carries nothing for OpenAI; unknown events are skipped because Anthropic's
+        # versioning policy allows adding new event types.
 
     def feed(self, event: dict[str, Any]) -> list[bytes]:
         if self.finished:
@@ -161,8 +190,10 @@ class StreamTranslator:
         return handler(event) if handler else []
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return orjson.dumps(chunk(self.id, self.model, self.created,
-                                  [delta_choice(0, delta, finish)]))
+        choice = delta_choice(0, delta, finish)
+        if finish is not None and self.stop_reason == "stop_sequence" and self.stop_sequence:
+            choice["stop_reason"] = self.stop_sequence
+        return orjson.dumps(chunk(self.id, self.model, self.created, [choice]))
 
     def _message_start(self, event: dict[str, Any]) -> list[bytes]:
         msg = event.get("message") or {}
@@ -185,6 +216,10 @@ class StreamTranslator:
                 "function": {"name": block.get("name"), "arguments": ""},
             }
             return [self._chunk({"tool_calls": [call]})]
+        if btype == "thinking":
+            self._thinking[event.get("index", 0)] = thinking_block(block) or {}
+        elif btype == "redacted_thinking":  # whole at once: nothing streams into it
+            return [self._chunk({"thinking_blocks": [thinking_block(block)]})]
         # A text block may open with text already in it; normally it is "".
         if btype == "text" and block.get("text"):
             return [self._chunk({"content": block["text"]})]
@@ -196,7 +231,16 @@ class StreamTranslator:
         dtype = delta.get("type")
         if dtype in TEXT_DELTAS:
             field, key = TEXT_DELTAS[dtype]
-            return [self._chunk({field: delta.get(key, "")})]
+            text = delta.get(key, "")
+            thinking = self._thinking.get(event.get("index", 0))
+            if thinking is not None and dtype == "thinking_delta":
+                thinking["thinking"] += text
+            return [self._chunk({field: text})]
+        if dtype == "signature_delta":
+            thinking = self._thinking.get(event.get("index", 0))
+            if thinking is not None:
+                thinking["signature"] = thinking.get("signature", "") + delta.get("signature", "")
+            return []
         if dtype == "input_json_delta":
             fragment = delta.get("partial_json", "")
             tool_index = self._tool_index.get(event.get("index", 0))
@@ -204,11 +248,17 @@ class StreamTranslator:
                 return []
             call = {"index": tool_index, "function": {"arguments": fragment}}
             return [self._chunk({"tool_calls": [call]})]
-        return []  # signature_delta, citations_delta: no OpenAI equivalent
+        return []  # citations_delta: no OpenAI equivalent
+
+    def _block_stop(self, event: dict[str, Any]) -> list[bytes]:
+        thinking = self._thinking.pop(event.get("index", 0), None)
+        return [] if thinking is None else [self._chunk({"thinking_blocks": [thinking]})]
 
     def _message_delta(self, event: dict[str, Any]) -> list[bytes]:
         self.committed = True
-        self.stop_reason = (event.get("delta") or {}).get("stop_reason") or self.stop_reason
+        delta = event.get("delta") or {}
+        self.stop_reason = delta.get("stop_reason") or self.stop_reason
+        self.stop_sequence = delta.get("stop_sequence") or self.stop_sequence
         # message_delta usage is cumulative, so later values replace earlier ones.
         self.usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
         return []

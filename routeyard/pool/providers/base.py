@@ -29,6 +29,9 @@ class EndpointTarget:
     query: dict[str, str] = field(default_factory=dict)  # e.g. Azure's api-version
     auth_header: str = "authorization"  # "authorization" (Bearer) or e.g. "api-key" (Azure)
     stream_usage: bool = True  # may we add stream_options.include_usage upstream?
+    # No first byte in this long: the executor fails over (the endpoint's ttft_timeout_ms,
+    # else its model's). None: only the pool's timeouts apply.
+    ttft_timeout_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
