@@ -212,8 +212,10 @@ class Router:
 def _store_from_config(config: RouteyardConfig) -> Store:
     state = config.state
     path = state.path or str(_default_state_dir() / "routeyard.db")
+    postgres = state.postgres_url.get_secret_value() if state.postgres_url else None
     return make_store(state.backend, path=path, redis_url=state.redis_url,
-                      key_prefix=state.key_prefix, max_records=state.max_records)
+                      postgres_url=postgres, key_prefix=state.key_prefix,
+                      max_records=state.max_records)
 
 
 def _default_state_dir() -> Path:

@@ -1,5 +1,6 @@
-"""Store additions for the API surfaces: `delete_value` on every store, and the decision
-record's `detail`, which an earlier version's SQLite file gains when it is opened."""
+"""Store additions for the API surfaces and the gateway: `delete_value` and `scan_values` on
+every store, and the decision record's `detail`, which an earlier version's SQLite file gains
+when it is opened."""
 
 from __future__ import annotations
 
@@ -52,3 +53,16 @@ async def test_an_earlier_sqlite_file_gains_the_detail_column(tmp_path: Path) ->
         assert new is not None and new.detail == {"a": 1}
     finally:
         await store.close()
+
+
+async def test_scan_values_lists_a_prefix_in_key_order(store: Store) -> None:
+    for key in ("tenant:b", "tenant:a", "tenant:c*", "tenants", "vkey:x"):
+        await store.set_value(key, key.encode())
+    await store.set_value("tenant:gone", b"x")
+    await store.delete_value("tenant:gone")
+    found = await store.scan_values("tenant:")
+    assert found == [("tenant:a", b"tenant:a"), ("tenant:b", b"tenant:b"),
+                     ("tenant:c*", b"tenant:c*")]
+    assert await store.scan_values("tenant:", limit=2) == found[:2]
+    assert await store.scan_values("tenant:c*") == [("tenant:c*", b"tenant:c*")]  # literal *
+    assert await store.scan_values("nothing:") == []

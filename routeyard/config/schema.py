@@ -201,9 +201,13 @@ class PoolConfig(Strict):
 
 
 class StateConfig(Strict):
+    # The durable store: the decision log, keys, stored responses, learned state.
     backend: str = "sqlite"
     path: str | None = None  # SQLite file; defaults to $XDG_STATE_HOME/routeyard/routeyard.db
+    # Redis: the store itself with `backend: redis`; beside another backend, the shared hot
+    # state of several replicas (rate limits and budget counters).
     redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0
+    postgres_url: SecretStr | None = None  # e.g. postgresql://user@127.0.0.1:5432/routeyard
     key_prefix: str = "routeyard"
     max_records: Annotated[int, Field(ge=1)] | None = None
 
@@ -221,6 +225,9 @@ class ServerConfig(Strict):
     # 64 MiB: room for several base64 photos; OpenAI takes vision requests of up to 50 MB.
     max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     api_keys: list[SecretStr] = Field(default_factory=list)  # empty: no client auth
+    # Static keys with the `admin` role (manage virtual keys through /admin); with any static
+    # key configured, every request needs a key.
+    admin_keys: list[SecretStr] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Seconds between checks of the config file for changes (0: reload on SIGHUP only).
     watch_config_s: NonNegativeFloat = 1.0
@@ -232,7 +239,7 @@ class ServerConfig(Strict):
     # timeout (Kubernetes' terminationGracePeriodSeconds) above drain_delay_s + this.
     shutdown_grace_s: NonNegativeFloat = 300.0
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "admin_keys")
     @classmethod
     def _no_empty_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
         # An empty key (say, an unset ${VAR:-}) would let requests without a key through.

@@ -7,6 +7,7 @@ path with `store.record_decision(...)`, and `await store.close()` at shutdown.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from routeyard.state.base import (
     CLAIM_VALUE,
@@ -28,28 +29,37 @@ __all__ = [
     "RedisStore",
     "SQLiteStore",
     "Store",
+    "StoreOptions",
     "StoreUnavailable",
     "default_sqlite_path",
     "make_store",
 ]
 
-# Each builder takes the factory's keyword options and ignores the ones it has no use for.
-StoreBuilder = Callable[[str | None, str | None, str, int | None], Store]
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """What `make_store` was given; each backend's builder takes what it needs."""
+
+    path: str | None = None  # SQLite's file
+    redis_url: str | None = None
+    postgres_url: str | None = None
+    key_prefix: str = "routeyard"
+    max_records: int | None = None
 
 
-def _memory(path: str | None, redis_url: str | None, key_prefix: str,
-            max_records: int | None) -> Store:
-    return MemoryStore(max_records=max_records)
+StoreBuilder = Callable[[StoreOptions], Store]
 
 
-def _sqlite(path: str | None, redis_url: str | None, key_prefix: str,
-            max_records: int | None) -> Store:
-    return SQLiteStore(path, max_records=max_records)
+def _memory(options: StoreOptions) -> Store:
+    return MemoryStore(max_records=options.max_records)
 
 
-def _redis(path: str | None, redis_url: str | None, key_prefix: str,
-           max_records: int | None) -> Store:
-    return RedisStore(redis_url, key_prefix=key_prefix, max_records=max_records)
+def _sqlite(options: StoreOptions) -> Store:
+    return SQLiteStore(options.path, max_records=options.max_records)
+
+
+def _redis(options: StoreOptions) -> Store:
+    return RedisStore(options.redis_url, key_prefix=options.key_prefix,
+                      max_records=options.max_records)
 
 
 _BUILDERS: dict[str, StoreBuilder] = {"memory": _memory, "sqlite": _sqlite, "redis": _redis}
@@ -61,6 +71,7 @@ def make_store(
     *,
     path: str | None = None,
     redis_url: str | None = None,
+    postgres_url: str | None = None,
     key_prefix: str = "routeyard",
     max_records: int | None = None,
 ) -> Store:
@@ -70,4 +81,4 @@ def make_store(
     except KeyError:
         known = ", ".join(sorted(_BUILDERS))
         raise ValueError(f"unknown state backend {backend!r} (known: {known})") from None
-    return builder(path, redis_url, key_prefix, max_records)
+    return builder(StoreOptions(path, redis_url, postgres_url, key_prefix, max_records))

@@ -108,6 +108,11 @@ class Store(ABC):
         """Delete `key`; True when it was there (and not expired)."""
 
     @abstractmethod
+    async def scan_values(self, prefix: str, limit: int = 1000) -> list[tuple[str, bytes]]:
+        """Up to `limit` live (key, value) pairs whose key starts with `prefix`, in key order
+        (for listings: keys, tenants, an audit log; not for the request path)."""
+
+    @abstractmethod
     async def claim(self, key: str, ttl_s: float | None = None) -> bool:
         """Set-if-absent, atomically: True for the first caller only, until the key expires.
 

@@ -86,6 +86,11 @@ class MemoryStore(Store):
     async def delete_value(self, key: str) -> bool:
         return self._live(key) is not None and self._kv.pop(key, None) is not None
 
+    async def scan_values(self, prefix: str, limit: int = 1000) -> list[tuple[str, bytes]]:
+        found = sorted(k for k in self._kv if k.startswith(prefix))
+        pairs = [(k, v) for k in found if (v := self._live(k)) is not None]
+        return pairs[:max(0, limit)]
+
     async def claim(self, key: str, ttl_s: float | None = None) -> bool:
         ttl_s = check_ttl(ttl_s)
         if self._live(key) is not None:

@@ -166,6 +166,19 @@ class RedisStore(BufferedStore):
         except _CONNECTION_ERRORS as exc:
             raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
 
+    async def scan_values(self, prefix: str, limit: int = 1000) -> list[tuple[str, bytes]]:
+        base = self._kv_key("")
+        pattern = self._kv_key(_glob_escape(prefix)) + "*"
+        try:
+            keys = sorted({k async for k in self._redis.scan_iter(match=pattern, count=1000)})
+            keys = keys[:max(0, limit)]
+            values = await self._redis.mget(keys) if keys else []
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
+        return [(key.decode()[len(base):], value) for key, value in zip(keys, values,
+                                                                          strict=True)
+                if value is not None]
+
     async def claim(self, key: str, ttl_s: float | None = None) -> bool:
         px = self._px(check_ttl(ttl_s))
         try:
@@ -196,3 +209,8 @@ class RedisStore(BufferedStore):
         if deleted:
             log.info("redis store deleted %d keys under %s:*", deleted, self.key_prefix)
         return deleted
+
+
+def _glob_escape(text: str) -> str:
+    """`text` as a literal inside a Redis MATCH pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

@@ -85,6 +85,8 @@ _KV_DELETE_EXPIRED_KEY = "DELETE FROM kv WHERE key = ? AND expires_at <= ?"
 _KV_CLAIM = "INSERT OR IGNORE INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
 _KV_SWEEP = "DELETE FROM kv WHERE expires_at <= ?"
 _KV_DELETE = "DELETE FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
+_KV_SCAN = ("SELECT key, value FROM kv WHERE key >= ? AND key < ? AND (expires_at IS NULL OR "
+            "expires_at > ?) ORDER BY key LIMIT ?")
 # Expired rows nobody reads again are swept after this many key-value writes.
 _KV_SWEEP_EVERY = 1_000
 _KV_ERRORS = (sqlite3.OperationalError, OSError)
@@ -280,6 +282,12 @@ class SQLiteStore(BufferedStore):
         except _KV_ERRORS as exc:
             raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
 
+    async def scan_values(self, prefix: str, limit: int = 1000) -> list[tuple[str, bytes]]:
+        try:
+            return await self._in_reader(self._kv_scan, prefix, limit)
+        except _KV_ERRORS as exc:
+            raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
+
     async def claim(self, key: str, ttl_s: float | None = None) -> bool:
         ttl_s = check_ttl(ttl_s)
         try:
@@ -298,6 +306,13 @@ class SQLiteStore(BufferedStore):
         now = self.clock()
         self._writer.execute(_KV_SET, (key, value, None if ttl_s is None else now + ttl_s))
         self._kv_wrote(now)
+
+    def _kv_scan(self, prefix: str, limit: int) -> list[tuple[str, bytes]]:
+        assert self._reader is not None
+        # A key range, not LIKE: no escaping, and the primary-key index serves it.
+        rows = self._reader.execute(_KV_SCAN, (prefix, prefix + "\U0010ffff", self.clock(),
+                                              max(0, limit))).fetchall()
+        return [(key, bytes(value)) for key, value in rows]
 
     def _kv_delete(self, key: str) -> bool:
         assert self._writer is not None
