@@ -87,6 +87,11 @@ class ModelConfig(Strict):
     # No first byte in this long (a stream's first chunk, a whole answer otherwise): fail over
     # to the next endpoint or candidate before anything reaches the client.
     ttft_timeout_ms: PositiveFloat | None = None
+    # How this model can continue a partial answer when another backend broke off mid-stream:
+    # `continue_final_message` (vLLM's flag), `prefill` (Anthropic's assistant prefill) or
+    # `none`. Unset: by provider (anthropic: prefill; openai: none, since OpenAI itself
+    # refuses the flag).
+    continuation: Literal["continue_final_message", "prefill", "none"] | None = None
     endpoints: Annotated[list[EndpointConfig], Field(min_length=1)]
 
 

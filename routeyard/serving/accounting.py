@@ -53,10 +53,12 @@ class Accountant:
 
     def record(self, plan: RoutePlan, *, served: Served | None,
                usage_: Mapping[str, Any] | None, status: str, stream: bool,
-               cost_usd: float | None = None) -> None:
+               cost_usd: float | None = None, detail: Mapping[str, Any] | None = None
+               ) -> None:
         """Metrics, spend, feedback bookkeeping and the decision record of one request.
         `cost_usd` overrides the price of the tokens at the answering model's rate (a
-        cascade paid several models). Without a served model nothing was spent."""
+        cascade paid several models). Without a served model nothing was spent. `detail`
+        adds to the record's detail (a stream continued on another model, say)."""
         latency = time.monotonic() - plan.started
         model = served.model if served is not None else None
         prompt = int((usage_ or {}).get("prompt_tokens") or 0) if model else 0
@@ -82,7 +84,7 @@ class Accountant:
             endpoint=served.endpoint.name if served is not None else None,
             latency_ms=latency * 1000, prompt_tokens=prompt, completion_tokens=completion,
             cost_usd=cost, status=status, stream=stream,
-            detail={"skipped": plan.skipped} if plan.skipped else None,
+            detail=_detail(plan, detail),
         ))
 
     def rejected(self, error: RouteyardError) -> None:
@@ -94,3 +96,13 @@ class Accountant:
             await self.feedback.remember_context(plan)
         except StoreUnavailable:
             log.warning("context for %s not kept: the store is down", plan.request_id)
+
+
+def _detail(plan: RoutePlan, extra: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The record's detail: what the plan skipped, and what the handlers add."""
+    if not plan.skipped and not extra:
+        return None
+    found: dict[str, Any] = {"skipped": plan.skipped} if plan.skipped else {}
+    if extra:
+        found.update(extra)
+    return found
