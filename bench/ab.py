@@ -2,9 +2,12 @@
 
     python bench/ab.py --baseline HEAD            # uncommitted changes vs the last commit
     python bench/ab.py --baseline HEAD~1 --rounds 7 --duration 8 --markdown
+    python bench/ab.py --baseline 4758e69 --candidate dcb6ce4   # two commits
 
-Both routers run the same generated config (gateway.py's) with the same venv: the baseline's
-`routeyard` package comes from a temporary `git worktree` of the ref, put first on PYTHONPATH.
+Both routers run the same generated config (gateway.py's) with the same venv: a commit's
+`routeyard` package comes from a temporary `git worktree` of the ref, put first on PYTHONPATH
+(each router runs in its own temporary folder, so the repository's working tree is never
+picked up by accident); without `--candidate`, B is this checkout's working tree.
 One simulator at 0 ms serves both, and the direct path is measured beside them. Each round runs
 wrk against direct, A and B in turn (the order alternates between rounds, so drift on a shared
 machine hits both alike), for c=1 latency and c=64 throughput, then the streaming client for
@@ -45,11 +48,11 @@ REPO = HERE.parent
 
 
 @contextlib.contextmanager
-def worktree(ref: str, tmp: Path) -> Iterator[tuple[Path, str]]:
+def worktree(ref: str, tmp: Path, name: str = "baseline") -> Iterator[tuple[Path, str]]:
     """A detached checkout of `ref`; yields (path, full commit id)."""
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", ref], check=True,
                             capture_output=True, text=True).stdout.strip()
-    path = tmp / "baseline"
+    path = tmp / name
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), commit],
                    check=True, capture_output=True, text=True)
     try:
@@ -145,6 +148,8 @@ def markdown(meta: dict[str, Any], result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="HEAD", help="git ref of A (default HEAD)")
+    parser.add_argument("--candidate", default=None,
+                        help="git ref of B (default: this checkout's working tree)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per measure (median)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "ab.json")
@@ -167,12 +172,17 @@ def main(argv: list[str] | None = None) -> int:
             contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
         source, meta["baseline_commit"] = stack.enter_context(worktree(args.baseline, tmp))
+        candidate: Path | None = None
+        if args.candidate is not None:
+            candidate, commit = stack.enter_context(worktree(args.candidate, tmp, "candidate"))
+            meta["candidate"] = commit[:10]
         sim_url, sim_pid = stack.enter_context(start_simulator(simulator_config(), tmp))
         direct = Target("direct", sim_url + "/v1", SIM_MODEL, sim_pid)
         config_a = routeyard_config(direct.base_url, tmp / "a")
         config_b = routeyard_config(direct.base_url, tmp / "b")
         a = stack.enter_context(start_routeyard(config_a, tmp / "a", name="A", source=source))
-        b = stack.enter_context(start_routeyard(config_b, tmp / "b", name="B"))
+        b = stack.enter_context(start_routeyard(config_b, tmp / "b", name="B",
+                                                source=candidate))
         targets = [direct, a, b]
         for target in targets:
             check_target(target)

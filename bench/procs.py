@@ -128,10 +128,11 @@ def _wait_for_line(process: subprocess.Popen[str], prefix: str, timeout: float) 
 
 @contextlib.contextmanager
 def _server(command: list[str], ready: str, env: dict[str, str] | None = None,
-            timeout: float = 30.0) -> Iterator[tuple[subprocess.Popen[str], str]]:
+            timeout: float = 30.0, cwd: Path | None = None
+            ) -> Iterator[tuple[subprocess.Popen[str], str]]:
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, cwd=cwd,
     )
     try:
         url = _wait_for_line(process, ready, timeout)
@@ -155,7 +156,9 @@ def start_routeyard(config: dict[str, Any], tmp: Path, workers: int = 1, *,
                     name: str = "routeyard", source: Path | None = None) -> Iterator[Target]:
     """`routeyard serve` with a generated config; the yielded Target has model `auto`.
     `source`: a checkout whose `routeyard` package runs instead of the installed one (an A/B
-    run against another commit, with the same venv)."""
+    run against another commit, with the same venv). It runs in `tmp`: `python -m` puts the
+    working directory first on sys.path, so started from the repository it would import the
+    working tree whatever PYTHONPATH says."""
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "routeyard.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -164,7 +167,7 @@ def start_routeyard(config: dict[str, Any], tmp: Path, workers: int = 1, *,
     env = {"XDG_STATE_HOME": str(tmp / "xdg-state")}
     if source is not None:
         env["PYTHONPATH"] = str(source)
-    with _server(command, _ROUTER_READY, env=env) as (process, url):
+    with _server(command, _ROUTER_READY, env=env, cwd=tmp) as (process, url):
         yield Target(name, url + "/v1", "auto", process.pid)
 
 

@@ -1,4 +1,4 @@
-"""The `routeyard` command: serve · validate · route · simulate.
+"""The `routeyard` command: serve · validate · route · simulate · db · ...
 
 Each subcommand is a (configure, run) pair in COMMANDS; `main` only dispatches.
 """
@@ -180,6 +180,18 @@ def _run_safety_eval(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def _configure_db(parser: argparse.ArgumentParser) -> None:
+    from routeyard.dbtools import configure_parser
+
+    configure_parser(parser)
+
+
+def _run_db(args: argparse.Namespace) -> int:
+    from routeyard.dbtools import run_command
+
+    return run_command(args)
+
+
 COMMANDS: dict[str, tuple[str, Configure, Run]] = {
     "serve": ("run the router (OpenAI API)", _configure_serve, _run_serve),
     "validate": ("check a config file; list every error with its location",
@@ -198,6 +210,8 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
                _configure_replay, _run_replay),
     "safety-eval": ("jailbreak recall/FPR and PII per-label scores on labelled JSONL files",
                     _configure_safety_eval, _run_safety_eval),
+    "db": ("the durable store: `db upgrade` (PostgreSQL migrations), `db export` (the "
+           "decision log as Parquet or JSONL)", _configure_db, _run_db),
 }
 
 

@@ -71,6 +71,38 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class Conflict(RouteyardError):
+    """The request contradicts what is stored (a tenant that still has keys, an id taken)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class RateLimited(RouteyardError):
+    """The caller's key or tenant is over a limit: RPM, TPM or concurrent requests. Carries
+    `retry-after` (and `retry-after-ms`, which the openai SDK reads first)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(RateLimited):
+    """A hard budget is spent. Retrying soon cannot help, so the SDKs are told not to
+    (`x-should-retry: false`)."""
+
+    code = "budget_exceeded"
+
+
+class LimiterUnavailable(RouteyardError):
+    """Limits cannot be checked (Redis is down) and `gateway.on_redis_down` is fail_closed."""
+
+    status = 503
+    type = "server_error"
+    code = "rate_limiter_unavailable"
+
+
 class PayloadTooLarge(RouteyardError):
     status = 413
     type = "invalid_request_error"

@@ -27,6 +27,7 @@ import orjson
 from routeyard.catalog import load_config
 from routeyard.config import RouteyardConfig
 from routeyard.decisions import Decision
+from routeyard.gateway import Gateway
 from routeyard.metrics import Metrics
 from routeyard.plugins import PluginBuild
 from routeyard.pool import Pool
@@ -63,6 +64,7 @@ class Router:
         self.tracker = tracker if tracker is not None else LatencyTracker()
         self.store = store if store is not None else _store_from_config(config)
         self.background = TaskSet()  # writes off the request path; awaited on close
+        self.gateway = Gateway(config, self.store, self.metrics)  # keys, limits, budgets
         self.budget_ledger = BudgetLedger(self.store, spawn=self.background.spawn)
         self.pool = Pool(config, self.metrics, self.tracker)
         # The entropy is random per Router: replicas sharing learned state must not share
@@ -79,7 +81,8 @@ class Router:
         decisions = self.planner.decisions
         self.plugins: dict[str, Chain] = build_plugins(decisions, PluginBuild(self.store))
         self.stacks: dict[str, Handler] = self._stacks(decisions)
-        self.embeddings = Embeddings(self.planner, self.pool, self.accountant)
+        self.embeddings = GatedEmbeddings(self.planner, self.pool, self.accountant,
+                                          self.gateway)
         self.in_flight = 0  # requests being served; a replaced Router closes at zero
         # On reload the store passes to the new Router, which then starts and closes it.
         self.owns_store = True
@@ -108,6 +111,7 @@ class Router:
         if not self._started:
             await self.pool.start()
             await self.store.start()  # idempotent: a store shared on reload is already running
+            await self.gateway.start()
             await self.planner.engine.signals.warm_up()
             try:
                 await self.feedback.load_states()
@@ -125,6 +129,7 @@ class Router:
             self._refresher = None
         await self.background.drain()  # context writes and ledger flushes still under way
         if self._started:
+            await self.gateway.close()  # settlements still queued
             await self.pool.close()
             if self.owns_store:
                 await self.store.close()
@@ -142,8 +147,14 @@ class Router:
     async def plan(self, body: dict[str, Any], headers: dict[str, str] | None = None, *,
                    explain: bool = False, prefer: str | None = None) -> RoutePlan:
         """Decide where a validated request goes, without calling any backend. `prefer`: the
-        model a conversation is on, kept while its decision still lists it."""
-        return await self.planner.plan(body, headers, explain=explain, prefer=prefer)
+        model a conversation is on, kept while its decision still lists it. The caller's key
+        (from `headers`) must allow the model asked for and the decision that routes it."""
+        caller = await self.gateway.caller(headers, body["model"])
+        plan = await self.planner.plan(body, headers, explain=explain, prefer=prefer,
+                                       steer=self.gateway.steer(caller))
+        caller.check_decision(plan.decision)
+        plan.caller = caller
+        return plan
 
     async def route(self, request: str | dict[str, Any],
                     headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -170,13 +181,22 @@ class Router:
     async def complete(self, body: dict[str, Any], plan: RoutePlan | None = None) -> Answer:
         """A whole answer, through the plan's decision stack."""
         plan = plan or await self.plan(body)
-        return await self.stacks[plan.decision].complete(plan, body)
+        await self.gateway.admit(plan)
+        try:
+            return await self.stacks[plan.decision].complete(plan, body)
+        finally:
+            self.gateway.release(plan)  # a no-op once the accounting settled it
 
     async def open_stream(self, body: dict[str, Any], plan: RoutePlan | None = None
                           ) -> StreamRelay:
         """Open a stream with failover; the relay's frames() must be consumed to the end."""
         plan = plan or await self.plan(body)
-        return await self.stacks[plan.decision].open_stream(plan, body)
+        await self.gateway.admit(plan)
+        try:
+            return await self.stacks[plan.decision].open_stream(plan, body)
+        except BaseException:
+            self.gateway.release(plan)  # the stream settles itself when it ends
+            raise
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         """Library call: a validated non-streaming chat completion (an OpenAI dict)."""
@@ -207,6 +227,22 @@ class Router:
                 await self.feedback.load_states()
             except StoreUnavailable:
                 continue
+
+
+class GatedEmbeddings(Embeddings):
+    """Embeddings behind the gateway: the caller's limits and spend, as for chat."""
+
+    def __init__(self, planner: Planner, pool: Pool, accountant: Accountant,
+                 gateway: Gateway) -> None:
+        super().__init__(planner, pool, accountant)
+        self.gateway = gateway
+
+    async def run(self, plan: RoutePlan, body: dict[str, Any]) -> Answer:
+        await self.gateway.admit(plan)
+        try:
+            return await super().run(plan, body)
+        finally:
+            self.gateway.release(plan)
 
 
 def _store_from_config(config: RouteyardConfig) -> Store:

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # test helpers: simproc, routerproc, stores
 
 from fakeclock import FakeClock
-from stores import BACKENDS, build_store, require_redis, unique_prefix
+from stores import BACKENDS, build_store, require_postgres, require_redis, unique_prefix
 
 from routeyard.state import Store
 
@@ -21,12 +21,17 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs_redis: skips without Redis (fails when "
                             "ROUTEYARD_REQUIRE_SERVICES=1)")
+    config.addinivalue_line("markers", "needs_postgres: skips without PostgreSQL (fails when "
+                            "ROUTEYARD_REQUIRE_SERVICES=1)")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    # Sees marks given through pytest.param too, so the store fixture's redis case is covered.
+    # Sees marks given through pytest.param too, so the store fixture's redis and postgres
+    # cases are covered.
     if item.get_closest_marker("needs_redis") is not None:
         require_redis()
+    if item.get_closest_marker("needs_postgres") is not None:
+        require_postgres()
 
 
 @pytest.fixture

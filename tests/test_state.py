@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -19,10 +18,13 @@ import pytest
 import redis.asyncio as aioredis
 from stores import (
     DOWN_URL,
+    POSTGRES_DOWN_URL,
     REDIS_HOST,
     REDIS_PORT,
     REDIS_URL,
+    TcpProxy,
     build_store,
+    needs_postgres,
     needs_redis,
 )
 
@@ -36,6 +38,7 @@ from routeyard.state import (
     StoreUnavailable,
     make_store,
 )
+from routeyard.state.postgres import PostgresStore
 
 
 def rec(i: int, *, t0: float | None = None, **overrides: object) -> DecisionRecord:
@@ -77,7 +80,8 @@ async def test_recent_newest_first_with_limit(store: Store) -> None:
     assert await store.recent_decisions(limit=0) == []
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=needs_redis)])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=needs_redis),
+                                     pytest.param("postgres", marks=needs_postgres)])
 async def test_background_flusher_writes_without_flush(
     backend: str, tmp_path: Path, prefix: str
 ) -> None:
@@ -95,7 +99,8 @@ async def test_background_flusher_writes_without_flush(
         await s.close()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=needs_redis)])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=needs_redis),
+                                     pytest.param("postgres", marks=needs_postgres)])
 async def test_close_flushes_and_a_new_store_reads_it(
     backend: str, tmp_path: Path, prefix: str
 ) -> None:
@@ -118,7 +123,7 @@ async def test_close_flushes_and_a_new_store_reads_it(
 
 def test_make_store_registry_needs_no_loop(tmp_path: Path) -> None:
     # Plain sync test: constructing any store must not need a running loop or touch disk.
-    assert {"memory", "sqlite", "redis"} == set(STORE_BACKENDS)
+    assert {"memory", "sqlite", "redis", "postgres"} == set(STORE_BACKENDS)
     assert isinstance(make_store("memory", max_records=3), MemoryStore)
     db = tmp_path / "nested" / "x.db"
     sq = make_store("sqlite", path=str(db), max_records=10)
@@ -126,8 +131,14 @@ def test_make_store_registry_needs_no_loop(tmp_path: Path) -> None:
     assert not db.parent.exists()  # nothing opens before start()
     rs = make_store("redis", redis_url=DOWN_URL, key_prefix="p", max_records=5)
     assert isinstance(rs, RedisStore) and rs.key_prefix == "p" and rs.max_records == 5
-    with pytest.raises(ValueError, match=r"known: memory, redis, sqlite"):
+    pg = make_store("postgres", postgres_url=POSTGRES_DOWN_URL, max_records=7)
+    assert isinstance(pg, PostgresStore) and pg.max_records == 7  # nothing connected yet
+    with pytest.raises(ValueError, match=r"needs state.postgres_url"):
         make_store("postgres")
+    with pytest.raises(ValueError, match=r"starts with postgresql://"):
+        make_store("postgres", postgres_url="mysql://127.0.0.1/x")
+    with pytest.raises(ValueError, match=r"known: memory, postgres, redis, sqlite"):
+        make_store("mysql")
 
 
 # -- memory -----------------------------------------------------------------------------
@@ -327,53 +338,9 @@ async def test_redis_down_never_breaks_a_request(caplog: pytest.LogCaptureFixtur
         assert time.perf_counter() - t < 1.0
 
 
-class _Proxy:
-    """A TCP forwarder to the real Redis that a test can take down and bring back."""
-
-    def __init__(self) -> None:
-        with socket.socket() as sock:  # reserve a free port number
-            sock.bind(("127.0.0.1", 0))
-            self.port: int = sock.getsockname()[1]
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def up(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def down(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for w in list(self._writers):
-            w.close()
-        self._writers.clear()
-        # Closed sockets end the handlers' pipes; wait so none outlives the test's loop.
-        await asyncio.wait_for(asyncio.gather(*self._handlers), timeout=2)
-        self._handlers.clear()
-
-    async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter
-                     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        r_reader, r_writer = await asyncio.open_connection(REDIS_HOST, REDIS_PORT)
-        self._writers |= {c_writer, r_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(c_reader, r_writer), pipe(r_reader, c_writer))
-
-
 @needs_redis
 async def test_redis_recovers_and_writes_the_buffer(prefix: str) -> None:
-    proxy = _Proxy()
+    proxy = TcpProxy(REDIS_HOST, REDIS_PORT)
     s = RedisStore(f"redis://127.0.0.1:{proxy.port}/0", key_prefix=prefix,
                    flush_interval=0.02, max_backoff=0.1)
     direct = RedisStore(REDIS_URL, key_prefix=prefix)

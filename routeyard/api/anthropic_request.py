@@ -334,6 +334,11 @@ def _messages(raw: Any, turns: _Turns) -> None:
         content = message["content"]
         if not isinstance(content, str | list):
             _invalid(f"{param}.content", "must be a string or a list of content blocks")
+        if not content and role != "system" and not (role == "assistant"
+                                                      and index == len(raw) - 1):
+            # Anthropic's own rule; and an empty turn would leave nothing to translate.
+            _invalid(param, "all messages must have non-empty content except for the "
+                     "optional final assistant message")
         translate(content, param, turns)
 
 

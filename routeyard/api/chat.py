@@ -34,7 +34,10 @@ async def route_dry_run(request: Request) -> Response:
     """The same dry run as `routeyard route`: a chat body, or {"prompt": "text"}."""
     router: Router = request.app.state.router
     data = await read_json(request)
-    if isinstance(data, dict) and "messages" not in data:
+    if not isinstance(data, dict):  # the router also takes a bare prompt string: not here
+        raise InvalidRequest("the request body must be a JSON object: a chat body, or "
+                             '{"prompt": "text"}')
+    if "messages" not in data:
         prompt = data.get("prompt")
         if not isinstance(prompt, str):
             raise InvalidRequest("give either a chat body with `messages` or a string `prompt`",

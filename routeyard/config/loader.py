@@ -30,6 +30,11 @@ _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # base_url must be one), so the common fields accept it; reserved TLD, never a real host.
 UNSET_PLACEHOLDER = "http://unset.invalid"
 _PLACEHOLDER_MARK = "unset.invalid"  # survives use as a path ("http:/unset.invalid/x.npz")
+# What a config may hold: far above any real one (rule trees nest ~10 levels; keyword lists
+# run to thousands), far below what would overflow a recursive walk or take seconds.
+MAX_DEPTH = 100
+MAX_NODES = 1_000_000
+_SHOWN_LEVELS = 6  # of a location too deep to print whole
 # Pydantic errors about the key, not its value: reported even where the value is unknown.
 _KEY_ERRORS = frozenset({"extra_forbidden"})
 
@@ -61,6 +66,9 @@ def load_config(
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(source, [("", f"cannot read file: {error.strerror}")]) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(source, [("", f"not UTF-8 text: byte {error.object[error.start]:#04x} "
+                                        f"at offset {error.start}")]) from None
     return parse_config(text, source=source, environ=environ, catalog=catalog,
                         env_warnings=env_warnings)
 
@@ -80,6 +88,11 @@ def parse_config(
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "invalid YAML"
         raise ConfigError(source, [(where, f"invalid YAML: {problem}")]) from None
+    except RecursionError:  # PyYAML composes nested nodes recursively
+        raise ConfigError(source, [("", f"invalid YAML: nested more than {MAX_DEPTH} levels "
+                                        "deep")]) from None
+    except (ValueError, TypeError) as error:  # a tag's constructor refusing its value (!!int x)
+        raise ConfigError(source, [("", f"invalid YAML: {error}")]) from None
     if not isinstance(raw, dict):
         raise ConfigError(source, [("", "the top level must be a mapping")])
     return build_config(raw, source=source, environ=environ, catalog=catalog,
@@ -97,6 +110,9 @@ def build_config(
     """`catalog`: the known plugins, algorithms and state backends (routeyard.catalog has the
     full one; without it, those names are not checked). `env_warnings`: None makes an unset
     variable an error; a list collects them instead."""
+    shape = _shape_problem(raw)
+    if shape is not None:  # nothing below may walk it
+        raise ConfigError(source, [shape])
     # Collect every kind of problem before failing, so one run of `validate` lists them all.
     unset: list[Problem] = []
     data = _interpolate(raw, os.environ if environ is None else environ, "", unset)
@@ -115,6 +131,32 @@ def build_config(
     if problems or config is None:
         raise ConfigError(source, problems)
     return config
+
+
+def _shape_problem(raw: Any) -> Problem | None:
+    """Whether the data is too deep or too large to walk: deeper than MAX_DEPTH (a YAML alias
+    inside itself is infinitely deep), or more than MAX_NODES values once YAML aliases are
+    expanded (an alias bomb expands exponentially). Iterative, so it cannot overflow."""
+    stack: list[tuple[Any, tuple[int | str, ...]]] = [(raw, ())]
+    nodes = 0
+    while stack:
+        value, path = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            return ("", f"more than {MAX_NODES:,} values once YAML aliases are expanded")
+        if isinstance(value, dict):
+            children: Iterable[tuple[Any, Any]] = value.items()
+        elif isinstance(value, list):
+            children = enumerate(value)
+        else:
+            continue
+        if len(path) >= MAX_DEPTH:
+            where = format_location(path[:_SHOWN_LEVELS]) + "…"  # where it starts to go deep
+            return (where, f"nested more than {MAX_DEPTH} levels deep (or a YAML alias that "
+                    "contains itself)")
+        stack.extend((child, (*path, key if isinstance(key, int) else str(key)))
+                     for key, child in children)
+    return None
 
 
 def depends_on_unset(problem: Problem, unset: Iterable[Problem], *, enclosing: bool = False

@@ -22,14 +22,16 @@ def check_references(data: dict[str, Any], catalog: Catalog | None = None) -> li
     are not checked."""
     problems: list[Problem] = []
     models = _dicts(data.get("models"))
+    # Names of the wrong type (a list, say) are pydantic's to report: only strings are read.
     model_names = [m.get("name") for _, m in models]
     problems += _duplicates("models", model_names, "model")
     known = {name for name in model_names if isinstance(name, str)}
     # Decisions route chat requests: only chat models may be their candidates.
-    embedding = {m.get("name") for _, m in models if m.get("kind") == "embedding"}
+    embedding = {m.get("name") for _, m in models
+                 if m.get("kind") == "embedding" and isinstance(m.get("name"), str)}
     chat = known - embedding
     for index, alias in enumerate(_list(data.get("aliases"))):
-        if alias in known:
+        if isinstance(alias, str) and alias in known:
             problems.append((f"aliases[{index}]", f"alias '{alias}' is also a model name"))
     for index, model in models:
         endpoint_names = [e.get("name") for _, e in _dicts(model.get("endpoints"))]
@@ -51,12 +53,14 @@ def check_references(data: dict[str, Any], catalog: Catalog | None = None) -> li
     default_name = "default"
     if isinstance(default, dict):
         problems += _decision_references("default", default, known, chat, catalog)
-        default_name = default.get("name", default_name)
+        if isinstance(default.get("name"), str):
+            default_name = default["name"]
     for index, decision in decisions:
         if decision.get("name") == default_name:
             problems.append((f"decisions[{index}].name",
                              f"'{default_name}' is the default decision's name"))
-    decision_names = {d.get("name") for _, d in decisions} | {default_name}
+    decision_names = {d.get("name") for _, d in decisions
+                      if isinstance(d.get("name"), str)} | {default_name}
     for index, route in _dicts(data.get("model_routes")):
         target = route.get("decision")
         if isinstance(target, str) and target not in decision_names:

@@ -253,6 +253,54 @@ class ServerConfig(Strict):
         return keys
 
 
+class BudgetConfig(Strict):
+    """Dollars per UTC day, per UTC month or in total. `hard`: refuse once spent (429
+    budget_exceeded); `soft`: steer routing to cheaper candidates as it drains."""
+
+    period: Literal["day", "month", "total"]
+    limit_usd: PositiveFloat
+    mode: Literal["hard", "soft"] = "hard"
+
+
+class LimitsConfig(Strict):
+    """What one key (or all of a tenant's keys together) may use; unset: unlimited."""
+
+    rpm: Annotated[int, Field(ge=1)] | None = None  # requests in any sliding 60 s
+    tpm: Annotated[int, Field(ge=1)] | None = None  # prompt + completion tokens in any 60 s
+    max_parallel: Annotated[int, Field(ge=1)] | None = None  # requests in flight at once
+    budgets: Annotated[list[BudgetConfig], Field(max_length=6)] = Field(default_factory=list)
+
+    @field_validator("budgets")
+    @classmethod
+    def _one_per_period_and_mode(cls, budgets: list[BudgetConfig]) -> list[BudgetConfig]:
+        pairs = [(b.period, b.mode) for b in budgets]
+        if len(pairs) != len(set(pairs)):
+            raise ValueError("at most one budget per (period, mode)")
+        return budgets
+
+    @property
+    def counted(self) -> bool:
+        """Whether admission must count anything (a limit or a budget is set)."""
+        return bool(self.rpm or self.tpm or self.max_parallel or self.budgets)
+
+
+class GatewayConfig(Strict):
+    """Virtual keys, rate limits and budgets (docs/api.md, "Gateway: keys, limits, budgets")."""
+
+    # How long a replica trusts its copy of a key: a revoked or expired key is refused by
+    # every replica within this many seconds.
+    key_cache_s: Annotated[float, Field(gt=0, le=5)] = 2.0
+    # With state.redis_url set, limits are counted in Redis. When it cannot be reached:
+    # fail_open lets requests through uncounted, fail_closed refuses them (503).
+    on_redis_down: Literal["fail_open", "fail_closed"] = "fail_open"
+    redis_timeout_s: Annotated[float, Field(gt=0, le=10)] = 0.5
+    # A concurrency slot (and a hard budget's reservation) of a replica that died mid-request
+    # is freed after this long.
+    slot_lease_s: Annotated[float, Field(ge=10)] = 900.0
+    # Limits and budgets of each key of server.api_keys and server.admin_keys.
+    static_key_limits: LimitsConfig = LimitsConfig()
+
+
 class ModelRoute(Strict):
     """Requests naming a model that matches `match` (a glob such as `claude-*`) are routed:
     to `decision` when given, else through the decisions as for an alias. Lets agents keep
@@ -280,3 +328,4 @@ class RouteyardConfig(Strict):
     pool: PoolConfig = PoolConfig()
     state: StateConfig = StateConfig()
     responses: ResponsesConfig = ResponsesConfig()
+    gateway: GatewayConfig = GatewayConfig()

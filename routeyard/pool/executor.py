@@ -37,6 +37,8 @@ T = TypeVar("T")
 # A provider's method for a whole answer: (target, body, timeout) → the answer.
 WholeCall = Callable[[EndpointTarget, dict[str, Any], aiohttp.ClientTimeout],
                      Awaitable[dict[str, Any]]]
+# The body to send one endpoint, or None when that endpoint may not be tried.
+BodyFor = Callable[[Endpoint], dict[str, Any] | None]
 log = logging.getLogger("routeyard.pool")
 
 
@@ -140,6 +142,20 @@ class Executor:
 
     async def open_stream(self, models: list[PooledModel], body: dict[str, Any]) -> Served:
         """Open a stream; the caller must call `served.release()` when the stream ends."""
+        return await self._run(models, self._stream_call(lambda _: body), keep_outstanding=True)
+
+    async def open_continuation(self, models: list[PooledModel], body_for: BodyFor) -> Served:
+        """Open a stream that continues one whose backend broke off (see
+        `serving/continuation.py`): as `open_stream`, but each endpoint gets the body
+        `body_for` gives it, and an endpoint it gives none is skipped (it cannot continue)."""
+        return await self._run(models, self._stream_call(body_for), keep_outstanding=True,
+                               usable=lambda endpoint: body_for(endpoint) is not None)
+
+    def _stream_call(self, body_for: BodyFor
+                     ) -> Callable[[Endpoint, float], Awaitable[ChatStream]]:
+        """One attempt at opening a stream: the first byte bounded by the per-try timeout (or
+        the endpoint's time-to-first-token bound), the silence between chunks by
+        `stream_idle_s`."""
         timeouts = self.timeouts
         # sock_read bounds the silence between chunks; the first byte gets the per-try bound.
         timeout = aiohttp.ClientTimeout(
@@ -147,6 +163,8 @@ class Executor:
         )
 
         async def call(endpoint: Endpoint, remaining: float) -> ChatStream:
+            body = body_for(endpoint)
+            assert body is not None  # _run skipped the endpoints without one
             bound = min(timeouts.per_try_s, remaining)
             first_byte = endpoint.target.ttft_timeout_s
             if first_byte is None or first_byte >= bound:
@@ -161,7 +179,7 @@ class Executor:
                     raise FirstByteTimeout(first_byte) from None
                 raise
 
-        return await self._run(models, call, keep_outstanding=True)
+        return call
 
     async def _run(
         self,
@@ -169,12 +187,17 @@ class Executor:
         call: Callable[[Endpoint, float], Awaitable[T]],
         *,
         keep_outstanding: bool = False,
+        usable: Callable[[Endpoint], bool] | None = None,
     ) -> Served:
+        """`usable`: which endpoints may be tried at all (None: every one)."""
         deadline = time.monotonic() + self.timeouts.total_s
         attempts: list[AttemptLog] = []
         last: UpstreamError | None = None
         for model in models:
             for endpoint in model.endpoints_in_order():
+                if usable is not None and not usable(endpoint):
+                    attempts.append(AttemptLog(model.name, endpoint.name, "skipped:unusable"))
+                    continue
                 if not endpoint.is_available():
                     attempts.append(AttemptLog(model.name, endpoint.name, "skipped:unavailable"))
                     continue

@@ -78,6 +78,8 @@ class Accountant:
             m.child(m.cost, label).inc(cost)
         if self.ledger.scopes:  # some decision has a budget: count the cost against it
             self.ledger.record_request(plan.context, cost)
+        if plan.ticket is not None:  # the caller's limits: free its slot, count what it used
+            plan.ticket.settle(prompt, completion, cost)
         self.store.record_decision(DecisionRecord(
             request_id=plan.request_id, time=time.time() - latency, decision=plan.decision,
             model=model.name if model else None,

@@ -1,11 +1,14 @@
-"""The direct handler: the plan's models in order, with retries and failover (the executor)."""
+"""The direct handler: the plan's models in order, with retries and failover (the executor);
+a stream that breaks off mid-way goes on from another backend (`continuation.py`)."""
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 from routeyard.pool.executor import Executor
 from routeyard.serving.accounting import Accountant
+from routeyard.serving.continuation import Continuation
 from routeyard.serving.handler import Answer, Handler
 from routeyard.serving.planner import RoutePlan
 from routeyard.serving.relay import NO_HOOKS, StreamHooks, StreamRelay
@@ -27,6 +30,11 @@ class DirectHandler(Handler):
 
     async def open_stream(self, plan: RoutePlan, body: dict[str, Any],
                           hooks: StreamHooks = NO_HOOKS) -> StreamRelay:
-        served = await self.executor.open_stream(plan.models, plan.request_body(body))
+        sent = plan.request_body(body)
+        served = await self.executor.open_stream(plan.models, sent)
+        # The context as the request was sent: a continuation, opened while the response
+        # streams, is sent with the same upstream header edits and forwarded headers.
+        continuation = Continuation(self.executor, sent, contextvars.copy_context())
         return StreamRelay(plan, served.result, self.accountant, served=served,
-                           client_wants_usage=wants_usage(body), hooks=hooks)
+                           client_wants_usage=wants_usage(body), hooks=hooks,
+                           continuation=continuation)

@@ -2,15 +2,18 @@
 online learner of the decision that served it.
 
 Each request id takes feedback once (claimed in the store, so replicas agree). Learned state
-lives in the store under `online:<decision>`: it is loaded when a Router starts and reloaded
-before each update, so replicas sharing Redis learn together (last writer wins when two
-updates land at the same instant).
+lives in the store under `online:<decision>`: it is loaded when a Router starts, and each
+update reloads, changes and writes it back under a lease in the store, so replicas sharing a
+store learn together without losing each other's updates.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
@@ -18,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from routeyard.config.loader import format_location
 from routeyard.errors import InvalidRequest, NotFound, RouteyardError
-from routeyard.state import DecisionRecord, Store
+from routeyard.state import DecisionRecord, Store, StoreUnavailable
 
 if TYPE_CHECKING:
     from routeyard.selection.online.base import OnlineAlgorithm
@@ -30,6 +33,10 @@ FEEDBACK_TTL_S = 7 * 24 * 3600.0  # how long a request id stays claimed, and con
 # Requests remembered in-process: the decision log reaches the store ~0.1 s after a request, so
 # this only bridges feedback that arrives sooner. Small, so memory stays flat under load.
 _RECENT = 1_000
+# The lease on a decision's learned state while one update reads and writes it (far above the
+# few milliseconds that takes), and how often a waiting update asks for it again.
+_LEASE_S = 2.0
+_LEASE_POLL_S = 0.005
 
 
 class DuplicateFeedback(RouteyardError):
@@ -85,6 +92,7 @@ class FeedbackService:
         self.store = store
         self.learners = learners
         self._recent: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def load_states(self) -> None:
         for decision, learner in self.learners.items():
@@ -127,16 +135,34 @@ class FeedbackService:
         learner = self.learners.get(decision)
         reward = feedback.reward()
         if learner is not None:
-            state = await self.store.get_value(_state_key(decision))
-            if state is not None:
-                learner.set_state(state)  # pick up other replicas' updates first
-            if other is not None and other[1] is not None:
-                learner.update_preference(model, other[1])
-            elif reward is not None:
-                learner.update(model, reward, await self._context(feedback.request_id, learner))
-            await self.store.set_value(_state_key(decision), learner.get_state())
+            context = await self._context(feedback.request_id, learner)
+            async with self._updating(decision):
+                state = await self.store.get_value(_state_key(decision))
+                # No await until the new state is taken: a refresh cannot land in between.
+                if state is not None:
+                    learner.set_state(state)  # pick up other replicas' updates first
+                if other is not None and other[1] is not None:
+                    learner.update_preference(model, other[1])
+                elif reward is not None:
+                    learner.update(model, reward, context)
+                await self.store.set_value(_state_key(decision), learner.get_state())
         return {"request_id": feedback.request_id, "decision": decision, "model": model,
                 "reward": reward, "learner": learner.name if learner is not None else None}
+
+    @contextlib.asynccontextmanager
+    async def _updating(self, decision: str) -> AsyncIterator[None]:
+        """The decision's learned state to this update alone, across replicas: two read-modify-
+        writes that interleave lose one of the updates. A lease claimed in the store (and
+        deleted when done): a replica that dies holding it holds it `_LEASE_S` at most."""
+        async with self._locks.setdefault(decision, asyncio.Lock()):  # one claimant per process
+            lease = f"lock:{_state_key(decision)}"
+            while not await self.store.claim(lease, _LEASE_S):
+                await asyncio.sleep(_LEASE_POLL_S)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(StoreUnavailable):  # it expires by itself
+                    await self.store.delete_value(lease)
 
     async def _lookup(self, request_id: str) -> tuple[str, str | None]:
         recent = self._recent.get(request_id)

@@ -22,6 +22,7 @@ from routeyard.errors import (
     InvalidRequest,
     ModelNotFound,
 )
+from routeyard.gateway import Caller, SoftBudgetSteer, Ticket
 from routeyard.pool import Pool, PooledModel
 from routeyard.selection import AlgorithmBuild, make_algorithm
 from routeyard.serving.capabilities import Needs, Skips
@@ -44,6 +45,8 @@ class RoutePlan:
     reasoning_effort: str | None = None  # the chosen candidate's, if its decision sets one
     # Candidates and failover targets that cannot serve this request: [{"model", "reason"}].
     skipped: list[dict[str, str]] = field(default_factory=list)
+    caller: Caller | None = None  # whose key (the gateway's)
+    ticket: Ticket | None = None  # its admission, settled by the accounting
 
     def request_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body to send: with the decision's reasoning effort unless the client set one."""
@@ -79,18 +82,21 @@ class Planner:
                            for d in self.decisions}
 
     async def plan(self, body: dict[str, Any], headers: dict[str, str] | None = None, *,
-                   explain: bool = False, prefer: str | None = None) -> RoutePlan:
+                   explain: bool = False, prefer: str | None = None,
+                   steer: SoftBudgetSteer | None = None) -> RoutePlan:
         """`prefer`: the model a conversation was on (a stored Responses chain): kept when the
-        decision still lists it and it can take the request."""
+        decision still lists it and it can take the request. `steer`: the caller's soft
+        budget, which may shift the selection to a cheaper candidate."""
         started = time.monotonic()
         ctx = self.engine.context(body, headers)
         name = body["model"]
         if name in self.aliases:
-            return await self._plan_routed(ctx, started, explain, prefer=prefer)
+            return await self._plan_routed(ctx, started, explain, prefer=prefer, steer=steer)
         # A configured model's own name wins over a pattern that would also match it.
         routed, forced = (False, None) if name in self.pool.models else self.route_of(name)
         if routed:
-            return await self._plan_routed(ctx, started, explain, forced, prefer=prefer)
+            return await self._plan_routed(ctx, started, explain, forced, prefer=prefer,
+                                           steer=steer)
         if not self.allow_direct:
             raise Forbidden(
                 f"This router routes every request: use an alias "
@@ -128,8 +134,8 @@ class Planner:
         return found
 
     async def _plan_routed(self, ctx: RequestContext, started: float, explain: bool,
-                           forced: str | None = None, *, prefer: str | None = None
-                           ) -> RoutePlan:
+                           forced: str | None = None, *, prefer: str | None = None,
+                           steer: SoftBudgetSteer | None = None) -> RoutePlan:
         outcome = await self.engine.decide(ctx, explain=explain, force=forced)
         decision = outcome.decision
         needs = Needs.of(ctx.body)
@@ -141,6 +147,8 @@ class Planner:
         servable = skips.servable(candidates)
         selection = (self.algorithms[decision.name].select(servable, tokens, ctx)
                      if servable else None)
+        if steer is not None and selection is not None:
+            selection = steer.adjust(selection, servable, tokens, ctx)
         kept = self.pool.models.get(prefer) if prefer in decision.candidates else None
         if kept is not None and kept in servable and kept.is_available():
             chosen, why = kept, "kept on the model this conversation was on"

@@ -5,9 +5,10 @@ choice, a cache hit, a plugin's canned answer).
 - Chunks pass through as the backend's bytes; only chunks carrying usage are parsed twice.
 - The usage chunk is forwarded only when the client asked for it (`stream_options`), and is
   computed from the streamed text when the backend sent none.
-- A stream that breaks after its first byte ends with an SSE `error` event, which the openai
-  SDK raises as an APIError: it is never silently truncated. So does one the server cuts at
-  the end of its drain window.
+- A stream that breaks after its first byte goes on from a healthy alternative where one can
+  continue it (`continuation.py`): the client sees one stream. Where none can, it ends with an
+  SSE `error` event, which the openai SDK raises as an APIError: it is never silently
+  truncated. So does one the server cuts at the end of its drain window.
 - The stream accounts for itself, once, when it ends (however it ends).
 """
 
@@ -25,10 +26,15 @@ from routeyard.plugins.rewrite import ContentRewrite, RewriterFactory
 from routeyard.pool import Served, UpstreamError
 from routeyard.pool.providers.base import ChatStream
 from routeyard.serving.accounting import Accountant
+from routeyard.serving.continuation import Continuation
 from routeyard.serving.planner import RoutePlan
 from routeyard.wire import DONE, chunk, error_frame, sse, streamed_completion
 
 log = logging.getLogger("routeyard.streaming")
+
+# Delta fields of a plain text answer; any other with a value (tool calls, reasoning, a
+# refusal) makes a broken stream unsafe to continue.
+_PLAIN_DELTA = frozenset({"role", "content"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +79,12 @@ class StreamRelay:
                  client_wants_usage: bool, served: Served | None = None,
                  hooks: StreamHooks = NO_HOOKS, status: str = "ok",
                  cost_usd: float | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None,
+                 continuation: Continuation | None = None) -> None:
         """`served`: the backend call behind the stream (None: a plugin answered); `status`:
         what a stream that ends well is logged as; `cost_usd`: what several calls cost in all
-        (a cascade); `headers`: response headers of the handler that opened it."""
+        (a cascade); `headers`: response headers of the handler that opened it;
+        `continuation`: how to go on from another backend if this one breaks off."""
         self.plan = plan
         self.stream = stream
         self.accountant = accountant
@@ -92,6 +100,8 @@ class StreamRelay:
         self.first_chunk: dict[str, Any] | None = None
         self.status = "client_disconnect"  # until the stream ends one way or the other
         self.interrupted: str | None = None  # why the server cut the stream (shutdown)
+        self.continuation = continuation
+        self.plain = True  # only text so far: safe to continue elsewhere if the backend breaks
         self._finished = False
 
     @property
@@ -107,6 +117,8 @@ class StreamRelay:
                 yield error_frame(item.message, type_=item.type, code=item.code)
                 return
             yield sse(payload if payload is not None else orjson.dumps(item))
+        if self.continuation is not None and self.continuation.continued:
+            yield self.continuation.trailer()
         yield DONE
 
     async def chunks(self) -> AsyncIterator[dict[str, Any] | StreamFailure]:
@@ -120,44 +132,67 @@ class StreamRelay:
         metrics = self.accountant.metrics
         first = True
         try:
-            async for payload in self.stream:
-                if first:
-                    metrics.child(metrics.ttft, self.plan.model).observe(
-                        time.monotonic() - self.plan.started)
-                    first = False
+            while True:  # once per backend: a break may go on from another (continuation.py)
                 try:
-                    parsed = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    raise UpstreamError("protocol", "the backend sent a chunk that is not "
-                                        "JSON") from None
-                if self._absorb(parsed):
-                    if self.rewrite is not None and self.rewrite.apply(parsed) is not None:
-                        yield None, parsed  # rewritten in place
-                    else:
-                        yield payload, parsed
+                    async for payload in self.stream:
+                        if first:
+                            metrics.child(metrics.ttft, self.plan.model).observe(
+                                time.monotonic() - self.plan.started)
+                            first = False
+                        try:
+                            parsed = orjson.loads(payload)
+                        except orjson.JSONDecodeError:
+                            raise UpstreamError("protocol", "the backend sent a chunk that is "
+                                                "not JSON") from None
+                        if self._absorb(parsed):
+                            if self.rewrite is not None and self.rewrite.apply(parsed) is not None:
+                                yield None, parsed  # rewritten in place
+                            else:
+                                yield payload, parsed
+                    break
+                except UpstreamError as error:
+                    if self.interrupted is not None:
+                        self.status = "shutdown"
+                        metrics.errors.labels("stream_shutdown").inc()
+                        yield None, StreamFailure(self.interrupted, "server_error",
+                                                  "server_shutting_down")
+                        return
+                    if self.continuation is not None and self.continuation.answered(self.stream):
+                        break  # only the end of the stream was lost, after the whole answer
+                    if not await self._continue(error):
+                        self.status = "stream_broken"
+                        metrics.errors.labels(f"stream_{error.kind}").inc()
+                        yield None, StreamFailure(
+                            f"the backend stream broke after it started: {error.message}",
+                            "upstream_error", "stream_interrupted")
+                        return
             if self.rewrite is not None:
                 for leftover in self.rewrite.leftovers(self.first_chunk or {}):
                     yield leftover, orjson.loads(leftover)
             if self.usage is None:
-                self.usage = self.accountant.counted(self.plan, "".join(self.text_parts))
+                self.usage = await self._counted()
                 if self.client_wants_usage:
                     yield None, self._usage_chunk()
             self.status = self.success_status
             self._completed()
-        except UpstreamError as error:
-            if self.interrupted is not None:
-                self.status = "shutdown"
-                metrics.errors.labels("stream_shutdown").inc()
-                yield None, StreamFailure(self.interrupted, "server_error",
-                                          "server_shutting_down")
-                return
-            self.status = "stream_broken"
-            metrics.errors.labels(f"stream_{error.kind}").inc()
-            yield None, StreamFailure(
-                f"the backend stream broke after it started: {error.message}",
-                "upstream_error", "stream_interrupted")
         finally:
             await self.finish()
+
+    async def _continue(self, error: UpstreamError) -> bool:
+        """Go on from another backend; False when the stream cannot be continued (it showed
+        more than text, or no alternative can take it)."""
+        continuation = self.continuation
+        if continuation is None or not self.plain or self.served is None:
+            return False
+        stream = await continuation.resume(self.plan, self.served, "".join(self.text_parts),
+                                           error, self.first_chunk)
+        if stream is None:
+            return False
+        self.accountant.metrics.errors.labels("stream_continued").inc()
+        self.stream = stream
+        if self.interrupted is not None:  # the server's drain window ended meanwhile
+            stream.interrupt()
+        return True
 
     def _absorb(self, parsed: dict[str, Any]) -> bool:
         """Track text and usage; return whether to forward the chunk to the client."""
@@ -174,7 +209,17 @@ class StreamRelay:
             content = delta.get("content")
             if content:
                 self.text_parts.append(content)
+            elif self.plain:  # not text: the role, the ending, or what makes it unsafe to continue
+                self.plain = not any(value for key, value in delta.items()
+                                     if key not in _PLAIN_DELTA)
         return True
+
+    async def _counted(self) -> dict[str, Any]:
+        """The usage no backend reported, counted from the text."""
+        text = "".join(self.text_parts)
+        if self.continuation is not None and self.continuation.continued:
+            return await self.continuation.counted(text)
+        return self.accountant.counted(self.plan, text)
 
     def _usage_chunk(self) -> dict[str, Any]:
         first = self.first_chunk or {}
@@ -206,8 +251,15 @@ class StreamRelay:
         self._finished = True
         if self.status != self.success_status:
             await self.stream.aclose()
-        if self.served is not None:  # a shutdown is not the backend's fault
-            self.served.release(ok=self.status != "stream_broken")
-        usage_ = self.usage or self.accountant.counted(self.plan, "".join(self.text_parts))
+        ok = self.status != "stream_broken"  # a shutdown is not the backend's fault
+        if self.served is not None:
+            self.served.release(ok=ok)
+        cost, detail = self.cost_usd, None
+        continuation = self.continuation
+        usage_ = self.usage or await self._counted()
+        if continuation is not None and continuation.continued:
+            # Several calls made the answer: the usage is their sum, the cost each one's at
+            # its own model's price.
+            cost, detail = await continuation.settle(usage_, ok=ok)
         self.accountant.record(self.plan, served=self.served, usage_=usage_, status=self.status,
-                               stream=True, cost_usd=self.cost_usd)
+                               stream=True, cost_usd=cost, detail=detail)

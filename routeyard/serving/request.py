@@ -17,20 +17,95 @@ from typing_extensions import TypedDict
 from routeyard.config.loader import format_location
 from routeyard.errors import InvalidRequest
 
+# Each shape checks only the keys Routeyard itself reads, on the way to routing or when a
+# provider translates the body (the Anthropic adapter reads content parts, tool calls, tools,
+# tool_choice and thinking); every other key passes through as it is.
+_PASS_THROUGH = ConfigDict(extra="allow", strict=True)
 
-@with_config(ConfigDict(extra="allow", strict=True))
+
+@with_config(_PASS_THROUGH)
+class ImageURL(TypedDict, total=False):
+    url: Required[str]
+    detail: str
+
+
+@with_config(_PASS_THROUGH)
+class FileRef(TypedDict, total=False):
+    file_data: str
+    file_id: str
+    filename: str
+
+
+@with_config(_PASS_THROUGH)
+class ContentPart(TypedDict, total=False):
+    type: Required[str]
+    text: str
+    refusal: str
+    image_url: ImageURL | str  # OpenAI's object; a bare URL string is common too
+    file: FileRef
+
+
+@with_config(_PASS_THROUGH)
+class FunctionCall(TypedDict, total=False):
+    name: Required[str]
+    arguments: str | dict[str, Any]  # a JSON string; some clients echo an object back
+
+
+@with_config(_PASS_THROUGH)
+class ToolCall(TypedDict, total=False):
+    id: str
+    type: str
+    function: Required[FunctionCall]
+
+
+@with_config(_PASS_THROUGH)
 class ChatMessage(TypedDict, total=False):
     role: Required[Literal["system", "developer", "user", "assistant", "tool", "function"]]
-    content: str | list[dict[str, Any]] | None
+    content: str | list[ContentPart] | None
     name: str
+    tool_calls: list[ToolCall] | None
+    tool_call_id: str
+    thinking_blocks: list[dict[str, Any]] | None
 
 
-@with_config(ConfigDict(extra="allow", strict=True))
+@with_config(_PASS_THROUGH)
 class StreamOptions(TypedDict, total=False):
     include_usage: bool
 
 
-@with_config(ConfigDict(extra="allow", strict=True))
+@with_config(_PASS_THROUGH)
+class FunctionDef(TypedDict, total=False):
+    name: Required[str]
+    description: str | None
+    parameters: dict[str, Any] | None
+
+
+@with_config(_PASS_THROUGH)
+class Tool(TypedDict, total=False):
+    type: str
+    function: FunctionDef  # absent on tool types other than "function"
+
+
+@with_config(_PASS_THROUGH)
+class NamedFunction(TypedDict, total=False):
+    name: Required[str]
+
+
+@with_config(_PASS_THROUGH)
+class ToolChoice(TypedDict, total=False):
+    type: Required[str]
+    function: NamedFunction
+
+
+@with_config(_PASS_THROUGH)
+class Thinking(TypedDict, total=False):
+    """Anthropic's thinking block, which clients aimed at Claude send on the chat surface."""
+
+    type: Required[str]
+    budget_tokens: int | None
+
+
+@with_config(_PASS_THROUGH)
 class ChatRequest(TypedDict, total=False):
     model: Required[Annotated[str, Field(min_length=1)]]
     messages: Required[Annotated[list[ChatMessage], Field(min_length=1)]]
@@ -42,7 +117,12 @@ class ChatRequest(TypedDict, total=False):
     temperature: float | None
     top_p: float | None
     stop: str | list[str] | None
-    tools: list[dict[str, Any]] | None
+    tools: list[Tool] | None
+    tool_choice: str | ToolChoice | None
+    parallel_tool_calls: bool | None
+    reasoning_effort: str | None
+    response_format: dict[str, Any] | None
+    thinking: Thinking | None
     user: str
     metadata: NotRequired[dict[str, Any] | None]
 
@@ -59,15 +139,36 @@ def validate_chat_request(data: Any) -> dict[str, Any]:
     try:
         _chat_request_adapter().validate_python(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
-        param = format_location(loc) or None
-        message = f"{param}: {first['msg']}" if param else str(first["msg"])
-        if len(error.errors()) > 1:
-            message += f" (and {len(error.errors()) - 1} more problem(s))"
+        param, message = _first_problem(error)
         raise InvalidRequest(message, param=param) from None
     # Validation only checks: the original dict (with every passthrough field) is kept.
     return data
+
+
+# The names pydantic puts in an error's location for the member of a union that failed.
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "none", "ImageURL", "FileRef",
+                         "ContentPart", "FunctionCall", "ToolCall", "ToolChoice", "Thinking",
+                         "StreamOptions"})
+
+
+def _first_problem(error: ValidationError) -> tuple[str | None, str]:
+    """The most specific problem (the deepest location: of a union's members, the one that
+    got furthest), and how many other problems there are."""
+    problems = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and ("[" in p
+                                                                        or p in _UNION_TAGS)))
+        problems.append((loc, str(item["msg"])))
+    deepest = max(len(loc) for loc, _ in problems)
+    loc = next(loc for loc, _ in problems if len(loc) == deepest)
+    # Several members of a union failing at the same place: say each way it could be right.
+    said = " or ".join(dict.fromkeys(msg for where, msg in problems if where == loc))
+    others = sum(1 for where, _ in problems if where != loc and where != loc[:len(where)])
+    param = format_location(loc) or None
+    message = f"{param}: {said}" if param else said
+    if others:
+        message += f" (and {others} more problem(s))"
+    return param, message
 
 
 def wants_stream(body: dict[str, Any]) -> bool:

@@ -21,7 +21,7 @@ from routeyard.simulator.engine import FAULT_OVERRIDES, ModelState, Plan, Simula
 from routeyard.simulator.profiles import SimulatorConfig, demo_config
 from routeyard.simulator.replay import ReplayIndex
 from routeyard.simulator.runner import Receive, Scope, Send, run_plan, send_json
-from routeyard.simulator.text import estimate_prompt_tokens
+from routeyard.simulator.text import content_text, estimate_prompt_tokens
 from routeyard.simulator.wire import AnthropicSurface, OpenAISurface, Surface
 
 Handler = Callable[[Scope, Receive, Send, str], Awaitable[None]]
@@ -66,6 +66,39 @@ async def _read_body(receive: Receive) -> bytes | None:
             return None
         parts.append(message.get("body", b""))
     return b"".join(parts)
+
+
+def _final_assistant_text(messages: list[Any]) -> str | None:
+    """The text of a final assistant message (the answer's start, to continue), else None."""
+    last = messages[-1]
+    if isinstance(last, dict) and last.get("role") == "assistant":
+        return content_text(last.get("content"))
+    return None
+
+
+def _continued_prefix(request: dict[str, Any], messages: list[Any]) -> str | None:
+    """OpenAI surface, as vLLM: with `continue_final_message` the final assistant message is
+    the start of the answer, continued; without it a final assistant message is history. vLLM
+    adds a generation prompt unless told not to, and the two exclude each other."""
+    if request.get("continue_final_message") is not True:
+        return None
+    if request.get("add_generation_prompt", True) is not False:
+        raise _BadRequest(400, "Cannot set both `continue_final_message` and "
+                          "`add_generation_prompt` to True.", "invalid_value")
+    prefix = _final_assistant_text(messages)
+    if prefix is None:
+        raise _BadRequest(400, "continue_final_message needs the final message to be the "
+                          "assistant's", "invalid_value")
+    return prefix
+
+
+def _prefill(messages: list[Any]) -> str | None:
+    """Anthropic surface: a final assistant message is a prefill, the answer's start."""
+    prefix = _final_assistant_text(messages)
+    if prefix is not None and prefix != prefix.rstrip():
+        raise _BadRequest(400, "messages: final assistant content cannot end with trailing "
+                          "whitespace")
+    return prefix
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -166,6 +199,7 @@ class SimulatorApp:
             max_tokens,
             stream,
             include_usage,
+            _continued_prefix(request, messages),
         )
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
@@ -190,6 +224,7 @@ class SimulatorApp:
             max_tokens,
             stream,
             False,
+            _prefill(messages),
         )
 
     async def _answer(
@@ -204,7 +239,9 @@ class SimulatorApp:
         max_tokens: int | None,
         stream: bool,
         include_usage: bool,
+        prefix: str | None,
     ) -> None:
+        """`prefix`: the start of the answer, to continue (None: answer anew)."""
         fault = _fault_header(scope)
         engine = self.engine
         state = engine.state_for(model)
@@ -214,7 +251,7 @@ class SimulatorApp:
             raise _BadRequest(404, f"`{model}` is an embedding model, not a chat model: "
                               "use /v1/embeddings", "model_not_supported")
         prompt_tokens, last_user = estimate_prompt_tokens(messages, system)
-        plan = engine.plan(model, state, prompt_tokens, last_user, max_tokens, fault)
+        plan = engine.plan(model, state, prompt_tokens, last_user, max_tokens, fault, prefix)
         await run_plan(plan, surface, stream, include_usage, receive, send)
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from routeyard.simulator.profiles import FAULT_ORDER, ModelProfile, SimulatorConfig
 from routeyard.simulator.replay import ReplayIndex
 from routeyard.simulator.text import (
+    continue_after,
     encode_piece,
     filler_pieces_json,
     filler_text,
@@ -64,21 +65,23 @@ class Plan:
     prompt_tokens: int
     completion_tokens: int
     finish: str  # "stop" or "length"
-    recorded: str | None  # the replayed answer, None for filler
+    # The answer's text unless it is filler (None): a replayed one, or the rest of an answer
+    # being continued.
+    answer: str | None
     replay: bytes | None  # value of the x-sim-replay header, None outside replay mode
 
     def text(self) -> str:
-        if self.recorded is None:
+        if self.answer is None:
             return filler_text(self.completion_tokens)
         if self.finish == "length":
-            return "".join(split_pieces(self.recorded)[: self.completion_tokens])
-        return self.recorded
+            return "".join(split_pieces(self.answer)[: self.completion_tokens])
+        return self.answer
 
     def pieces_json(self) -> list[bytes]:
         """The output as JSON-encoded stream pieces (filler ones are precomputed)."""
-        if self.recorded is None:
+        if self.answer is None:
             return filler_pieces_json(self.completion_tokens)
-        return [encode_piece(p) for p in split_pieces(self.recorded)[: self.completion_tokens]]
+        return [encode_piece(p) for p in split_pieces(self.answer)[: self.completion_tokens]]
 
 
 class SimulatorEngine:
@@ -108,23 +111,29 @@ class SimulatorEngine:
         last_user: str,
         max_tokens: int | None,
         fault: str | None,
+        prefix: str | None = None,
     ) -> Plan:
+        """`prefix`: the start of the answer, given back to be continued (None: answer anew);
+        the plan is then for the rest, and `max_tokens` caps the rest."""
         state.requests += 1
         if fault is None:
             fault = state.draw_fault()
-        recorded, replay = None, None
+        answer, replay = None, None
         if self.replay is not None:
             answers = self.replay.lookup(last_user)
-            recorded = answers.get(model) if answers else None
-            replay = b"miss" if recorded is None else b"hit"
-        if recorded is None:
+            answer = answers.get(model) if answers else None
+            replay = b"miss" if answer is None else b"hit"
+        if answer is None:
             n = state.profile.latency.sample_output_tokens(state.length_rng)
         else:
-            n = len(split_pieces(recorded))
+            n = len(split_pieces(answer))
+        if prefix is not None:
+            answer = continue_after(prefix, answer, n)
+            n = len(split_pieces(answer))
         finish = "stop"
         if max_tokens is not None and n > max_tokens:
             n, finish = max_tokens, "length"
-        return Plan(model, state, state.profile, fault, prompt_tokens, n, finish, recorded, replay)
+        return Plan(model, state, state.profile, fault, prompt_tokens, n, finish, answer, replay)
 
     def set_profile(self, model: str, updates: Mapping[str, Any]) -> ModelProfile:
         """Merge `updates` into a model's profile; an unknown model starts being served."""

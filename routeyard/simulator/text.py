@@ -82,6 +82,21 @@ def split_pieces(text: str) -> list[str]:
     return pieces
 
 
+def continue_after(prefix: str, recorded: str | None, n: int) -> str:
+    """What follows `prefix`, the start of an answer given back to be continued (vLLM's
+    `continue_final_message`, Anthropic's assistant prefill): the rest of the recorded answer,
+    or of the first `n` filler tokens. A prefix that ends mid-word gets at least the rest of
+    that word (so a prefix as long as the answer gets nothing more: it is complete). A prefix
+    that is not the start of the answer gets the whole answer after it, as a model answering
+    anew would."""
+    # The filler as long as the answer, or as the prefix if that is longer.
+    answer = recorded if recorded is not None else filler_text(max(n, len(split_pieces(prefix))))
+    if answer.startswith(prefix):
+        return answer[len(prefix):]
+    whole = recorded if recorded is not None else filler_text(n)
+    return whole if not prefix or prefix[-1].isspace() else " " + whole
+
+
 def content_text(content: Any) -> str:
     """Text of a message `content`: a string, or a list of parts with `text` fields."""
     if isinstance(content, str):

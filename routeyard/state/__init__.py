@@ -1,4 +1,5 @@
-"""State stores behind one interface: memory, SQLite (embedded default), Redis (shared).
+"""State stores behind one interface: memory, SQLite (embedded default), Redis (shared),
+PostgreSQL (durable records of several replicas; needs the `postgres` extra, asyncpg).
 
 Build one with `make_store(backend, ...)`; then `await store.start()`, record on the request
 path with `store.record_decision(...)`, and `await store.close()` at shutdown.
@@ -62,7 +63,20 @@ def _redis(options: StoreOptions) -> Store:
                       max_records=options.max_records)
 
 
-_BUILDERS: dict[str, StoreBuilder] = {"memory": _memory, "sqlite": _sqlite, "redis": _redis}
+def _postgres(options: StoreOptions) -> Store:
+    if not options.postgres_url:
+        raise ValueError("state.backend 'postgres' needs state.postgres_url "
+                         "(e.g. postgresql://routeyard@127.0.0.1:5432/routeyard)")
+    try:  # asyncpg is an optional extra: only this backend imports it
+        from routeyard.state.postgres import PostgresStore
+    except ImportError as exc:
+        raise RuntimeError("state.backend 'postgres' needs asyncpg: "
+                           "pip install 'routeyard[postgres]'") from exc
+    return PostgresStore(options.postgres_url, max_records=options.max_records)
+
+
+_BUILDERS: dict[str, StoreBuilder] = {"memory": _memory, "sqlite": _sqlite, "redis": _redis,
+                                      "postgres": _postgres}
 STORE_BACKENDS: frozenset[str] = frozenset(_BUILDERS)
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "TranslationError",
     "anthropic_headers",
     "convert_messages",
+    "prefill_ready",
     "to_anthropic_request",
     "to_openai_completion",
     "tool_input",
@@ -301,9 +302,34 @@ def _apply_thinking(body: dict[str, Any], out: dict[str, Any], max_tokens_given:
     out["thinking"] = thinking
 
 
+def prefill_ready(turns: list[dict[str, Any]]) -> None:
+    """A final assistant turn is a prefill: the answer continues from its text (how a stream
+    that broke off elsewhere is continued here). Anthropic refuses a prefill that ends in
+    whitespace, so it is trimmed (the relay drops the whitespace the continuation then
+    repeats); a prefill of whitespace alone is dropped."""
+    if not turns or turns[-1]["role"] != "assistant":
+        return
+    content = turns[-1]["content"]
+    if isinstance(content, str):
+        if content.rstrip():
+            turns[-1]["content"] = content.rstrip()
+        else:
+            turns.pop()
+        return
+    if content and content[-1].get("type") == "text":
+        text = content[-1]["text"].rstrip()
+        if text:
+            content[-1]["text"] = text
+        else:
+            content.pop()
+            if not content:
+                turns.pop()
+
+
 def to_anthropic_request(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
     """Translate an OpenAI chat-completions body into an Anthropic Messages body."""
     system, messages = convert_messages(body.get("messages") or [])
+    prefill_ready(messages)
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     out: dict[str, Any] = {
         "model": upstream_model,
