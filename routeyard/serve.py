@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -19,6 +20,7 @@ from routeyard.config.defaults import SIMULATOR_MOUNT, default_config
 from routeyard.config.schema import ServerConfig
 from routeyard.preflight import BUILD_ERRORS
 from routeyard.router import Router
+from routeyard.state import StoreRefused
 
 log = logging.getLogger("routeyard")
 
@@ -35,7 +37,8 @@ def resolve_config(
     return default_config(base_url, os.environ, probe_local=discover)
 
 
-def build_app(path: str | None, base_url: str, *, discover: bool) -> tuple[ASGIApp, list[str]]:
+def build_app(path: str | None, base_url: str, *, discover: bool
+              ) -> tuple[ASGIApp, list[str], Router]:
     config, notes = resolve_config(path, base_url, discover=discover)
     mounts: dict[str, ASGIApp] = {}
     if path is None:
@@ -43,12 +46,12 @@ def build_app(path: str | None, base_url: str, *, discover: bool) -> tuple[ASGIA
 
         mounts[SIMULATOR_MOUNT] = build_simulator_app(demo_config())
     router = Router(config, base_dir=Path(path).resolve().parent if path else None)
-    return create_app(router, mounts=mounts, config_path=path), notes
+    return create_app(router, mounts=mounts, config_path=path), notes, router
 
 
 def app_from_environment() -> ASGIApp:
     """uvicorn factory for --workers > 1: each worker builds its own app."""
-    app, _ = build_app(os.environ.get(_ENV_CONFIG) or None, os.environ[_ENV_BASE_URL],
+    app, _, _ = build_app(os.environ.get(_ENV_CONFIG) or None, os.environ[_ENV_BASE_URL],
                        discover=os.environ.get(_ENV_DISCOVER) == "1")
     return app
 
@@ -81,9 +84,14 @@ def serve(path: str | None, *, host: str | None, port: int | None, workers: int,
     port = sock.getsockname()[1]
     base_url = f"http://{host}:{port}"
     try:
-        app, notes = build_app(path, base_url, discover=discover)
+        app, notes, router = build_app(path, base_url, discover=discover)
+        # A store this build can never use (a newer database schema): refuse now, in one line.
+        asyncio.run(router.store.preflight())
     except ConfigError as error:
         print(error.render(), file=sys.stderr)
+        return 1
+    except StoreRefused as error:
+        print(f"cannot serve with the store of {path}: {error}", file=sys.stderr)
         return 1
     except BUILD_ERRORS as error:  # a signal's file is missing, say: no traceback
         print(f"cannot build the router from {path}: {error}", file=sys.stderr)

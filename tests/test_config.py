@@ -92,6 +92,19 @@ state: {backend: cassandra}
     assert "state.backend: unknown backend 'cassandra'" in rendered
 
 
+@pytest.mark.parametrize("backend", ["redis", "postgres"])
+def test_a_shared_backend_needs_its_url(backend: str) -> None:
+    text = f"""
+models:
+  - {{name: m, endpoints: [{{base_url: "http://x/v1"}}]}}
+state: {{backend: {backend}}}
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, environ={})
+    assert f"state.{backend}_url: required when state.backend is '{backend}'" \
+        in caught.value.render()
+
+
 def test_unknown_key_and_wrong_type() -> None:
     text = """
 models:

@@ -175,8 +175,8 @@ def test_upgrade_errors_are_one_line(tmp_path: Path) -> None:
     assert "postgresql://" in fails_cleanly(db("upgrade", "--postgres-url", "mysql://h/x"))
     fails_cleanly(db("upgrade"), status=2)  # argparse: one source is required
     config = config_file(tmp_path, {"backend": "postgres"})
-    assert "state.postgres_url is not set" in fails_cleanly(db("upgrade", "--config",
-                                                              str(config)))
+    assert "state.postgres_url: required when state.backend is 'postgres'" \
+        in fails_cleanly(db("upgrade", "--config", str(config)))
     config = config_file(tmp_path, {"backend": "sqlite"})
     sqlite = db("upgrade", "--config", str(config))
     assert sqlite.returncode == 0 and "nothing to upgrade" in sqlite.stdout

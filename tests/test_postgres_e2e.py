@@ -144,3 +144,6 @@ def test_serve_refuses_a_schema_newer_than_it_knows(sim: SimulatorProcess,
                               timeout=60, env={**os.environ, "XDG_STATE_HOME": str(tmp_path)})
         assert done.returncode != 0  # it stopped by itself, refusing to serve
         assert "schema is at version 9999, newer than this Routeyard knows" in done.stderr
+        # In one line, before serving: no traceback, nothing left open.
+        assert "Traceback" not in done.stderr and "Unclosed" not in done.stderr, done.stderr
+        assert "listening" not in done.stdout

@@ -74,6 +74,9 @@ def check_references(data: dict[str, Any], catalog: Catalog | None = None) -> li
                              f"(known: {', '.join(sorted(catalog.stores))})"))
         elif backend == "redis" and not state.get("redis_url"):
             problems.append(("state.redis_url", "required when state.backend is 'redis'"))
+        elif backend == "postgres" and not state.get("postgres_url"):
+            problems.append(("state.postgres_url", "required when state.backend is 'postgres' "
+                             "(e.g. postgresql://routeyard@127.0.0.1:5432/routeyard)"))
     return problems
 
 

@@ -15,6 +15,7 @@ from routeyard.state.base import (
     DECISION_STATUSES,
     DecisionRecord,
     Store,
+    StoreRefused,
     StoreUnavailable,
 )
 from routeyard.state.memory import MemoryStore
@@ -31,6 +32,7 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoreOptions",
+    "StoreRefused",
     "StoreUnavailable",
     "default_sqlite_path",
     "make_store",

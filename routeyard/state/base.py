@@ -32,6 +32,11 @@ class StoreUnavailable(RuntimeError):
     """The backing service cannot answer a read right now (callers should answer 503)."""
 
 
+class StoreRefused(RuntimeError):
+    """The store cannot be used by this build at all (a database schema newer than it knows):
+    `routeyard serve` refuses to start, with this message."""
+
+
 @dataclass(slots=True)
 class DecisionRecord:
     """One record per request that got past validation and routing (routed or direct)."""
@@ -68,6 +73,10 @@ class Store(ABC):
     """State behind one interface. Lifecycle: `await start()`, use, `await close()`."""
 
     name: str
+
+    async def preflight(self) -> None:  # noqa: B027 - optional hook
+        """Before serving: raise StoreRefused if this store can never be used by this build.
+        An unreachable service is not a refusal (it may come back)."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections and start background flushing."""

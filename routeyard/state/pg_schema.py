@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from routeyard.state.base import StoreRefused
+
 # Errors that mean "the server cannot be reached or cannot serve this right now".
 PG_ERRORS: tuple[type[BaseException], ...] = (OSError, asyncpg.PostgresError,
                                               asyncpg.InterfaceError)
@@ -31,7 +33,7 @@ _LEDGER = """CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 
 
-class SchemaMismatch(RuntimeError):
+class SchemaMismatch(StoreRefused):
     """The database's schema does not fit this build, and this build cannot fix it."""
 
 
@@ -140,6 +142,11 @@ async def upgrade(conn: asyncpg.Connection, *, schema: str | None = None) -> lis
         # A dead connection has released its session lock already.
         with contextlib.suppress(*PG_ERRORS):
             await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+
+async def refuse_newer(conn: asyncpg.Connection) -> None:
+    """SchemaMismatch when the database's schema is newer than this build knows."""
+    _refuse_newer(await applied_versions(conn))
 
 
 def _refuse_newer(applied: set[int]) -> None:

@@ -41,6 +41,7 @@ from routeyard.state.pg_schema import (
     SchemaMismatch,
     check_url,
     connect,
+    refuse_newer,
     server_settings,
     upgrade,
     where,
@@ -139,6 +140,21 @@ class PostgresStore(BufferedStore):
         return f"PostgresStore({where(self.url)!r}, schema={self.schema!r})"
 
     # -- lifecycle --------------------------------------------------------------------
+
+    async def preflight(self) -> None:
+        """Refuse a schema newer than this build before serving (one short connection); a
+        server that does not answer is checked again by start()."""
+        try:
+            conn = await connect(self.url, schema=self.schema, timeout=self.connect_timeout)
+        except (*PG_ERRORS, TimeoutError):
+            return
+        try:
+            await refuse_newer(conn)
+        except PG_ERRORS:
+            return
+        finally:
+            with contextlib.suppress(*PG_ERRORS):
+                await conn.close()
 
     async def start(self) -> None:
         """Check (and upgrade) the schema, then start the flusher. A schema newer than this
