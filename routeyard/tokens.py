@@ -8,6 +8,7 @@ count (see `prompt_size_upper_bound`).
 
 from __future__ import annotations
 
+import asyncio
 from functools import cache
 from typing import Any
 
@@ -21,6 +22,13 @@ def _encoding() -> Any:
     import bpe_openai
 
     return bpe_openai.get_encoding("cl100k_base")
+
+
+async def load_tokenizer() -> None:
+    """Load the tables off the event loop (~0.4 s, longer on a busy machine), so that the first
+    request that needs an exact count does not stall every other request of the process."""
+    if _encoding.cache_info().currsize == 0:
+        await asyncio.to_thread(_encoding)
 
 
 # bpe-openai refuses texts of a million characters or more; longer prompts are counted in

@@ -36,6 +36,7 @@ from routeyard.metrics import Metrics
 from routeyard.selection.budget import Budget, BudgetState
 from routeyard.selection.common import expected_output_tokens
 from routeyard.selection.ledger import PERIODS, period_id
+from routeyard.tokens import load_tokenizer
 
 if TYPE_CHECKING:
     from routeyard.pool import PooledModel
@@ -124,6 +125,7 @@ class Limiter:
                 continue
             limits = scope.limits
             if limits.tpm and not tokens:
+                await load_tokenizer()  # once per process, in a thread
                 tokens = ctx.prompt_tokens
             if scope.hard and not reserve:
                 reserve = model.config.pricing.cost(
