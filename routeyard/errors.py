@@ -103,6 +103,20 @@ class LimiterUnavailable(RouteyardError):
     code = "rate_limiter_unavailable"
 
 
+class ServerShuttingDown(RouteyardError):
+    """The server's drain window ended before the answer did (streams get an SSE error event
+    instead). A client may retry on another replica."""
+
+    status = 503
+    type = "server_error"
+    code = "server_shutting_down"
+
+
+# The message the drain cancels requests still running at the end of its window with: how a
+# handler tells that cancellation from a client going away.
+SHUTDOWN_CUT = "the server is shutting down: the drain window ended before the answer"
+
+
 class PayloadTooLarge(RouteyardError):
     status = 413
     type = "invalid_request_error"

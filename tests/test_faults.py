@@ -34,15 +34,19 @@ def test_sigterm_with_100_streams_in_flight_loses_none(tmp_path: Path) -> None:
 
 def test_sigterm_past_the_drain_window_ends_every_stream_with_an_error_event(
         tmp_path: Path) -> None:
-    """The same 100 streams, ~6 s long, with a window of 0.5 s: each ends with an SSE error
-    event (never a cut connection), is logged `shutdown`, and the router exits promptly."""
-    result = faults.sigterm_streams(tmp_path, 100, grace_s=0.5, tokens=200, tpot_ms=30.0)
+    """The same 100 streams, ~6 s long, and 10 whole requests as long, with a window of
+    0.5 s: each stream ends with an SSE error event (never a cut connection), each whole
+    request gets a 503 `server_shutting_down` in OpenAI's schema (not uvicorn's plain 500),
+    all are logged `shutdown`, and the router exits promptly."""
+    result = faults.sigterm_streams(tmp_path, 100, grace_s=0.5, tokens=200, tpot_ms=30.0,
+                                    whole=10)
     assert result["error_events"] == 100, result
     assert result["completed"] == result["connection_errors"] == 0, result
+    assert result["whole_failures"] == {"http_503": 10}, result
     assert result["last_stream_end_after_sigterm_s"] < 3, result
     assert result["exit_code"] in CLEAN_EXIT
-    assert result["records_found"] == 100, result
-    assert result["record_statuses"] == {"shutdown": 100}
+    assert result["records_found"] == 110, result
+    assert result["record_statuses"] == {"shutdown": 110}
     assert result["router_log_problems"] == []
 
 

@@ -9,8 +9,9 @@ and a stream in its own wire format: a `Surface`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +102,7 @@ async def serve_routed(request: Request, surface: Surface) -> Response:
                 headers["cache-control"] = "no-cache"
                 streaming = True
                 return RoutedStream(router, relay, surface.stream(relay), headers)
-            answer = await router.complete(body, plan)
+            answer = await _whole(request, router.complete(body, plan))
         except RouteyardError as error:
             return surface.style.for_error(error, headers)
         answer_headers(headers, answer.model, answer.headers)
@@ -109,6 +110,19 @@ async def serve_routed(request: Request, surface: Surface) -> Response:
     finally:
         if not streaming:
             router.in_flight -= 1
+
+
+async def _whole(request: Request, answering: Awaitable[Answer]) -> Answer:
+    """A whole answer, cut by the server's drain (a 503) if it is still coming at its end."""
+    waiting = request.app.state.drain.requests
+    task = asyncio.current_task()
+    if task is None:
+        return await answering
+    waiting.add(task)
+    try:
+        return await answering
+    finally:
+        waiting.discard(task)
 
 
 class RoutedStream(StreamingResponse):

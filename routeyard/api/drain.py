@@ -7,7 +7,8 @@ On SIGTERM (or SIGINT) the server
 3. lets running requests and streams finish for up to `server.shutdown_grace_s`;
 4. cuts the streams still open at the end of that window with an SSE error event (code
    `server_shutting_down`), as a broken upstream does, so clients see an error rather than a
-   silently truncated body.
+   silently truncated body; a whole (non-streamed) request still running is answered with a
+   503 `server_shutting_down` in its surface's schema, and recorded `shutdown`.
 
 uvicorn's hard deadline is set a few seconds past the window, as a backstop.
 
@@ -24,6 +25,8 @@ import signal
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
+
+from routeyard.errors import SHUTDOWN_CUT
 
 log = logging.getLogger("routeyard.drain")
 
@@ -43,6 +46,9 @@ class Drain:
         self.delay_s = delay_s
         self.draining = False
         self.streams: set[Interruptible] = set()  # open client streams, for the final cut
+        # Whole requests waiting for their answer: cancelled with SHUTDOWN_CUT at the cut,
+        # which the accounting turns into a 503 (rather than uvicorn's plain 500 later).
+        self.requests: set[asyncio.Task[Any]] = set()
         self._previous: dict[int, SignalHandler] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timers: list[asyncio.TimerHandle] = []
@@ -93,7 +99,10 @@ class Drain:
         self._timers.append(self._loop.call_later(delay + self.grace_s, self.cut))
 
     def cut(self) -> None:
-        if self.streams:
-            log.warning("drain window over: cutting %d open stream(s)", len(self.streams))
+        if self.streams or self.requests:
+            log.warning("drain window over: cutting %d open stream(s) and %d request(s)",
+                        len(self.streams), len(self.requests))
         for stream in list(self.streams):
             stream.interrupt(CUT_MESSAGE)
+        for task in list(self.requests):
+            task.cancel(SHUTDOWN_CUT)

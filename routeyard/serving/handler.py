@@ -12,13 +12,14 @@ itself when it ends, since only then is its outcome known.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from routeyard.errors import InvalidRequest
+from routeyard.errors import SHUTDOWN_CUT, InvalidRequest, ServerShuttingDown
 from routeyard.pool import PoolExhausted, Served
 from routeyard.serving.accounting import Accountant
 from routeyard.serving.exhausted import client_error
@@ -94,3 +95,12 @@ class Accounted(Handler):
             self.accountant.record(plan, served=None, usage_=None, status="blocked",
                                    stream=stream)
             raise
+        except asyncio.CancelledError as cancelled:
+            if cancelled.args != (SHUTDOWN_CUT,):
+                raise  # the client went away, or the server is stopping without a drain
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # handled here: answered, not cancelled
+            self.accountant.record(plan, served=None, usage_=None, status="shutdown",
+                                   stream=stream)
+            raise ServerShuttingDown(SHUTDOWN_CUT) from None
