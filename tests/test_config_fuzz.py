@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -201,11 +200,11 @@ def test_yaml_traps_give_located_problems(text: str) -> None:
     (_YAML_TRAPS[3], "invalid YAML: nested more than 100 levels deep"),
 ])
 def test_self_reference_depth_and_alias_bombs_are_refused_at_once(text: str, says: str) -> None:
-    # The bomb used to be expanded: ~25 s, and memory to match, before any error.
-    started = time.monotonic()
+    # The bomb used to be expanded (~25 s, and memory to match) before any error. The message
+    # says which guard refused it, as it counts, before anything is expanded; no wall-clock
+    # bound, which a busy machine would break.
     with pytest.raises(ConfigError) as raised:
         parse_config(text)
-    assert time.monotonic() - started < 3
     assert [message for _, message in raised.value.problems] == [says]
 
 

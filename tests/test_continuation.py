@@ -283,7 +283,17 @@ def test_streams_survive_sigkill_of_their_backend_mid_load(tmp_path: Path) -> No
                                candidates=["primary"], fallback=["backup"])
         with start_router(config, tmp_path) as gateway:
             client = openai_client(gateway)
-            killer = threading.Timer(0.12, a.kill)
+
+            def kill_mid_load() -> None:
+                # Once a few streams have reached A (each streams for ~0.2 s), not after a
+                # fixed delay, which a busy machine can make too early or too late.
+                deadline = time.monotonic() + 30
+                while a.stats()["requests"].get("sim", 0) < 4 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                time.sleep(0.02)
+                a.kill()
+
+            killer = threading.Thread(target=kill_mid_load)
 
             def one(i: int) -> Streamed:
                 time.sleep(0.01 * (i % 12))
