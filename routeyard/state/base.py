@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from routeyard.state.query import Aggregate, DecisionPage, DecisionQuery, StatsQuery
 
 # A claim marker's stored value (what `get_value` returns for a claimed key).
 CLAIM_VALUE = b"1"
@@ -52,9 +55,21 @@ class DecisionRecord:
     cost_usd: float
     status: str  # one of DECISION_STATUSES
     stream: bool = False
-    # Everything else worth explaining the choice with, as JSON-able data (e.g. `skipped`:
-    # the candidates that could not serve the request, and why).
+    # Everything else worth explaining the choice with, as JSON-able data: the signals, the
+    # rule path, the algorithm, the candidates and their scores, the attempts, the plugins
+    # (docs/state.md lists the keys).
     detail: dict[str, Any] | None = None
+    # First-class because the query API filters and aggregates on them (schema v2).
+    surface: str | None = None  # chat, messages, responses, completions, embeddings
+    key_id: str | None = None  # the caller's key id (never the secret)
+    tenant: str | None = None  # the caller's tenant
+    ttft_ms: float | None = None  # time to the first byte of a stream's answer
+    cache: str | None = None  # the semantic cache's status (hit, miss, bypass), if one ran
+    # What the answer would have cost on the dearest candidate of its decision (same tokens).
+    dearest_cost_usd: float | None = None
+    # Feedback joined on read (kept beside the record, never written with it): the reward in
+    # [0, 1], or None when no feedback came.
+    feedback: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,11 +77,16 @@ class DecisionRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DecisionRecord:
         """Build from a stored dict, ignoring keys a newer writer may have added."""
-        return cls(**{k: data[k] for k in DECISION_FIELDS if k in data})
+        return cls(**{k: data[k] for k in _ALL_FIELDS if k in data})
 
 
-# Column order for row-shaped stores (SQLite); the dataclass is the single source of truth.
-DECISION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DecisionRecord))
+_ALL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DecisionRecord))
+# The stored columns, in order, for row-shaped stores (SQLite, PostgreSQL, exports): every
+# field but the joined feedback. The dataclass is the single source of truth.
+DECISION_FIELDS: tuple[str, ...] = tuple(f for f in _ALL_FIELDS if f != "feedback")
+# The statuses the stats count as errors (the request got no whole answer by our fault or a
+# backend's).
+ERROR_STATUSES = frozenset({"upstream_failed", "stream_broken", "shutdown"})
 
 
 class Store(ABC):
@@ -95,6 +115,23 @@ class Store(ABC):
     @abstractmethod
     async def recent_decisions(self, limit: int = 100) -> list[DecisionRecord]:
         """Newest first."""
+
+    # -- the query API (/v1/decisions, /v1/stats; docs/state.md) ------------------------------
+
+    @abstractmethod
+    async def query_decisions(self, query: DecisionQuery) -> DecisionPage:
+        """A page of records passing the query, newest first (time, then request id), with
+        their feedback joined."""
+
+    @abstractmethod
+    async def decision_stats(self, query: StatsQuery) -> dict[Any, Aggregate]:
+        """The window's records aggregated per group (a group's key: its model, decision,
+        key id or tenant, or the hour as int(time // 3600); None without group_by)."""
+
+    @abstractmethod
+    async def record_feedback(self, request_id: str, score: float) -> None:
+        """Keep a request's feedback (a reward in [0, 1]) beside its record, joined on read;
+        written through. Later feedback for the same id replaces it."""
 
     @abstractmethod
     async def ping(self) -> bool:

@@ -1,0 +1,282 @@
+"""The SQLite store's query API: filtered pages, stats from hourly roll-ups, feedback, retention.
+
+Stats over a million records must answer in well under a second, and SQLite has no hash
+aggregation (a GROUP BY over a million rows sorts them). So the writer keeps
+`decision_rollups`: per hour, per dimension (`all`, model, decision, key, tenant, surface,
+status) and value, the summable `Aggregate` of the records written, histograms as JSON. A
+stats query reads the roll-ups for the whole hours of its window and the records of the partial
+hours at its edges. A query with two or more filters, or one filter and a group_by of another
+dimension, reads the records themselves (through the filter's index). Feedback lives in
+`decision_feedback`, joined by request id.
+
+Every function here runs on the store's reader or writer thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from typing import Any
+
+import orjson
+
+from routeyard.state.base import DECISION_FIELDS, DecisionRecord
+from routeyard.state.query import (
+    FILTER_FIELDS,
+    Aggregate,
+    DecisionPage,
+    DecisionQuery,
+    StatsQuery,
+    histogram_json,
+    histogram_of,
+    page_of,
+)
+
+SCHEMA_VERSION = 2
+# Schema v2: the query API's tables and indexes (created at open; the columns are added by
+# the store's _ADDED_COLUMNS).
+V2_SCHEMA: tuple[str, ...] = (
+    "CREATE INDEX IF NOT EXISTS decisions_time_id ON decisions (time, request_id)",
+    "CREATE INDEX IF NOT EXISTS decisions_key ON decisions (key_id, time)",
+    "CREATE INDEX IF NOT EXISTS decisions_tenant ON decisions (tenant, time)",
+    "CREATE INDEX IF NOT EXISTS decisions_model ON decisions (model, time)",
+    "CREATE INDEX IF NOT EXISTS decisions_decision ON decisions (decision, time)",
+    """CREATE TABLE IF NOT EXISTS decision_feedback (
+        request_id TEXT PRIMARY KEY,
+        score REAL NOT NULL,
+        time REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS decision_rollups (
+        hour INTEGER NOT NULL,
+        dim TEXT NOT NULL,
+        value TEXT NOT NULL,
+        requests INTEGER NOT NULL, errors INTEGER NOT NULL,
+        cache_ran INTEGER NOT NULL, cache_hits INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL, dearest_cost_usd REAL NOT NULL, latency_sum REAL NOT NULL,
+        latency_hist TEXT NOT NULL, ttft_hist TEXT NOT NULL,
+        PRIMARY KEY (hour, dim, value)
+    ) WITHOUT ROWID""",
+)
+# Roll-up dimensions: the record field each groups by ("all": one row per hour).
+ROLLUP_DIMS: dict[str, str | None] = {"all": None, "model": "model", "decision": "decision",
+                                      "key": "key_id", "tenant": "tenant",
+                                      "surface": "surface", "status": "status"}
+_FIELD_DIM = {f: d for d, f in ROLLUP_DIMS.items() if f is not None}
+_AGG_COLUMNS = ("requests, errors, cache_ran, cache_hits, prompt_tokens, completion_tokens, "
+                "cost_usd, dearest_cost_usd, latency_sum, latency_hist, ttft_hist")
+_ROLLUP_UPSERT = (f"INSERT OR REPLACE INTO decision_rollups (hour, dim, value, {_AGG_COLUMNS}) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_ROLLUP_GET = (f"SELECT {_AGG_COLUMNS} FROM decision_rollups "
+               "WHERE hour = ? AND dim = ? AND value = ?")
+# What the stats read of each record on the raw path.
+_RAW_COLUMNS = ("status, latency_ms, ttft_ms, prompt_tokens, completion_tokens, cost_usd, "
+                "dearest_cost_usd, cache")
+_SELECT = ", ".join(f"d.{f}" for f in DECISION_FIELDS) + ", f.score"
+_FROM = "decisions AS d LEFT JOIN decision_feedback AS f ON f.request_id = d.request_id"
+_CHUNK = 500
+
+
+# -- writing (writer thread, inside the batch's transaction) -------------------------------
+
+
+def roll_up(conn: sqlite3.Connection, records: list[DecisionRecord], *,
+            check: bool = True) -> None:
+    """Add a batch's records to the hourly roll-ups, before they are inserted. With `check`,
+    a record already in the log (a batch written twice after an interruption) is counted
+    once: its first write counted it."""
+    ids = [r.request_id for r in records] if check else []
+    known: set[str] = set()
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start:start + _CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        known.update(row[0] for row in conn.execute(
+            f"SELECT request_id FROM decisions WHERE request_id IN ({marks})", chunk))
+    # One aggregate per distinct (hour, dimension values), then merged into each dimension.
+    fine: dict[tuple[Any, ...], Aggregate] = {}
+    for r in records:
+        if r.request_id in known:
+            continue
+        key = (int(r.time // 3600), r.model, r.decision, r.key_id, r.tenant, r.surface, r.status)
+        agg = fine.get(key)
+        if agg is None:
+            agg = fine[key] = Aggregate()
+        agg.add(r.status, r.latency_ms, r.ttft_ms, r.prompt_tokens, r.completion_tokens,
+                r.cost_usd, r.dearest_cost_usd, r.cache)
+    coarse: dict[tuple[int, str, str], Aggregate] = {}
+    for (hour, *values), agg in fine.items():
+        for dim, value in zip(ROLLUP_DIMS, [None, *values], strict=True):
+            slot = (hour, dim, value or "")
+            found = coarse.get(slot)
+            if found is None:
+                found = coarse[slot] = Aggregate()
+            found.merge(agg)
+    for slot, agg in coarse.items():
+        row = conn.execute(_ROLLUP_GET, slot).fetchone()
+        if row is not None:
+            agg.merge(_aggregate(row))
+        conn.execute(_ROLLUP_UPSERT, (*slot, agg.requests, agg.errors, agg.cache_ran,
+                                      agg.cache_hits, agg.prompt_tokens, agg.completion_tokens,
+                                      agg.cost_usd, agg.dearest_cost_usd, agg.latency_sum,
+                                      histogram_json(agg.latency), histogram_json(agg.ttft)))
+
+
+def backfill(conn: sqlite3.Connection) -> None:
+    """Roll up the records a file had before it had roll-ups (an upgrade from schema v1)."""
+    cursor = conn.execute(f"SELECT {', '.join(DECISION_FIELDS)} FROM decisions")
+    while batch := cursor.fetchmany(10_000):
+        roll_up(conn, [record_of((*row, None)) for row in batch], check=False)
+
+
+def set_feedback(conn: sqlite3.Connection, request_id: str, score: float, now: float) -> None:
+    conn.execute("INSERT OR REPLACE INTO decision_feedback (request_id, score, time) "
+                 "VALUES (?, ?, ?)", (request_id, score, now))
+
+
+def prune_older(conn: sqlite3.Connection, cutoff: float, limit: int = 10_000) -> int:
+    """Delete up to `limit` records older than `cutoff` (and their feedback), and the roll-ups
+    of the hours wholly before it. Returns how many records went."""
+    conn.execute("BEGIN")
+    try:
+        gone = conn.execute(
+            "DELETE FROM decisions WHERE rowid IN (SELECT rowid FROM decisions "
+            "WHERE time < ? ORDER BY time LIMIT ?)", (cutoff, limit)).rowcount
+        conn.execute("DELETE FROM decision_feedback WHERE time < ?", (cutoff,))
+        conn.execute("DELETE FROM decision_rollups WHERE hour < ?", (math.floor(cutoff / 3600),))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return gone
+
+
+# -- reading (reader thread) -------------------------------------------------------------------
+
+
+def record_of(row: tuple[Any, ...]) -> DecisionRecord:
+    values = dict(zip((*DECISION_FIELDS, "feedback"), row, strict=True))
+    values["stream"] = bool(values["stream"])
+    detail = values["detail"]
+    values["detail"] = orjson.loads(detail) if detail else None
+    return DecisionRecord(**values)
+
+
+def _where(query: DecisionQuery | StatsQuery, since: float | None, until: float | None
+           ) -> tuple[list[str], list[Any]]:
+    terms: list[str] = []
+    args: list[Any] = []
+    if since is not None:
+        terms.append("d.time >= ?")
+        args.append(since)
+    if until is not None:
+        terms.append("d.time < ?")
+        args.append(until)
+    for name, value in query.filters:
+        terms.append(f"d.{name} = ?")
+        args.append(value)
+    return terms, args
+
+
+def query_page(conn: sqlite3.Connection, query: DecisionQuery) -> DecisionPage:
+    terms, args = _where(query, query.since, query.until)
+    if query.has_feedback is not None:
+        terms.append("f.request_id IS NOT NULL" if query.has_feedback
+                     else "f.request_id IS NULL")
+    if query.after is not None:
+        terms.append("(d.time < ? OR (d.time = ? AND d.request_id < ?))")
+        args += [query.after[0], query.after[0], query.after[1]]
+    where = (" WHERE " + " AND ".join(terms)) if terms else ""
+    rows = conn.execute(f"SELECT {_SELECT} FROM {_FROM}{where} "
+                        "ORDER BY d.time DESC, d.request_id DESC LIMIT ?",
+                        (*args, query.limit + 1)).fetchall()
+    return page_of([record_of(row) for row in rows], query.limit)
+
+
+def get_one(conn: sqlite3.Connection, request_id: str) -> DecisionRecord | None:
+    rows = conn.execute(f"SELECT {_SELECT} FROM {_FROM} WHERE d.request_id = ?",
+                        (request_id,)).fetchall()
+    return record_of(rows[0]) if rows else None
+
+
+def _aggregate(row: tuple[Any, ...]) -> Aggregate:
+    (requests, errors, cache_ran, cache_hits, prompt, completion, cost, dearest, latency_sum,
+     latency, ttft) = row
+    return Aggregate(requests, errors, cache_ran, cache_hits, prompt, completion, cost,
+                     dearest, latency_sum, histogram_of(latency), histogram_of(ttft))
+
+
+def _group_sql(group_by: str | None) -> str:
+    if group_by is None:
+        return "NULL"
+    if group_by == "hour":
+        return "CAST(d.time / 3600 AS INTEGER)"
+    return f"d.{FILTER_FIELDS[group_by]}"
+
+
+def _raw(conn: sqlite3.Connection, query: StatsQuery, since: float, until: float,
+         groups: dict[Any, Aggregate]) -> None:
+    terms, args = _where(query, since, until)
+    rows = conn.execute(f"SELECT {_group_sql(query.group_by)}, {_RAW_COLUMNS} FROM decisions "
+                        f"AS d WHERE {' AND '.join(terms)}", args)
+    for key, *values in rows:
+        agg = groups.get(key)
+        if agg is None:
+            agg = groups[key] = Aggregate()
+        agg.add(*values)
+
+
+def _rollup_plan(query: StatsQuery) -> tuple[str, str | None] | None:
+    """The roll-up dimension (and value) that answers the query, or None when none does."""
+    if not query.filters:
+        return ("all", None) if query.group_by in (None, "hour") else (query.group_by, None)
+    if len(query.filters) > 1:
+        return None
+    field, value = query.filters[0]
+    dim = _FIELD_DIM[field]
+    if query.group_by in (None, "hour", dim):
+        return dim, value
+    return None
+
+
+def stats(conn: sqlite3.Connection, query: StatsQuery) -> dict[Any, Aggregate]:
+    groups: dict[Any, Aggregate] = {}
+    plan = _rollup_plan(query)
+    first_hour, end_hour = math.ceil(query.since / 3600), math.floor(query.until / 3600)
+    if plan is None or first_hour >= end_hour:
+        _raw(conn, query, query.since, query.until, groups)
+    else:
+        dim, value = plan
+        _raw(conn, query, query.since, first_hour * 3600.0, groups)
+        _raw(conn, query, end_hour * 3600.0, query.until, groups)
+        sql = f"SELECT hour, value, {_AGG_COLUMNS} FROM decision_rollups " \
+              "WHERE dim = ? AND hour >= ? AND hour < ?"
+        args: list[Any] = [dim, first_hour, end_hour]
+        if value is not None:
+            sql += " AND value = ?"
+            args.append(value)
+        for hour, found, *row in conn.execute(sql, args):
+            key = (hour if query.group_by == "hour" else
+                   None if query.group_by is None else found or None)
+            agg = groups.get(key)
+            if agg is None:
+                groups[key] = _aggregate(tuple(row))
+            else:
+                agg.merge(_aggregate(tuple(row)))
+    _join_feedback(conn, query, groups)
+    return groups
+
+
+def _join_feedback(conn: sqlite3.Connection, query: StatsQuery,
+                   groups: dict[Any, Aggregate]) -> None:
+    terms, args = _where(query, query.since, query.until)
+    # CROSS JOIN keeps the (small) feedback table outside: one primary-key probe per feedback.
+    rows = conn.execute(f"SELECT {_group_sql(query.group_by)}, count(*), sum(f.score) "
+                        "FROM decision_feedback AS f CROSS JOIN decisions AS d "
+                        f"ON d.request_id = f.request_id WHERE {' AND '.join(terms)} "
+                        "GROUP BY 1", args)
+    for key, count, total in rows:
+        agg = groups.get(key)
+        if agg is not None:
+            agg.feedback_count += count
+            agg.feedback_sum += total or 0.0
