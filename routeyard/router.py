@@ -251,7 +251,7 @@ def _store_from_config(config: RouteyardConfig) -> Store:
     postgres = state.postgres_url.get_secret_value() if state.postgres_url else None
     return make_store(state.backend, path=path, redis_url=state.redis_url,
                       postgres_url=postgres, key_prefix=state.key_prefix,
-                      max_records=state.max_records)
+                      max_records=state.max_records, retention_days=state.retention_days)
 
 
 def _default_state_dir() -> Path:
