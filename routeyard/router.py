@@ -77,7 +77,8 @@ class Router:
             name: algorithm for name, algorithm in self.planner.algorithms.items()
             if isinstance(algorithm, OnlineAlgorithm)})
         self.accountant = Accountant(self.metrics, self.store, self.feedback,
-                                     self.budget_ledger, self.background.spawn)
+                                     self.budget_ledger, self.background.spawn,
+                                     log_content=config.state.log_content)
         decisions = self.planner.decisions
         self.plugins: dict[str, Chain] = build_plugins(decisions, PluginBuild(self.store))
         self.stacks: dict[str, Handler] = self._stacks(decisions)

@@ -134,6 +134,9 @@ class FeedbackService:
                                     param="request_id")
         learner = self.learners.get(decision)
         reward = feedback.reward()
+        # Joined to the decision record (a preference counts as 1 for the preferred answer).
+        await self.store.record_feedback(feedback.request_id,
+                                         reward if reward is not None else 1.0)
         if learner is not None:
             context = await self._context(feedback.request_id, learner)
             async with self._updating(decision):

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from routeyard.state.base import ERROR_STATUSES, DecisionRecord
+from routeyard.state.record import ERROR_STATUSES, DecisionRecord
 
 # The record fields the query API filters on, by query parameter name.
 FILTER_FIELDS: dict[str, str] = {"decision": "decision", "model": "model", "key": "key_id",
