@@ -156,6 +156,17 @@ async def test_get_joins_feedback_and_later_feedback_replaces_it(store: Store) -
     assert await store.get_decision("req_missing") is None
 
 
+async def test_feedback_that_comes_before_its_record_is_joined(store: Store) -> None:
+    records = synthetic(40)
+    early = records[1]  # fill() gives feedback to every 7th record: not to this one
+    await store.record_feedback(early.request_id, 0.9)
+    await fill(store, records)
+    found = await store.get_decision(early.request_id)
+    assert found is not None and found.feedback == 0.9
+    stats = await store.decision_stats(StatsQuery(BASE - 7200, BASE + 86400, None))
+    assert stats[None].feedback_count == len(range(0, 40, 7)) + 1
+
+
 def test_bad_cursors_are_refused() -> None:
     for bad in ("", "not-base64!", "WzEsMl0", "eyJhIjoxfQ", "WyJ4IiwieSJd"):
         with pytest.raises(QueryError):

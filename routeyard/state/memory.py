@@ -88,8 +88,11 @@ class MemoryStore(Store):
                                  query.group_by)
 
     async def record_feedback(self, request_id: str, score: float) -> None:
-        if request_id in self._by_id:
-            self._feedback[request_id] = float(score)
+        feedback = self._feedback
+        feedback.pop(request_id, None)
+        feedback[request_id] = float(score)
+        while len(feedback) > self.max_records:  # ids whose records are gone, or never came
+            del feedback[next(iter(feedback))]
 
     async def ping(self) -> bool:
         return True

@@ -222,11 +222,3 @@ def aggregate_records(records: Iterable[DecisionRecord], group_by: str | None
             found = groups[key] = Aggregate()
         found.add_record(record)
     return groups
-
-
-def histogram_json(histogram: dict[int, int]) -> str:
-    return orjson.dumps({str(b): n for b, n in histogram.items()}).decode()
-
-
-def histogram_of(text: str | bytes | None) -> dict[int, int]:
-    return {int(b): int(n) for b, n in orjson.loads(text).items()} if text else {}

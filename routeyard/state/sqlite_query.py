@@ -18,6 +18,7 @@ import math
 import sqlite3
 from typing import Any
 
+import numpy as np
 import orjson
 
 from routeyard.state.base import DECISION_FIELDS, DecisionRecord
@@ -27,8 +28,6 @@ from routeyard.state.query import (
     DecisionPage,
     DecisionQuery,
     StatsQuery,
-    histogram_json,
-    histogram_of,
     page_of,
 )
 
@@ -41,21 +40,25 @@ V2_SCHEMA: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS decisions_tenant ON decisions (tenant, time)",
     "CREATE INDEX IF NOT EXISTS decisions_model ON decisions (model, time)",
     "CREATE INDEX IF NOT EXISTS decisions_decision ON decisions (decision, time)",
+    # `time` is the record's (so retention and windows apply to feedback as to its record).
     """CREATE TABLE IF NOT EXISTS decision_feedback (
         request_id TEXT PRIMARY KEY,
         score REAL NOT NULL,
         time REAL NOT NULL
     )""",
+    "CREATE INDEX IF NOT EXISTS decision_feedback_time ON decision_feedback (time)",
+    # Histograms are packed little-endian uint32 (bucket, count) pairs.
     """CREATE TABLE IF NOT EXISTS decision_rollups (
-        hour INTEGER NOT NULL,
         dim TEXT NOT NULL,
+        hour INTEGER NOT NULL,
         value TEXT NOT NULL,
         requests INTEGER NOT NULL, errors INTEGER NOT NULL,
         cache_ran INTEGER NOT NULL, cache_hits INTEGER NOT NULL,
         prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
         cost_usd REAL NOT NULL, dearest_cost_usd REAL NOT NULL, latency_sum REAL NOT NULL,
-        latency_hist TEXT NOT NULL, ttft_hist TEXT NOT NULL,
-        PRIMARY KEY (hour, dim, value)
+        feedback_count INTEGER NOT NULL, feedback_sum REAL NOT NULL,
+        latency_hist BLOB NOT NULL, ttft_hist BLOB NOT NULL,
+        PRIMARY KEY (dim, hour, value)
     ) WITHOUT ROWID""",
 )
 # Roll-up dimensions: the record field each groups by ("all": one row per hour).
@@ -63,35 +66,58 @@ ROLLUP_DIMS: dict[str, str | None] = {"all": None, "model": "model", "decision":
                                       "key": "key_id", "tenant": "tenant",
                                       "surface": "surface", "status": "status"}
 _FIELD_DIM = {f: d for d, f in ROLLUP_DIMS.items() if f is not None}
+_DIM_FIELDS = "model, decision, key_id, tenant, surface, status"
 _AGG_COLUMNS = ("requests, errors, cache_ran, cache_hits, prompt_tokens, completion_tokens, "
-                "cost_usd, dearest_cost_usd, latency_sum, latency_hist, ttft_hist")
-_ROLLUP_UPSERT = (f"INSERT OR REPLACE INTO decision_rollups (hour, dim, value, {_AGG_COLUMNS}) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                "cost_usd, dearest_cost_usd, latency_sum, feedback_count, feedback_sum, "
+                "latency_hist, ttft_hist")
+_ROLLUP_UPSERT = (f"INSERT OR REPLACE INTO decision_rollups (dim, hour, value, {_AGG_COLUMNS}) "
+                  f"VALUES ({', '.join('?' * 16)})")
 _ROLLUP_GET = (f"SELECT {_AGG_COLUMNS} FROM decision_rollups "
-               "WHERE hour = ? AND dim = ? AND value = ?")
-# What the stats read of each record on the raw path.
-_RAW_COLUMNS = ("status, latency_ms, ttft_ms, prompt_tokens, completion_tokens, cost_usd, "
-                "dearest_cost_usd, cache")
+               "WHERE dim = ? AND hour = ? AND value = ?")
+_ROLLUP_FEEDBACK = ("UPDATE decision_rollups SET feedback_count = feedback_count + ?, "
+                    "feedback_sum = feedback_sum + ? WHERE dim = ? AND hour = ? AND value = ?")
+# What the stats read of each record on the raw path (feedback joined).
+_RAW_COLUMNS = ("d.status, d.latency_ms, d.ttft_ms, d.prompt_tokens, d.completion_tokens, "
+                "d.cost_usd, d.dearest_cost_usd, d.cache, f.score")
 _SELECT = ", ".join(f"d.{f}" for f in DECISION_FIELDS) + ", f.score"
 _FROM = "decisions AS d LEFT JOIN decision_feedback AS f ON f.request_id = d.request_id"
 _CHUNK = 500
+_PAIRS = np.dtype("<u4")
+_MAX_BUCKET = 1023  # ~e^51 ms: nothing real gets there; larger values share the last bucket
+
+
+def pack(histogram: dict[int, int]) -> bytes:
+    flat = [v for b, n in histogram.items() for v in (min(b, _MAX_BUCKET), n)]
+    return np.asarray(flat, dtype=_PAIRS).tobytes()
+
+
+def unpack(blob: bytes) -> dict[int, int]:
+    pairs = np.frombuffer(blob, dtype=_PAIRS).reshape(-1, 2)
+    return dict(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist(), strict=True))
 
 
 # -- writing (writer thread, inside the batch's transaction) -------------------------------
+
+
+def _ids_in(conn: sqlite3.Connection, table: str, columns: str, ids: list[str]
+            ) -> list[tuple[Any, ...]]:
+    found: list[tuple[Any, ...]] = []
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start:start + _CHUNK]
+        found += conn.execute(f"SELECT {columns} FROM {table} WHERE request_id IN "
+                              f"({', '.join('?' * len(chunk))})", chunk).fetchall()
+    return found
 
 
 def roll_up(conn: sqlite3.Connection, records: list[DecisionRecord], *,
             check: bool = True) -> None:
     """Add a batch's records to the hourly roll-ups, before they are inserted. With `check`,
     a record already in the log (a batch written twice after an interruption) is counted
-    once: its first write counted it."""
-    ids = [r.request_id for r in records] if check else []
-    known: set[str] = set()
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start:start + _CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        known.update(row[0] for row in conn.execute(
-            f"SELECT request_id FROM decisions WHERE request_id IN ({marks})", chunk))
+    once: its first write counted it. Feedback that came before its record is counted now."""
+    ids = [r.request_id for r in records]
+    known = {row[0] for row in _ids_in(conn, "decisions", "request_id", ids)} if check \
+        else set()
+    early = dict(_ids_in(conn, "decision_feedback", "request_id, score", ids))
     # One aggregate per distinct (hour, dimension values), then merged into each dimension.
     fine: dict[tuple[Any, ...], Aggregate] = {}
     for r in records:
@@ -103,10 +129,14 @@ def roll_up(conn: sqlite3.Connection, records: list[DecisionRecord], *,
             agg = fine[key] = Aggregate()
         agg.add(r.status, r.latency_ms, r.ttft_ms, r.prompt_tokens, r.completion_tokens,
                 r.cost_usd, r.dearest_cost_usd, r.cache)
-    coarse: dict[tuple[int, str, str], Aggregate] = {}
+        score = early.get(r.request_id)
+        if score is not None:
+            agg.feedback_count += 1
+            agg.feedback_sum += score
+    coarse: dict[tuple[str, int, str], Aggregate] = {}
     for (hour, *values), agg in fine.items():
         for dim, value in zip(ROLLUP_DIMS, [None, *values], strict=True):
-            slot = (hour, dim, value or "")
+            slot = (dim, hour, value or "")
             found = coarse.get(slot)
             if found is None:
                 found = coarse[slot] = Aggregate()
@@ -118,7 +148,8 @@ def roll_up(conn: sqlite3.Connection, records: list[DecisionRecord], *,
         conn.execute(_ROLLUP_UPSERT, (*slot, agg.requests, agg.errors, agg.cache_ran,
                                       agg.cache_hits, agg.prompt_tokens, agg.completion_tokens,
                                       agg.cost_usd, agg.dearest_cost_usd, agg.latency_sum,
-                                      histogram_json(agg.latency), histogram_json(agg.ttft)))
+                                      agg.feedback_count, agg.feedback_sum,
+                                      pack(agg.latency), pack(agg.ttft)))
 
 
 def backfill(conn: sqlite3.Connection) -> None:
@@ -129,8 +160,27 @@ def backfill(conn: sqlite3.Connection) -> None:
 
 
 def set_feedback(conn: sqlite3.Connection, request_id: str, score: float, now: float) -> None:
-    conn.execute("INSERT OR REPLACE INTO decision_feedback (request_id, score, time) "
-                 "VALUES (?, ?, ?)", (request_id, score, now))
+    """Keep (or replace) a request's feedback, and count it in its record's roll-ups. Before
+    its record is written, it is kept only, and counted when the record comes."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        record = conn.execute(f"SELECT time, {_DIM_FIELDS} FROM decisions WHERE request_id = ?",
+                              (request_id,)).fetchone()
+        old = conn.execute("SELECT score FROM decision_feedback WHERE request_id = ?",
+                           (request_id,)).fetchone()
+        conn.execute("INSERT OR REPLACE INTO decision_feedback (request_id, score, time) "
+                     "VALUES (?, ?, ?)", (request_id, score,
+                                          record[0] if record is not None else now))
+        if record is not None:
+            hour = int(record[0] // 3600)
+            count, delta = (1, score) if old is None else (0, score - old[0])
+            for dim, value in zip(ROLLUP_DIMS, [None, *record[1:]], strict=True):
+                conn.execute(_ROLLUP_FEEDBACK, (count, delta, dim, hour, value or ""))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def prune_older(conn: sqlite3.Connection, cutoff: float, limit: int = 10_000) -> int:
@@ -201,9 +251,10 @@ def get_one(conn: sqlite3.Connection, request_id: str) -> DecisionRecord | None:
 
 def _aggregate(row: tuple[Any, ...]) -> Aggregate:
     (requests, errors, cache_ran, cache_hits, prompt, completion, cost, dearest, latency_sum,
-     latency, ttft) = row
+     feedback_count, feedback_sum, latency, ttft) = row
     return Aggregate(requests, errors, cache_ran, cache_hits, prompt, completion, cost,
-                     dearest, latency_sum, histogram_of(latency), histogram_of(ttft))
+                     dearest, latency_sum, unpack(latency), unpack(ttft), feedback_count,
+                     feedback_sum)
 
 
 def _group_sql(group_by: str | None) -> str:
@@ -217,13 +268,16 @@ def _group_sql(group_by: str | None) -> str:
 def _raw(conn: sqlite3.Connection, query: StatsQuery, since: float, until: float,
          groups: dict[Any, Aggregate]) -> None:
     terms, args = _where(query, since, until)
-    rows = conn.execute(f"SELECT {_group_sql(query.group_by)}, {_RAW_COLUMNS} FROM decisions "
-                        f"AS d WHERE {' AND '.join(terms)}", args)
-    for key, *values in rows:
+    rows = conn.execute(f"SELECT {_group_sql(query.group_by)}, {_RAW_COLUMNS} FROM {_FROM} "
+                        f"WHERE {' AND '.join(terms)}", args)
+    for key, *values, score in rows:
         agg = groups.get(key)
         if agg is None:
             agg = groups[key] = Aggregate()
         agg.add(*values)
+        if score is not None:
+            agg.feedback_count += 1
+            agg.feedback_sum += score
 
 
 def _rollup_plan(query: StatsQuery) -> tuple[str, str | None] | None:
@@ -245,38 +299,46 @@ def stats(conn: sqlite3.Connection, query: StatsQuery) -> dict[Any, Aggregate]:
     first_hour, end_hour = math.ceil(query.since / 3600), math.floor(query.until / 3600)
     if plan is None or first_hour >= end_hour:
         _raw(conn, query, query.since, query.until, groups)
-    else:
-        dim, value = plan
-        _raw(conn, query, query.since, first_hour * 3600.0, groups)
-        _raw(conn, query, end_hour * 3600.0, query.until, groups)
-        sql = f"SELECT hour, value, {_AGG_COLUMNS} FROM decision_rollups " \
-              "WHERE dim = ? AND hour >= ? AND hour < ?"
-        args: list[Any] = [dim, first_hour, end_hour]
-        if value is not None:
-            sql += " AND value = ?"
-            args.append(value)
-        for hour, found, *row in conn.execute(sql, args):
-            key = (hour if query.group_by == "hour" else
-                   None if query.group_by is None else found or None)
-            agg = groups.get(key)
-            if agg is None:
-                groups[key] = _aggregate(tuple(row))
-            else:
-                agg.merge(_aggregate(tuple(row)))
-    _join_feedback(conn, query, groups)
+        return groups
+    dim, value = plan
+    _raw(conn, query, query.since, first_hour * 3600.0, groups)
+    _raw(conn, query, end_hour * 3600.0, query.until, groups)
+    sql = (f"SELECT hour, value, {_AGG_COLUMNS} FROM decision_rollups "
+           "WHERE dim = ? AND hour >= ? AND hour < ?")
+    args: list[Any] = [dim, first_hour, end_hour]
+    if value is not None:
+        sql += " AND value = ?"
+        args.append(value)
+    # Sums in Python, histograms in numpy: a group's blobs are concatenated and counted once.
+    sums: dict[Any, list[Any]] = {}
+    blobs: dict[Any, tuple[list[bytes], list[bytes]]] = {}
+    for hour, found, *row in conn.execute(sql, args):
+        key = (hour if query.group_by == "hour" else
+               None if query.group_by is None else found or None)
+        total = sums.get(key)
+        if total is None:
+            sums[key] = row[:11]
+            blobs[key] = ([row[11]], [row[12]])
+        else:
+            for i in range(11):
+                total[i] += row[i]
+            blobs[key][0].append(row[11])
+            blobs[key][1].append(row[12])
+    for key, total in sums.items():
+        agg = Aggregate(*total[:9], _counted(blobs[key][0]), _counted(blobs[key][1]),
+                        *total[9:])
+        found_agg = groups.get(key)
+        if found_agg is None:
+            groups[key] = agg
+        else:
+            found_agg.merge(agg)
     return groups
 
 
-def _join_feedback(conn: sqlite3.Connection, query: StatsQuery,
-                   groups: dict[Any, Aggregate]) -> None:
-    terms, args = _where(query, query.since, query.until)
-    # CROSS JOIN keeps the (small) feedback table outside: one primary-key probe per feedback.
-    rows = conn.execute(f"SELECT {_group_sql(query.group_by)}, count(*), sum(f.score) "
-                        "FROM decision_feedback AS f CROSS JOIN decisions AS d "
-                        f"ON d.request_id = f.request_id WHERE {' AND '.join(terms)} "
-                        "GROUP BY 1", args)
-    for key, count, total in rows:
-        agg = groups.get(key)
-        if agg is not None:
-            agg.feedback_count += count
-            agg.feedback_sum += total or 0.0
+def _counted(parts: list[bytes]) -> dict[int, int]:
+    pairs = np.frombuffer(b"".join(parts), dtype=_PAIRS).reshape(-1, 2)
+    if not len(pairs):
+        return {}
+    counts = np.bincount(pairs[:, 0], weights=pairs[:, 1])
+    nonzero = np.flatnonzero(counts)
+    return dict(zip(nonzero.tolist(), counts[nonzero].astype(np.int64).tolist(), strict=True))
