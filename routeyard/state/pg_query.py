@@ -40,7 +40,7 @@ def page_sql(select: str, query: DecisionQuery) -> tuple[str, list[Any]]:
     if query.after is not None:
         args += [query.after[0], query.after[1]]
         n = len(args)
-        terms.append(f"(d.time < ${n - 1} OR (d.time = ${n - 1} AND {_ID} < ${n}))")
+        terms.append(f"d.time <= ${n - 1} AND (d.time < ${n - 1} OR {_ID} < ${n})")
     where = (" WHERE " + " AND ".join(terms)) if terms else ""
     args.append(query.limit + 1)
     return (f"{select}{where} ORDER BY d.time DESC, {_ID} DESC LIMIT ${len(args)}", args)

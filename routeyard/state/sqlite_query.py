@@ -234,7 +234,8 @@ def query_page(conn: sqlite3.Connection, query: DecisionQuery) -> DecisionPage:
         terms.append("f.request_id IS NOT NULL" if query.has_feedback
                      else "f.request_id IS NULL")
     if query.after is not None:
-        terms.append("(d.time < ? OR (d.time = ? AND d.request_id < ?))")
+        # The first term bounds the time index's range; the second breaks ties by id.
+        terms.append("d.time <= ? AND (d.time < ? OR d.request_id < ?)")
         args += [query.after[0], query.after[0], query.after[1]]
     where = (" WHERE " + " AND ".join(terms)) if terms else ""
     rows = conn.execute(f"SELECT {_SELECT} FROM {_FROM}{where} "
