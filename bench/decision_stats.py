@@ -9,7 +9,8 @@ baseline measured in the same run on the same file: `SELECT count(*) FROM decisi
     python bench/decision_stats.py                 # ~2-4 min, most of it the fill
     python bench/decision_stats.py --records 200000 --json
 
-Each query runs --repeat times (default 5); the median is reported.
+Each query runs --repeat times (default 5); the median is reported. The results also go to
+--out (default bench/results/decision_stats.json).
 """
 
 from __future__ import annotations
@@ -151,8 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=30.0)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"
+                                             / "decision_stats.json"),
+                        help="where the results go, as JSON")
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
