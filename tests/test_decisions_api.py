@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from gateway_support import ADMIN_KEY, USER_KEY, Admin, config, openai_client
+from gateway_support import ADMIN_KEY, SMALL_PRICE, USER_KEY, Admin, config, openai_client
 from routerproc import RouterProcess, start_router
 from simproc import SimulatorProcess, start_simulator
 
@@ -30,10 +30,14 @@ def sim() -> Iterator[SimulatorProcess]:
 
 def _config(sim: SimulatorProcess, **extra: Any) -> dict[str, Any]:
     found = config(sim, server={"api_keys": [USER_KEY]}, **extra)
+    found["models"].append({"name": "broken", "pricing": {"input_per_mtok": 1.0},
+                            "endpoints": [{"base_url": "http://127.0.0.1:9/v1"}]})
     found["decisions"] = [{
         "name": "explore", "when": {"keywords_any": ["explore"]},
         "candidates": ["small", "large"], "algorithm": "ema",
-        "algorithm_options": {"epsilon": 0.5, "lambda": 0.3}}]
+        "algorithm_options": {"epsilon": 0.5, "lambda": 0.3}}, {
+        "name": "failover", "when": {"keywords_any": ["failover"]},
+        "candidates": ["broken", "small"]}]
     return found
 
 
@@ -98,7 +102,8 @@ def test_a_record_explains_the_request(traffic: dict[str, Any]) -> None:
     assert detail["candidates"] == ["large", "small"]
     assert detail["selection"]["algorithm"] == "static"
     assert detail["selection"]["probability"] == 1.0
-    assert detail["attempts"] == [{"model": "large", "endpoint": "large#0", "outcome": "ok"}]
+    assert detail["attempts"] == [{"model": "large", "endpoint": "large#0", "outcome": "ok",
+                                   "error": None}]
     assert "content" not in detail  # log_content is off
     assert traffic["user_key"] not in str(record) and USER_KEY not in str(record)
     streamed = get(viewer, f"/decisions/{traffic['ids'][4]}")
@@ -117,6 +122,27 @@ def test_explored_choices_carry_their_probability(traffic: dict[str, Any]) -> No
         assert set(selection["scores"]) == {"small", "large"}
         assert record["detail"]["signals"]["keyword:@explore"] > 0
         assert record["key_id"].startswith("static:") and record["tenant"] is None
+
+
+def test_a_failover_shows_every_attempt_and_its_error(router: RouterProcess,
+                                                      traffic: dict[str, Any]) -> None:
+    raw = openai_client(router, USER_KEY).chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "failover now"}], max_tokens=8)
+    assert raw.headers["x-routeyard-model"] == "small"
+    request_id = raw.headers["x-routeyard-request-id"]
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            record = get(traffic["viewer"], f"/decisions/{request_id}")
+            break
+        except openai.NotFoundError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    failed, *rest = record["detail"]["attempts"]
+    assert (failed["model"], failed["outcome"]) == ("broken", "connect")
+    assert failed["error"]
+    assert rest[-1] == {"model": "small", "endpoint": "small#0", "outcome": "ok", "error": None}
+    assert record["model"] == "small" and record["endpoint"] == "small#0"
 
 
 def test_filters_and_pages(traffic: dict[str, Any]) -> None:
@@ -150,11 +176,13 @@ def test_stats(traffic: dict[str, Any]) -> None:
     assert acme["latency_ms"]["p50"] > 0 and acme["latency_ms"]["p95"] >= acme[
         "latency_ms"]["p50"]
     assert acme["savings_usd"] == pytest.approx(0, abs=1e-9)  # every answer from the dearest
-    assert stats["total"]["requests"] == 9 and stats["savings_baseline"] == "dearest_candidate"
+    total = stats["total"]["requests"]  # 9, and 10 once the failover test ran
+    assert total in (9, 10) and sum(row["requests"] for row in stats["data"]) == total
+    assert stats["savings_baseline"] == "dearest_candidate"
     by_model = get(viewer, "/stats", group_by="model", decision="explore")
     assert sum(row["requests"] for row in by_model["data"]) == 3
     hours = get(viewer, "/stats", group_by="hour")["data"]
-    assert sum(row["requests"] for row in hours) == 9 and hours[0]["hour"].endswith(":00:00Z")
+    assert sum(row["requests"] for row in hours) == total and hours[0]["hour"].endswith(":00Z")
 
 
 @pytest.mark.parametrize(("path", "params", "param"), [
@@ -203,7 +231,7 @@ def test_an_open_server_keeps_its_log_closed(sim: SimulatorProcess,
 
 def test_log_content_keeps_the_redacted_prompt_and_answer(
         sim: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory) -> None:
-    cfg = _config(sim, state={"log_content": True})
+    cfg = _config(sim, state={"log_content": True, "savings_reference": "small"})
     cfg["default"]["plugins"] = [{"type": "pii_redact"}]
     with start_router(cfg, tmp_path_factory.mktemp("content")) as process:
         raw = openai_client(process, USER_KEY).chat.completions.with_raw_response.create(
@@ -223,3 +251,12 @@ def test_log_content_keeps_the_redacted_prompt_and_answer(
         assert "jane@example.com" not in prompt and "<EMAIL_ADDRESS_1>" in prompt
         assert isinstance(content["answer"], str) and content["answer"]
         assert record["detail"]["plugins"] == ["pii_redact"]
+        # Savings against the reference model: its price of the same tokens.
+        stats = get(admin, "/stats")
+        assert stats["savings_baseline"] == {"reference_model": "small"}
+        total = stats["total"]
+        small = (total["prompt_tokens"] * SMALL_PRICE["input_per_mtok"]
+                 + total["completion_tokens"] * SMALL_PRICE["output_per_mtok"]) / 1e6
+        assert total["baseline_cost_usd"] == pytest.approx(small)
+        assert total["savings_usd"] == pytest.approx(small - total["cost_usd"]) and small > 0
+        assert total["savings_usd"] < 0  # the traffic went to `large`, dearer than `small`
