@@ -120,9 +120,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             queries["stats, all, tenant=tenant-3, group_by=model (raw rows)"] = (
                 lambda: store.decision_stats(StatsQuery(*window, "model",
                                                         (("tenant", "tenant-3"),))))
-            queries["stats, all, status=ok, group_by=model (raw rows: the worst case)"] = (
-                lambda: store.decision_stats(StatsQuery(*window, "model",
-                                                        (("status", "ok"),))))
+            queries["stats, all, status=ok + surface=chat, group_by=model (cube)"] = (
+                lambda: store.decision_stats(StatsQuery(
+                    *window, "model", (("status", "ok"), ("surface", "chat")))))
+            queries["stats, all, status=ok, group_by=key (raw rows: the worst case)"] = (
+                lambda: store.decision_stats(StatsQuery(*window, "key", (("status", "ok"),))))
             queries["stats, last 24 h, key + model (raw rows)"] = (
                 lambda: store.decision_stats(StatsQuery(
                     *day, "model", (("key_id", "ry-key07"), ("model", "model-3")))))

@@ -177,8 +177,9 @@ def test_bad_cursors_are_refused() -> None:
 
 
 @pytest.mark.parametrize("group_by", [None, "model", "decision", "key", "tenant", "hour"])
-@pytest.mark.parametrize("filters", [(), (("tenant", "acme"),),
-                                     (("model", "large"), ("surface", "chat"))])
+@pytest.mark.parametrize("filters", [(), (("tenant", "acme"),), (("status", "ok"),),
+                                     (("model", "large"), ("surface", "chat")),
+                                     (("status", "ok"), ("tenant", "acme"))])
 async def test_stats_agree_with_the_records(store: Store, group_by: str | None,
                                             filters: tuple[tuple[str, str], ...]) -> None:
     records = synthetic(300, seed=11)

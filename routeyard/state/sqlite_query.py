@@ -66,6 +66,13 @@ ROLLUP_DIMS: dict[str, str | None] = {"all": None, "model": "model", "decision":
                                       "key": "key_id", "tenant": "tenant",
                                       "surface": "surface", "status": "status"}
 _FIELD_DIM = {f: d for d, f in ROLLUP_DIMS.items() if f is not None}
+# One more roll-up "dimension", the cube: per hour, one row per distinct (model, decision,
+# surface, status), its value those four joined by CUBE_SEP. It answers any filter and group_by
+# over them (two filters, or status=ok grouped by model, say) from a few hundred rows an hour.
+CUBE = "cube"
+CUBE_SEP = "\x1f"
+CUBE_FIELDS = ("model", "decision", "surface", "status")
+_CUBE_GROUPS = (None, "hour", "model", "decision")
 _DIM_FIELDS = "model, decision, key_id, tenant, surface, status"
 _AGG_COLUMNS = ("requests, errors, cache_ran, cache_hits, prompt_tokens, completion_tokens, "
                 "cost_usd, dearest_cost_usd, latency_sum, feedback_count, feedback_sum, "
@@ -135,7 +142,9 @@ def roll_up(conn: sqlite3.Connection, records: list[DecisionRecord], *,
             agg.feedback_sum += score
     coarse: dict[tuple[str, int, str], Aggregate] = {}
     for (hour, *values), agg in fine.items():
-        for dim, value in zip(ROLLUP_DIMS, [None, *values], strict=True):
+        model, decision, _, _, surface, status = values
+        for dim, value in (*zip(ROLLUP_DIMS, [None, *values], strict=True),
+                           (CUBE, _cube_value(model, decision, surface, status))):
             slot = (dim, hour, value or "")
             found = coarse.get(slot)
             if found is None:
@@ -174,7 +183,9 @@ def set_feedback(conn: sqlite3.Connection, request_id: str, score: float, now: f
         if record is not None:
             hour = int(record[0] // 3600)
             count, delta = (1, score) if old is None else (0, score - old[0])
-            for dim, value in zip(ROLLUP_DIMS, [None, *record[1:]], strict=True):
+            model, decision, _, _, surface, status = record[1:]
+            for dim, value in (*zip(ROLLUP_DIMS, [None, *record[1:]], strict=True),
+                               (CUBE, _cube_value(model, decision, surface, status))):
                 conn.execute(_ROLLUP_FEEDBACK, (count, delta, dim, hour, value or ""))
         conn.execute("COMMIT")
     except BaseException:
@@ -281,16 +292,21 @@ def _raw(conn: sqlite3.Connection, query: StatsQuery, since: float, until: float
             agg.feedback_sum += score
 
 
+def _cube_value(*values: str | None) -> str:
+    return CUBE_SEP.join(v or "" for v in values)
+
+
 def _rollup_plan(query: StatsQuery) -> tuple[str, str | None] | None:
     """The roll-up dimension (and value) that answers the query, or None when none does."""
     if not query.filters:
         return ("all", None) if query.group_by in (None, "hour") else (query.group_by, None)
-    if len(query.filters) > 1:
-        return None
-    field, value = query.filters[0]
-    dim = _FIELD_DIM[field]
-    if query.group_by in (None, "hour", dim):
-        return dim, value
+    if len(query.filters) == 1:
+        field, value = query.filters[0]
+        dim = _FIELD_DIM[field]
+        if query.group_by in (None, "hour", dim):
+            return dim, value
+    if query.group_by in _CUBE_GROUPS and all(f in CUBE_FIELDS for f, _ in query.filters):
+        return CUBE, None
     return None
 
 
@@ -313,7 +329,15 @@ def stats(conn: sqlite3.Connection, query: StatsQuery) -> dict[Any, Aggregate]:
     # Sums in Python, histograms in numpy: a group's blobs are concatenated and counted once.
     sums: dict[Any, list[Any]] = {}
     blobs: dict[Any, tuple[list[bytes], list[bytes]]] = {}
+    wanted = [(CUBE_FIELDS.index(f), v) for f, v in query.filters] if dim == CUBE else []
+    column = CUBE_FIELDS.index(query.group_by) if dim == CUBE and query.group_by in CUBE_FIELDS \
+        else None
     for hour, found, *row in conn.execute(sql, args):
+        if dim == CUBE:
+            parts = found.split(CUBE_SEP)
+            if any(parts[i] != v for i, v in wanted):
+                continue
+            found = parts[column] if column is not None else None
         key = (hour if query.group_by == "hour" else
                None if query.group_by is None else found or None)
         total = sums.get(key)
