@@ -296,6 +296,10 @@ def _cube_value(*values: str | None) -> str:
     return CUBE_SEP.join(v or "" for v in values)
 
 
+def _glob_literal(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
 def _rollup_plan(query: StatsQuery) -> tuple[str, str | None] | None:
     """The roll-up dimension (and value) that answers the query, or None when none does."""
     if not query.filters:
@@ -326,6 +330,13 @@ def stats(conn: sqlite3.Connection, query: StatsQuery) -> dict[Any, Aggregate]:
     if value is not None:
         sql += " AND value = ?"
         args.append(value)
+    elif dim == CUBE and query.filters:
+        # Each of the value's four parts is matched by one `*` or its escaped filter value:
+        # the pattern has exactly as many separators as the value, so no `*` can span two.
+        wanted_by = dict(query.filters)
+        sql += " AND value GLOB ?"
+        args.append(CUBE_SEP.join(_glob_literal(wanted_by[f]) if f in wanted_by else "*"
+                                  for f in CUBE_FIELDS))
     # Sums in Python, histograms in numpy: a group's blobs are concatenated and counted once.
     sums: dict[Any, list[Any]] = {}
     blobs: dict[Any, tuple[list[bytes], list[bytes]]] = {}
