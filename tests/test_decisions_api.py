@@ -260,3 +260,19 @@ def test_log_content_keeps_the_redacted_prompt_and_answer(
         assert total["baseline_cost_usd"] == pytest.approx(small)
         assert total["savings_usd"] == pytest.approx(small - total["cost_usd"]) and small > 0
         assert total["savings_usd"] < 0  # the traffic went to `large`, dearer than `small`
+
+
+def test_state_settings_are_checked() -> None:
+    from routeyard.catalog import build_config
+    from routeyard.config import ConfigError
+
+    models = [{"name": "m", "endpoints": [{"base_url": "http://h/v1"}]}]
+    config_ok = build_config({"models": models, "state": {
+        "retention_days": 30, "log_content": True, "savings_reference": "m"}})
+    assert config_ok.state.retention_days == 30 and config_ok.state.log_content
+    for state, where in (({"savings_reference": "nope"}, "state.savings_reference"),
+                         ({"retention_days": 0}, "state.retention_days"),
+                         ({"log_content": "yes please"}, "state.log_content")):
+        with pytest.raises(ConfigError) as caught:
+            build_config({"models": models, "state": state})
+        assert where in str(caught.value)
