@@ -12,7 +12,7 @@ from routeyard.selection.common import number
 from routeyard.selection.online.base import OnlineAlgorithm, check_reward
 
 # Thompson sampling's choice probability is estimated from this many extra draws (standard
-# error at most 0.5/sqrt(256) ≈ 0.03); the decision log marks it as estimated.
+# error at most 0.5/sqrt(256) ≈ 0.03; docs/state.md says so).
 PROBABILITY_DRAWS = 256
 
 

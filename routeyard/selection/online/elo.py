@@ -56,7 +56,9 @@ class EloSelection(OnlineAlgorithm):
                      context: np.ndarray | None = None) -> int:
         games = np.array([self.games.get(n, 0) for n in names])
         if games.min() < self.provisional:
-            return self.argmax(-games.astype(np.float64))  # the least-played newcomer
+            index = self.argmax(-games.astype(np.float64))  # the least-played newcomer
+            self._values = None  # game counts are no scores
+            return index
         field = self.field_average()
         values = np.array([expected_score(self.rating(n), field) for n in names])
         return self.epsilon_greedy(values - self.lam * self.relative_costs(costs), self.epsilon)
