@@ -268,3 +268,20 @@ async def test_sqlite_retention_deletes_old_records_and_their_rollups(tmp_path: 
         assert min(stats) >= math.floor(cutoff / 3600)
     finally:
         await store.close()
+
+
+async def test_sqlite_a_malformed_record_is_left_out_of_the_rollups(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "m.db")
+    await store.start()
+    try:
+        good = synthetic(3)
+        bad = DecisionRecord.from_dict({**good[1].to_dict(), "request_id": "req_bad",
+                                        "model": {"not": "a string"}})
+        for record in (good[0], bad, good[2]):
+            store.record_decision(record)
+        await store.flush()
+        assert store.dropped == 1 and store.pending == 0
+        found = await store.decision_stats(StatsQuery(BASE - 3600, BASE + 86400, "model"))
+        assert sum(a.requests for a in found.values()) == 2
+    finally:
+        await store.close()

@@ -126,20 +126,10 @@ def roll_up(conn: sqlite3.Connection, records: list[DecisionRecord], *,
         else set()
     early = dict(_ids_in(conn, "decision_feedback", "request_id, score", ids))
     # One aggregate per distinct (hour, dimension values), then merged into each dimension.
-    fine: dict[tuple[Any, ...], Aggregate] = {}
-    for r in records:
-        if r.request_id in known:
-            continue
-        key = (int(r.time // 3600), r.model, r.decision, r.key_id, r.tenant, r.surface, r.status)
-        agg = fine.get(key)
-        if agg is None:
-            agg = fine[key] = Aggregate()
-        agg.add(r.status, r.latency_ms, r.ttft_ms, r.prompt_tokens, r.completion_tokens,
-                r.cost_usd, r.dearest_cost_usd, r.cache)
-        score = early.get(r.request_id)
-        if score is not None:
-            agg.feedback_count += 1
-            agg.feedback_sum += score
+    try:
+        fine = _fine(records, known, early, careful=False)
+    except (TypeError, ValueError, OverflowError):  # a malformed record: find and skip it
+        fine = _fine(records, known, early, careful=True)
     coarse: dict[tuple[str, int, str], Aggregate] = {}
     for (hour, *values), agg in fine.items():
         model, decision, _, _, surface, status = values
@@ -159,6 +149,45 @@ def roll_up(conn: sqlite3.Connection, records: list[DecisionRecord], *,
                                       agg.cost_usd, agg.dearest_cost_usd, agg.latency_sum,
                                       agg.feedback_count, agg.feedback_sum,
                                       pack(agg.latency), pack(agg.ttft)))
+
+
+def _fine(records: list[DecisionRecord], known: set[str], early: dict[str, float], *,
+          careful: bool) -> dict[tuple[Any, ...], Aggregate]:
+    """The records' aggregates per (hour, dimension values). `careful` builds each record's
+    apart and skips those that fail (their insert is refused too, and counted there)."""
+    fine: dict[tuple[Any, ...], Aggregate] = {}
+    for r in records:
+        if r.request_id in known:
+            continue
+        if careful:
+            try:
+                key = (int(r.time // 3600), r.model, r.decision, r.key_id, r.tenant,
+                       r.surface, r.status)
+                hash(key)
+                one = Aggregate()
+                one.add(r.status, r.latency_ms, r.ttft_ms, r.prompt_tokens,
+                        r.completion_tokens, r.cost_usd, r.dearest_cost_usd, r.cache)
+            except (TypeError, ValueError, OverflowError):
+                continue
+            found = fine.get(key)
+            if found is None:
+                fine[key] = agg = one
+            else:
+                found.merge(one)
+                agg = found
+        else:
+            key = (int(r.time // 3600), r.model, r.decision, r.key_id, r.tenant, r.surface,
+                   r.status)
+            agg = fine.get(key)
+            if agg is None:
+                agg = fine[key] = Aggregate()
+            agg.add(r.status, r.latency_ms, r.ttft_ms, r.prompt_tokens, r.completion_tokens,
+                    r.cost_usd, r.dearest_cost_usd, r.cache)
+        score = early.get(r.request_id)
+        if score is not None:
+            agg.feedback_count += 1
+            agg.feedback_sum += score
+    return fine
 
 
 def backfill(conn: sqlite3.Connection) -> None:
@@ -293,7 +322,7 @@ def _raw(conn: sqlite3.Connection, query: StatsQuery, since: float, until: float
 
 
 def _cube_value(*values: str | None) -> str:
-    return CUBE_SEP.join(v or "" for v in values)
+    return CUBE_SEP.join("" if v is None else str(v) for v in values)
 
 
 def _glob_literal(text: str) -> str:
