@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from routeyard.state.base import DECISION_FIELDS, DecisionRecord
+from routeyard.state.base import DECISION_FIELDS, ERROR_STATUSES, DecisionRecord
 from routeyard.state.query import (
     FILTER_FIELDS,
     Aggregate,
     DecisionPage,
     DecisionQuery,
     StatsQuery,
+    bucket,
     page_of,
 )
 
@@ -308,17 +309,61 @@ def _group_sql(group_by: str | None) -> str:
 
 def _raw(conn: sqlite3.Connection, query: StatsQuery, since: float, until: float,
          groups: dict[Any, Aggregate]) -> None:
+    """Aggregate the matching records themselves: column-wise, with numpy (a per-row Python
+    loop costs ~4 µs a record; this, about a third of it)."""
     terms, args = _where(query, since, until)
     rows = conn.execute(f"SELECT {_group_sql(query.group_by)}, {_RAW_COLUMNS} FROM {_FROM} "
-                        f"WHERE {' AND '.join(terms)}", args)
-    for key, *values, score in rows:
-        agg = groups.get(key)
-        if agg is None:
-            agg = groups[key] = Aggregate()
-        agg.add(*values)
-        if score is not None:
-            agg.feedback_count += 1
-            agg.feedback_sum += score
+                        f"WHERE {' AND '.join(terms)}", args).fetchall()
+    if not rows:
+        return
+    n = len(rows)
+    keys, status, latency, ttft, prompt, completion, cost, dearest, cache, score = zip(
+        *rows, strict=True)
+    del rows
+    index: dict[Any, int] = {}
+    group = np.fromiter((index.setdefault(k, len(index)) for k in keys), np.int64, n)
+    size = len(index)
+
+    def total(values: Any, dtype: Any = np.float64) -> np.ndarray:
+        return np.bincount(group, weights=np.fromiter(values, dtype, n), minlength=size)
+
+    requests = np.bincount(group, minlength=size)
+    errors = total((s in ERROR_STATUSES for s in status), bool)
+    cache_ran = total((c is not None for c in cache), bool)
+    cache_hits = total((c == "hit" for c in cache), bool)
+    prompts, completions = total(prompt), total(completion)
+    costs, latency_sum = total(cost), total(latency)
+    dearests = total(c if d is None else d for c, d in zip(cost, dearest, strict=True))
+    feedback_count = total((f is not None for f in score), bool)
+    feedback_sum = total(0.0 if f is None else f for f in score)
+    latencies = _histograms(group, map(bucket, latency), n, size)
+    timed = [(g, t) for g, t in zip(group.tolist(), ttft, strict=True) if t is not None]
+    ttfts = _histograms(np.fromiter((g for g, _ in timed), np.int64, len(timed)),
+                        (bucket(t) for _, t in timed), len(timed), size)
+    for key, i in index.items():
+        agg = Aggregate(int(requests[i]), int(errors[i]), int(cache_ran[i]), int(cache_hits[i]),
+                        int(prompts[i]), int(completions[i]), float(costs[i]),
+                        float(dearests[i]), float(latency_sum[i]), latencies[i], ttfts[i],
+                        int(feedback_count[i]), float(feedback_sum[i]))
+        found = groups.get(key)
+        if found is None:
+            groups[key] = agg
+        else:
+            found.merge(agg)
+
+
+def _histograms(group: np.ndarray, buckets: Any, n: int, size: int) -> list[dict[int, int]]:
+    """Per group, bucket → count."""
+    found: list[dict[int, int]] = [{} for _ in range(size)]
+    if n == 0:
+        return found
+    values = np.fromiter(buckets, np.int64, n)
+    width = int(values.max()) + 1
+    counts = np.bincount(group * width + values, minlength=size * width).reshape(size, width)
+    for i in range(size):
+        nonzero = np.flatnonzero(counts[i])
+        found[i] = dict(zip(nonzero.tolist(), counts[i, nonzero].tolist(), strict=True))
+    return found
 
 
 def _cube_value(*values: str | None) -> str:
