@@ -84,9 +84,9 @@ _ROLLUP_GET = (f"SELECT {_AGG_COLUMNS} FROM decision_rollups "
                "WHERE dim = ? AND hour = ? AND value = ?")
 _ROLLUP_FEEDBACK = ("UPDATE decision_rollups SET feedback_count = feedback_count + ?, "
                     "feedback_sum = feedback_sum + ? WHERE dim = ? AND hour = ? AND value = ?")
-# What the stats read of each record on the raw path (feedback joined).
+# What the stats read of each record on the raw path (feedback comes from its own query).
 _RAW_COLUMNS = ("d.status, d.latency_ms, d.ttft_ms, d.prompt_tokens, d.completion_tokens, "
-                "d.cost_usd, d.dearest_cost_usd, d.cache, f.score")
+                "d.cost_usd, d.dearest_cost_usd, d.cache")
 _SELECT = ", ".join(f"d.{f}" for f in DECISION_FIELDS) + ", f.score"
 _FROM = "decisions AS d LEFT JOIN decision_feedback AS f ON f.request_id = d.request_id"
 _CHUNK = 500
@@ -312,12 +312,19 @@ def _raw(conn: sqlite3.Connection, query: StatsQuery, since: float, until: float
     """Aggregate the matching records themselves: column-wise, with numpy (a per-row Python
     loop costs ~4 µs a record; this, about a third of it)."""
     terms, args = _where(query, since, until)
-    rows = conn.execute(f"SELECT {_group_sql(query.group_by)}, {_RAW_COLUMNS} FROM {_FROM} "
-                        f"WHERE {' AND '.join(terms)}", args).fetchall()
+    where = " AND ".join(terms)
+    rows = conn.execute(f"SELECT {_group_sql(query.group_by)}, {_RAW_COLUMNS} FROM decisions "
+                        f"AS d WHERE {where}", args).fetchall()
     if not rows:
         return
+    # Feedback is sparse: probe the records from it, not a join on every record (CROSS JOIN
+    # keeps the feedback table outside).
+    feedback = {key: (count, total) for key, count, total in conn.execute(
+        f"SELECT {_group_sql(query.group_by)}, count(*), sum(f.score) FROM decision_feedback "
+        f"AS f CROSS JOIN decisions AS d ON d.request_id = f.request_id WHERE {where} "
+        "GROUP BY 1", args)}
     n = len(rows)
-    keys, status, latency, ttft, prompt, completion, cost, dearest, cache, score = zip(
+    keys, status, latency, ttft, prompt, completion, cost, dearest, cache = zip(
         *rows, strict=True)
     del rows
     index: dict[Any, int] = {}
@@ -334,8 +341,6 @@ def _raw(conn: sqlite3.Connection, query: StatsQuery, since: float, until: float
     prompts, completions = total(prompt), total(completion)
     costs, latency_sum = total(cost), total(latency)
     dearests = total(c if d is None else d for c, d in zip(cost, dearest, strict=True))
-    feedback_count = total((f is not None for f in score), bool)
-    feedback_sum = total(0.0 if f is None else f for f in score)
     latencies = _histograms(group, map(bucket, latency), n, size)
     timed = [(g, t) for g, t in zip(group.tolist(), ttft, strict=True) if t is not None]
     ttfts = _histograms(np.fromiter((g for g, _ in timed), np.int64, len(timed)),
@@ -344,7 +349,7 @@ def _raw(conn: sqlite3.Connection, query: StatsQuery, since: float, until: float
         agg = Aggregate(int(requests[i]), int(errors[i]), int(cache_ran[i]), int(cache_hits[i]),
                         int(prompts[i]), int(completions[i]), float(costs[i]),
                         float(dearests[i]), float(latency_sum[i]), latencies[i], ttfts[i],
-                        int(feedback_count[i]), float(feedback_sum[i]))
+                        *feedback.get(key, (0, 0.0)))
         found = groups.get(key)
         if found is None:
             groups[key] = agg
