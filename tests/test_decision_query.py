@@ -165,6 +165,9 @@ async def test_feedback_that_comes_before_its_record_is_joined(store: Store) -> 
     assert found is not None and found.feedback == 0.9
     stats = await store.decision_stats(StatsQuery(BASE - 7200, BASE + 86400, None))
     assert stats[None].feedback_count == len(range(0, 40, 7)) + 1
+    # The same from the records themselves (a window within one hour: no roll-ups).
+    stats = await store.decision_stats(StatsQuery(BASE - 1, BASE + 1, "model"))
+    assert sum(a.feedback_count for a in stats.values()) == 2  # records 0 and 1
 
 
 def test_bad_cursors_are_refused() -> None:

@@ -90,6 +90,7 @@ _RAW_COLUMNS = ("d.status, d.latency_ms, d.ttft_ms, d.prompt_tokens, d.completio
 _SELECT = ", ".join(f"d.{f}" for f in DECISION_FIELDS) + ", f.score"
 _FROM = "decisions AS d LEFT JOIN decision_feedback AS f ON f.request_id = d.request_id"
 _CHUNK = 500
+_FEEDBACK_MARGIN_S = 3600.0
 _PAIRS = np.dtype("<u4")
 _MAX_BUCKET = 1023  # ~e^51 ms: nothing real gets there; larger values share the last bucket
 
@@ -126,6 +127,9 @@ def roll_up(conn: sqlite3.Connection, records: list[DecisionRecord], *,
     known = {row[0] for row in _ids_in(conn, "decisions", "request_id", ids)} if check \
         else set()
     early = dict(_ids_in(conn, "decision_feedback", "request_id, score", ids))
+    if early:  # feedback that came first takes its record's time (windows and retention)
+        conn.executemany("UPDATE decision_feedback SET time = ? WHERE request_id = ?",
+                         [(r.time, r.request_id) for r in records if r.request_id in early])
     # One aggregate per distinct (hour, dimension values), then merged into each dimension.
     try:
         fine = _fine(records, known, early, careful=False)
@@ -319,10 +323,13 @@ def _raw(conn: sqlite3.Connection, query: StatsQuery, since: float, until: float
         return
     # Feedback is sparse: probe the records from it, not a join on every record (CROSS JOIN
     # keeps the feedback table outside).
+    # A feedback row's time is its record's (or, when it came first, its own arrival, a
+    # little later): the margin keeps those, and the records' own times decide.
     feedback = {key: (count, total) for key, count, total in conn.execute(
         f"SELECT {_group_sql(query.group_by)}, count(*), sum(f.score) FROM decision_feedback "
-        f"AS f CROSS JOIN decisions AS d ON d.request_id = f.request_id WHERE {where} "
-        "GROUP BY 1", args)}
+        f"AS f CROSS JOIN decisions AS d ON d.request_id = f.request_id WHERE f.time >= ? "
+        f"AND f.time < ? AND {where} GROUP BY 1",
+        [since - _FEEDBACK_MARGIN_S, until + _FEEDBACK_MARGIN_S, *args])}
     n = len(rows)
     keys, status, latency, ttft, prompt, completion, cost, dearest, cache = zip(
         *rows, strict=True)
