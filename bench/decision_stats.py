@@ -8,6 +8,8 @@ baseline measured in the same run on the same file: `SELECT count(*) FROM decisi
 
     python bench/decision_stats.py                 # ~2-4 min, most of it the fill
     python bench/decision_stats.py --records 200000 --json
+    python bench/decision_stats.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
+        # the same on PostgreSQL, in a schema of its own (dropped at the end)
 
 Each query runs --repeat times (default 5); the median is reported. The results also go to
 --out (default bench/results/decision_stats.json).
@@ -29,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from routeyard.state import DecisionRecord, SQLiteStore
+from routeyard.state import DecisionRecord, SQLiteStore, Store
 from routeyard.state.query import DecisionQuery, StatsQuery, decode_cursor
 
 DAY = 86400.0
@@ -66,7 +68,7 @@ def synthetic(n: int, end: float, days: float, seed: int = 1) -> list[DecisionRe
     return records
 
 
-async def fill(store: SQLiteStore, records: list[DecisionRecord]) -> float:
+async def fill(store: Store, records: list[DecisionRecord]) -> float:
     started = time.perf_counter()
     for start in range(0, len(records), 5000):
         for record in records[start:start + 5000]:
@@ -89,19 +91,36 @@ async def median_s(call: Callable[[], Awaitable[Any]], repeat: int) -> float:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     end = math.floor(time.time() / 3600) * 3600 + 1234.5  # mid-hour: partial hours at edges
+    schema = f"routeyard_bench_{int(time.time())}"
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bench.db"
-        store = SQLiteStore(path, max_buffer=10_000_000)
+        store: Store
+        if args.postgres:
+            from routeyard.state.postgres import PostgresStore
+
+            store = PostgresStore(args.postgres, schema=schema, max_buffer=10_000_000,
+                                  command_timeout=120.0)
+        else:
+            store = SQLiteStore(path, max_buffer=10_000_000)
         await store.start()
         try:
             records = synthetic(args.records, end, args.days)
             fill_s = await fill(store, records)
             del records
-            count = sqlite3.connect(path, check_same_thread=False)
+            if args.postgres:
+                import asyncpg
 
-            async def baseline() -> None:
-                await asyncio.to_thread(lambda: count.execute(
-                    "SELECT count(*) FROM decisions").fetchone())
+                pg = await asyncpg.connect(args.postgres,
+                                           server_settings={"search_path": schema})
+
+                async def baseline() -> None:
+                    await pg.fetchval("SELECT count(*) FROM decisions")
+            else:
+                count = sqlite3.connect(path, check_same_thread=False)
+
+                async def baseline() -> None:
+                    await asyncio.to_thread(lambda: count.execute(
+                        "SELECT count(*) FROM decisions").fetchone())
 
             window = (end - args.days * DAY - 1, end + 1)
             day = (end - DAY, end)
@@ -139,11 +158,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             queries["decisions, page 15 days deep (cursor)"] = (
                 lambda: store.query_decisions(DecisionQuery(limit=100, after=after)))
             results = {name: await median_s(call, args.repeat) for name, call in queries.items()}
-            count.close()
+            if args.postgres:
+                await pg.execute(f"DROP SCHEMA {schema} CASCADE")
+                await pg.close()
+            else:
+                count.close()
         finally:
             await store.close()
     base = results["count(*) (baseline)"]
-    return {"records": args.records, "days": args.days, "fill_s": round(fill_s, 1),
+    return {"store": "postgres" if args.postgres else "sqlite", "records": args.records,
+            "days": args.days, "fill_s": round(fill_s, 1),
             "median_s": {k: round(v, 4) for k, v in results.items()},
             "ratio_to_count": {k: round(v / base, 2) for k, v in results.items()}}
 
@@ -153,18 +177,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--days", type=float, default=30.0)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--postgres", metavar="URL",
+                        help="measure PostgreSQL at URL instead of SQLite (a schema of its own)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"
-                                             / "decision_stats.json"),
-                        help="where the results go, as JSON")
+    parser.add_argument("--out", help="where the results go, as JSON (default: "
+                        "bench/results/decision_stats[_postgres].json)")
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
+    if args.out is None:
+        suffix = "_postgres" if args.postgres else ""
+        args.out = str(Path(__file__).parent / "results" / f"decision_stats{suffix}.json")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{report['records']:,} records over {report['days']:g} days; fill "
+    print(f"{report['store']}: {report['records']:,} records over {report['days']:g} days; fill "
           f"{report['fill_s']} s")
     print("| query | median s | x count(*) |\n|---|---|---|")
     for name, seconds in report["median_s"].items():
