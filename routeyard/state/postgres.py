@@ -335,8 +335,11 @@ class PostgresStore(BufferedStore):
 
     async def decision_stats(self, query: StatsQuery) -> dict[Any, Aggregate]:
         groups: dict[Any, Aggregate] = {}
-        for sql, args, merge in pg_query.stats_sql(query):
-            merge(groups, await self._query(sql, *args))
+        statements = pg_query.stats_sql(query)
+        # Each on a connection of its own, at once; merged in order (the sums first).
+        results = await asyncio.gather(*(self._query(sql, *args) for sql, args, _ in statements))
+        for (_, _, merge), rows in zip(statements, results, strict=True):
+            merge(groups, rows)
         return groups
 
     async def record_feedback(self, request_id: str, score: float) -> None:
