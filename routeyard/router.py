@@ -36,6 +36,7 @@ from routeyard.selection import AlgorithmBuild, OnlineAlgorithm
 from routeyard.selection.ledger import BudgetLedger
 from routeyard.serving.accounting import Accountant
 from routeyard.serving.cascade import CascadeHandler, cascade_options
+from routeyard.serving.continuation import any_can_continue
 from routeyard.serving.direct import DirectHandler
 from routeyard.serving.embeddings import Embeddings
 from routeyard.serving.feedback import FeedbackService, parse_feedback
@@ -46,6 +47,7 @@ from routeyard.serving.relay import StreamRelay
 from routeyard.serving.request import validate_chat_request
 from routeyard.state import Store, StoreUnavailable, make_store
 from routeyard.tasks import TaskSet
+from routeyard.tokens import load_tokenizer
 from routeyard.wire import DONE
 
 log = logging.getLogger("routeyard")
@@ -114,6 +116,8 @@ class Router:
             await self.store.start()  # idempotent: a store shared on reload is already running
             await self.gateway.start()
             await self.planner.engine.signals.warm_up()
+            if any_can_continue(self.pool.models.values()):
+                self.background.spawn(load_tokenizer())  # in a thread; the loop serves on
             try:
                 await self.feedback.load_states()
             except StoreUnavailable:

@@ -86,6 +86,7 @@ class KeyRing:
         self._loading: dict[str, asyncio.Future[_Entry]] = {}  # reads under way, by key id
         self._virtual = False  # some virtual key exists (read from the store)
         self._virtual_checked = float("-inf")
+        self._checking: asyncio.Future[None] | None = None  # a background check under way
 
     @property
     def required(self) -> bool:
@@ -99,15 +100,24 @@ class KeyRing:
 
     async def refresh_required(self, *, force: bool = False) -> None:
         """Learn whether another replica created a virtual key (at most once per cache
-        period, unless `force`)."""
+        period, unless `force`). Only the first check, and a forced one, are waited for;
+        later ones run in the background, so a frozen store stalls no request (the answer
+        is at most a cache period and a read old)."""
         if self.required:
             return
         now = self.monotonic()
         if not force and now - self._virtual_checked < self.cache_s:
             return
+        first = self._virtual_checked == float("-inf")
         self._virtual_checked = now
+        if force or first:
+            await self._check_virtual()
+        elif self._checking is None or self._checking.done():
+            self._checking = asyncio.ensure_future(self._check_virtual())
+
+    async def _check_virtual(self) -> None:
         try:
-            self._virtual = await self.store.get_value(HAS_KEYS) is not None
+            self._virtual = self._virtual or await self.store.get_value(HAS_KEYS) is not None
         except StoreUnavailable:
             log.warning("cannot tell whether virtual keys exist: the store is down")
 

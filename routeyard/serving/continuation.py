@@ -37,7 +37,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +82,13 @@ _MAX_TOKENS = ("max_completion_tokens", "max_tokens")
 
 def continuation_mode(model: PooledModel, endpoint: Endpoint) -> str:
     return model.config.continuation or DEFAULT_BY_PROVIDER.get(endpoint.provider.kind, NONE)
+
+
+def any_can_continue(models: Iterable[PooledModel]) -> bool:
+    """Whether some endpoint of `models` takes continuations (then the tokenizer, which counts
+    what a broken call said, is loaded at start rather than by the first broken stream)."""
+    return any(continuation_mode(model, endpoint) != NONE
+               for model in models for endpoint in model.endpoints)
 
 
 def estimated_tokens(text: str) -> int:
