@@ -71,8 +71,7 @@ async def _events(relay: StreamRelay) -> AsyncIterator[bytes]:
     yield b"".join(events.finish())
 
 
-MESSAGES = Surface(translate=_translate, render=_render, stream=_events, style=ANTHROPIC,
-                   name="messages")
+MESSAGES = Surface(translate=_translate, render=_render, stream=_events, style=ANTHROPIC)
 
 
 def _forwarded(request: Request) -> dict[str, dict[str, str]] | None:

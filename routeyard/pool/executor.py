@@ -47,7 +47,6 @@ class AttemptLog:
     model: str
     endpoint: str
     outcome: str  # "ok", an UpstreamError kind, or "status:<code>"
-    error: str | None = None  # a failed attempt's message (the decision log shows it)
 
 
 @dataclass(slots=True)
@@ -237,7 +236,7 @@ class Executor:
                         return Served(model, endpoint, result, attempts, upstream_s,
                                       held=keep_outstanding)
                     outcome = _outcome(last)
-                    attempts.append(AttemptLog(model.name, endpoint.name, outcome, last.message))
+                    attempts.append(AttemptLog(model.name, endpoint.name, outcome))
                     log.warning("attempt at %s (%s) failed: %s%s", endpoint.name, model.name,
                                 last.message, f" ({last.detail})" if last.detail else "")
                     self.metrics.errors.labels(f"upstream_{outcome}").inc()

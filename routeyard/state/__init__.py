@@ -47,7 +47,6 @@ class StoreOptions:
     postgres_url: str | None = None
     key_prefix: str = "routeyard"
     max_records: int | None = None
-    retention_days: float | None = None
 
 
 StoreBuilder = Callable[[StoreOptions], Store]
@@ -58,15 +57,12 @@ def _memory(options: StoreOptions) -> Store:
 
 
 def _sqlite(options: StoreOptions) -> Store:
-    return SQLiteStore(options.path, max_records=options.max_records,
-                       retention_days=options.retention_days)
+    return SQLiteStore(options.path, max_records=options.max_records)
 
 
 def _redis(options: StoreOptions) -> Store:
-    ttl = {} if options.retention_days is None else {
-        "ttl_seconds": max(1, round(options.retention_days * 86400))}
     return RedisStore(options.redis_url, key_prefix=options.key_prefix,
-                      max_records=options.max_records, **ttl)
+                      max_records=options.max_records)
 
 
 def _postgres(options: StoreOptions) -> Store:
@@ -78,8 +74,7 @@ def _postgres(options: StoreOptions) -> Store:
     except ImportError as exc:
         raise RuntimeError("state.backend 'postgres' needs asyncpg: "
                            "pip install 'routeyard[postgres]'") from exc
-    return PostgresStore(options.postgres_url, max_records=options.max_records,
-                         retention_days=options.retention_days)
+    return PostgresStore(options.postgres_url, max_records=options.max_records)
 
 
 _BUILDERS: dict[str, StoreBuilder] = {"memory": _memory, "sqlite": _sqlite, "redis": _redis,
@@ -95,7 +90,6 @@ def make_store(
     postgres_url: str | None = None,
     key_prefix: str = "routeyard",
     max_records: int | None = None,
-    retention_days: float | None = None,
 ) -> Store:
     """Build a store by backend name. Nothing connects until `await store.start()`."""
     try:
@@ -103,5 +97,4 @@ def make_store(
     except KeyError:
         known = ", ".join(sorted(_BUILDERS))
         raise ValueError(f"unknown state backend {backend!r} (known: {known})") from None
-    return builder(StoreOptions(path, redis_url, postgres_url, key_prefix, max_records,
-                                retention_days))
+    return builder(StoreOptions(path, redis_url, postgres_url, key_prefix, max_records))
