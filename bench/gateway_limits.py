@@ -11,6 +11,11 @@ bench/gateway.py's config, both on the same Redis state (keys and the decision l
   soft monthly budget, all far above the load, so every request is resolved, admitted in
   Redis (one Lua script), settled (another), and its spend added to its key and its tenant.
 
+- `keys-floor`: keys-on with scripts that count nothing (bench/serve_floor.py): the key
+  resolved, the prompt's tokens counted, the same round trips, but the admission script answers
+  "admitted" at once. What it adds over keys-off is the floor of any design with one Redis
+  round trip on the request's path, on this machine.
+
 wrk measures each at concurrency 1 (p50 latency) and 64 (throughput), the two targets back to
 back in each round. The verdicts use the median over rounds of each round's paired difference
 (on minus off, run one after the other on the same machine state): on a shared machine, load
@@ -40,6 +45,7 @@ from wrkload import run_wrk, send_requests, wrk_available
 
 HERE = Path(__file__).resolve().parent
 ADMIN_KEY = "sk-bench-admin"
+TARGETS = ("keys-off", "keys-on", "keys-floor")
 ADDED_LATENCY_MAX_MS = 0.3
 THROUGHPUT_DROP_MAX_PCT = 15.0
 # Far above anything one wrk thread can send.
@@ -102,9 +108,9 @@ def measure(targets: list[Target], sim_pid: int, connections: int, duration_s: f
     return chosen
 
 
-def paired(measure: dict[str, Any], key: str) -> list[float]:
-    """Each round's on-minus-off difference: ms for latency, % change for throughput."""
-    pairs = zip(measure["keys-off"]["rounds"], measure["keys-on"]["rounds"], strict=True)
+def paired(measure: dict[str, Any], key: str, name: str = "keys-on") -> list[float]:
+    """Each round's `name`-minus-off difference: ms for latency, % change for throughput."""
+    pairs = zip(measure["keys-off"]["rounds"], measure[name]["rounds"], strict=True)
     if key == "p50_ms":
         return [round(on - off, 4) for off, on in pairs]
     return [round((on / off - 1) * 100, 2) for off, on in pairs]
@@ -114,7 +120,7 @@ def goals(latency: dict[str, Any], throughput: dict[str, Any]) -> list[dict[str,
     added = statistics.median(latency["paired_added_ms"])
     drop = -statistics.median(throughput["paired_change_pct"])
     errors = sum(latency[name]["errors_all_rounds"] + throughput[name]["errors_all_rounds"]
-                 for name in ("keys-off", "keys-on"))
+                 for name in TARGETS)
     return [
         {"measure": "added p50 latency at c=1 (median of paired rounds)",
          "goal": f"<= {ADDED_LATENCY_MAX_MS} ms", "value": f"{added:+.3f} ms",
@@ -129,20 +135,28 @@ def goals(latency: dict[str, Any], throughput: dict[str, Any]) -> list[dict[str,
 
 def table(results: dict[str, Any]) -> str:
     latency, throughput = results["latency_c1"], results["throughput_c64"]
-    lines = ["| | keys off (median run) | keys, limits, budgets on, Redis (median run) | change |",
-             "|---|---|---|---|"]
+    lines = ["| | keys off | keys, limits, budgets on, Redis | change | round-trip floor "
+             "(scripts count nothing) | change |", "|---|---|---|---|---|---|"]
     for label, data, key, unit in (("p50 latency, c=1", latency, "p50_ms", "ms"),
                                    ("p99 latency, c=1", latency, "p99_ms", "ms"),
                                    ("throughput, c=64", throughput, "rps", "req/s"),
                                    ("server CPU per request, c=64", throughput,
                                     "server_cpu_ms_per_req", "ms")):
-        off, on = data["keys-off"][key], data["keys-on"][key]
-        change = f"{on - off:+.3f} {unit}" if unit == "ms" else f"{(on / off - 1) * 100:+.1f}%"
-        lines.append(f"| {label} | {off:,.3f} {unit} | {on:,.3f} {unit} | {change} |")
-    lines.append(f"| paired rounds (on - off) | p50 c=1: "
-                 f"{', '.join(f'{d:+.3f}' for d in latency['paired_added_ms'])} ms | "
-                 f"throughput c=64: "
-                 f"{', '.join(f'{d:+.1f}' for d in throughput['paired_change_pct'])}% | |")
+        off = data["keys-off"][key]
+        cells = [f"{off:,.3f} {unit}"]
+        for name in ("keys-on", "keys-floor"):
+            value = data[name][key]
+            change = (f"{value - off:+.3f} {unit}" if unit == "ms"
+                      else f"{(value / off - 1) * 100:+.1f}%")
+            cells += [f"{value:,.3f} {unit}", change]
+        lines.append(f"| {label} (median run) | {' | '.join(cells)} |")
+    for name, label in (("", "keys on"), ("_floor", "floor")):
+        lines.append(
+            f"| paired rounds, {label} - off | p50 c=1: "
+            f"{', '.join(f'{d:+.3f}' for d in latency[f'paired_added_ms{name}'])} ms | "
+            f"throughput c=64: "
+            f"{', '.join(f'{d:+.1f}' for d in throughput[f'paired_change_pct{name}'])}% "
+            "| | | |")
     lines.append("")
     lines += [f"- {g['measure']}: {g['value']} (goal {g['goal']}): "
               f"{'met' if g['met'] else 'NOT met'}" for g in results["goals"]]
@@ -170,10 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         sim_url, sim_pid = stack.enter_context(start_simulator(simulator_config(), tmp))
         backend = sim_url + "/v1"
         targets = []
-        for name, keys in (("keys-off", False), ("keys-on", True)):
+        for name in TARGETS:
+            keys = name != "keys-off"
             target = stack.enter_context(start_routeyard(
                 config(backend, tmp / name, args.redis_url, f"{prefix}-{name}", keys=keys),
-                tmp / name, name=name))
+                tmp / name, name=name,
+                script=HERE / "serve_floor.py" if name == "keys-floor" else None))
             key = virtual_key(target) if keys else "sk-unused"
             target.headers = {"Authorization": f"Bearer {key}"}  # same bytes on both
             check_target(target)
@@ -187,10 +203,13 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_info(), "duration_s": args.duration, "rounds": args.rounds,
             "note": "load generator, simulator, Redis and both routers share the machine"}}
         latency = measure(targets, sim_pid, 1, args.duration, args.rounds)
-        results["latency_c1"] = {**latency, "paired_added_ms": paired(latency, "p50_ms")}
+        results["latency_c1"] = {
+            **latency, "paired_added_ms": paired(latency, "p50_ms"),
+            "paired_added_ms_floor": paired(latency, "p50_ms", "keys-floor")}
         throughput = measure(targets, sim_pid, 64, args.duration, args.rounds)
-        results["throughput_c64"] = {**throughput,
-                                     "paired_change_pct": paired(throughput, "rps")}
+        results["throughput_c64"] = {
+            **throughput, "paired_change_pct": paired(throughput, "rps"),
+            "paired_change_pct_floor": paired(throughput, "rps", "keys-floor")}
         with contextlib.suppress(Exception):  # leave no bench keys behind in Redis
             import redis
 

@@ -153,7 +153,8 @@ def start_simulator(config: dict[str, Any], tmp: Path) -> Iterator[tuple[str, in
 
 @contextlib.contextmanager
 def start_routeyard(config: dict[str, Any], tmp: Path, workers: int = 1, *,
-                    name: str = "routeyard", source: Path | None = None) -> Iterator[Target]:
+                    name: str = "routeyard", source: Path | None = None,
+                    script: Path | None = None) -> Iterator[Target]:
     """`routeyard serve` with a generated config; the yielded Target has model `auto`.
     `source`: a checkout whose `routeyard` package runs instead of the installed one (an A/B
     run against another commit, with the same venv). It runs in `tmp`: `python -m` puts the
@@ -162,7 +163,8 @@ def start_routeyard(config: dict[str, Any], tmp: Path, workers: int = 1, *,
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "routeyard.yaml"
     path.write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "routeyard", "serve", "--config", str(path), "--port", "0",
+    entry = [str(script)] if script is not None else ["-m", "routeyard"]
+    command = [sys.executable, *entry, "serve", "--config", str(path), "--port", "0",
                "--workers", str(workers)]
     env = {"XDG_STATE_HOME": str(tmp / "xdg-state")}
     if source is not None:

@@ -64,7 +64,7 @@ async def settled(counters: Counters) -> None:
     if isinstance(counters, RedisCounters):
         for _ in range(200):
             trips = counters._trips
-            if trips.task is None and trips.timer is None and not trips.settlements:
+            if not trips.tasks and trips.timer is None and not trips.settlements:
                 return
             await asyncio.sleep(0.01)
         raise AssertionError("settlements never sent")
@@ -181,6 +181,27 @@ async def test_redis_down_is_reported_and_settlements_wait(prefix: str) -> None:
     await asyncio.sleep(0.05)
     assert len(down._trips.settlements) == 1  # kept for when Redis answers again
     await down.close()
+
+
+@needs_redis
+async def test_a_lone_settlement_goes_at_once_and_admissions_do_not_wait_for_it(
+        prefix: str) -> None:
+    """With nothing in flight the next admission is a whole request away, so a settlement
+    goes at once; an admission meanwhile is written behind it on the pipelined connection,
+    and Redis still runs the settlement first (its slot is free for the admission)."""
+    counters = RedisCounters(REDIS_URL, key_prefix=prefix, timeout_s=1.0)
+    limit = charge(max_parallel=1)
+    try:
+        assert isinstance(await counters.admit("t1", [limit], 60), Admitted)
+        counters.settle(settlement("t1", tracked=True))
+        trips = counters._trips
+        assert trips.tasks and trips.timer is None  # on its way, not lingering
+        admission = asyncio.create_task(counters.admit("t2", [limit], 60))
+        await asyncio.sleep(0)
+        assert len(trips.tasks) == 2  # both round trips on their way at once
+        assert isinstance(await admission, Admitted)
+    finally:
+        await counters.close()
 
 
 @needs_redis

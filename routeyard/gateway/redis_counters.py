@@ -55,15 +55,19 @@ def slot(ticket: str, reserved: float) -> str:
 
 
 class _RoundTrips:
-    """The queues of admissions and settlements, sent together: each round trip writes the
-    settlements waiting (run first: they free slots) and the admissions waiting, two scripts
-    in one write, and reads both replies in one read. Each round trip carries what arrived
-    during the previous one; under load (requests already admitted and not yet settled), an
-    admission that finds the connection idle waits up to `ADMIT_LINGER_S` for others to share
-    its round trip: a write and a read cost more than the scripts. A settlement waits for the
-    next admission up to `SETTLE_LINGER_S`, then goes alone. Round trips run in one task of
-    their own, so a request that goes away while its admission is on its way cancels nothing
-    else."""
+    """The queues of admissions and settlements, and the round trips that carry them.
+
+    A round trip writes the settlements waiting (run first: they free slots) and the
+    admissions waiting, two scripts in one write, and reads both replies in one read. One
+    round trip with admissions is on its way at a time: admissions that arrive meanwhile go
+    together in the next, and under load (requests admitted and not yet settled) an admission
+    that finds none on its way waits up to `ADMIT_LINGER_S` for others to share it: a write
+    and a read cost more than the scripts. Settlements ride with the next admissions; when no
+    request is in flight (a lone client: the next admission is a whole request away) they go
+    at once, else after `SETTLE_LINGER_S` alone. An admission never waits for a round trip
+    that carries only settlements: it is written behind it on the same pipelined connection,
+    and Redis runs the two in order. Round trips run in tasks of their own, so a request that
+    goes away while its admission is on its way cancels nothing else."""
 
     def __init__(self, client: ScriptClient, lease_ms: int,
                  down: Callable[[BaseException], None]) -> None:
@@ -72,8 +76,8 @@ class _RoundTrips:
         self.down = down
         self.admissions: list[tuple[Encoded, asyncio.Future[bytes]]] = []
         self.settlements: list[Settled] = []
-        self.busy = False  # a round trip is on its way
-        self.task: asyncio.Task[None] | None = None
+        self.admitting = False  # a round trip with admissions is on its way
+        self.tasks: set[asyncio.Task[None]] = set()  # round trips on their way
         self.timer: asyncio.TimerHandle | None = None  # lingering, or a retry's
         self.timer_at = 0.0  # when it fires (loop time; uvloop's handles do not say)
         self.retrying = False  # Redis did not answer: settlements wait for the timer
@@ -83,7 +87,7 @@ class _RoundTrips:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
         self.admissions.append((encoded, future))
-        if self.open < _BUSY_AT or self.busy or self.task is not None or self.retrying:
+        if self.open < _BUSY_AT or self.admitting or self.retrying:
             self.drain()
         elif self.timer is None or self.timer_at > loop.time() + ADMIT_LINGER_S:
             self._wake_in(ADMIT_LINGER_S)  # sooner than a settlement's linger
@@ -97,7 +101,11 @@ class _RoundTrips:
             del self.settlements[0]
             log.warning("a settlement was dropped: Redis has been unreachable too long")
         self.settlements.append(settled)
-        if not self.busy and self.task is None and self.timer is None:
+        if self.retrying or self.tasks:
+            return  # sent when Redis answers again, or after the round trip on its way
+        if self.open == 0 and not self.admissions:
+            self.drain()
+        elif self.timer is None:
             self._wake_in(SETTLE_LINGER_S)
 
     def _wake_in(self, delay_s: float) -> None:
@@ -113,40 +121,42 @@ class _RoundTrips:
         self.drain()
 
     def drain(self) -> None:
-        """Send what is queued in the background, round trip after round trip."""
-        if self.task is None and not self.busy and (self.admissions or self.settlements):
-            self.task = asyncio.get_running_loop().create_task(self._drain())
+        """Start a round trip with what is queued, if one may go now."""
+        if self.admitting or (self.tasks and not self.admissions):
+            return
+        if self.admissions or (self.settlements and not self.retrying):
+            task = asyncio.get_running_loop().create_task(self._round_trip())
+            self.tasks.add(task)
+            task.add_done_callback(self._trip_done)
 
-    async def _drain(self) -> None:
-        try:
-            while (self.admissions or (self.settlements and not self.retrying)) \
-                    and await self._round_trip():
-                pass
-        finally:
-            self.task = None
+    def _trip_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.drain()  # what arrived while it was on its way
 
-    async def _round_trip(self) -> bool:
-        """One round trip with the heads of both queues; False when Redis did not answer."""
+    async def _round_trip(self) -> None:
+        """One round trip with the heads of both queues, taken off them as it is written."""
         if self.timer is not None and not self.retrying:  # the settlements go now
             self.timer.cancel()
             self.timer = None
         admissions = self.admissions[:_MAX_BATCH]
         settlements = [] if self.retrying else self.settlements[:_MAX_BATCH]
+        del self.admissions[:len(admissions)]
+        del self.settlements[:len(settlements)]
         calls = []
         if settlements:
             calls.append((SETTLE, _settle_payload(self.lease_ms, settlements)))
         if admissions:
             calls.append((ADMIT, orjson.dumps([self.lease_ms, [e for e, _ in admissions]])))
-        self.busy = True
+        self.admitting = bool(admissions)
         try:
             replies = await self.client.run_all(calls)
         except ScriptError as error:
-            self._failed(error)
-            return False
+            self.settlements[:0] = settlements  # sent again once Redis answers
+            self._failed(error, admissions)
+            return
         finally:
-            self.busy = False
-        del self.settlements[:len(settlements)]
-        del self.admissions[:len(admissions)]
+            if admissions:
+                self.admitting = False
         if admissions:
             lines = replies[-1]
             assert isinstance(lines, bytes)
@@ -156,13 +166,13 @@ class _RoundTrips:
                     self.open += line.startswith(b"ok|")
                 elif line.startswith(b"ok|"):  # admitted, but its request went away
                     self.settle(_abandoned(encoded, int(line.split(b"|")[1])), admitted=False)
-        return True
 
-    def _failed(self, error: ScriptError) -> None:
+    def _failed(self, error: ScriptError,
+                admissions: list[tuple[Encoded, asyncio.Future[bytes]]]) -> None:
         """Admissions fail (the on_redis_down policy answers them); settlements are kept and
         sent again once Redis answers."""
         self.down(error)
-        waiting, self.admissions = self.admissions, []
+        waiting, self.admissions = admissions + self.admissions, []
         for _, future in waiting:
             if not future.done():
                 future.set_exception(RedisDown(str(error)))
@@ -176,9 +186,10 @@ class _RoundTrips:
             self.timer.cancel()
             self.timer = None
         self.retrying = False
-        if self.task is not None:
-            await self.task
+        while self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.settlements:
+            self.admitting = False
             await self._round_trip()
 
 
