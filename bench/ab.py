@@ -3,6 +3,7 @@
     python bench/ab.py --baseline HEAD            # uncommitted changes vs the last commit
     python bench/ab.py --baseline HEAD~1 --rounds 7 --duration 8 --markdown
     python bench/ab.py --baseline 4758e69 --candidate dcb6ce4   # two commits
+    python bench/ab.py --baseline HEAD~1 --keys   # both with a virtual key counted in Redis
 
 Both routers run the same generated config (gateway.py's) with the same venv: a commit's
 `routeyard` package comes from a temporary `git worktree` of the ref, put first on PYTHONPATH
@@ -12,7 +13,9 @@ One simulator at 0 ms serves both, and the direct path is measured beside them. 
 wrk against direct, A and B in turn (the order alternates between rounds, so drift on a shared
 machine hits both alike), for c=1 latency and c=64 throughput, then the streaming client for
 time to first byte at c=16; the median round is reported, with B/A ratios of the medians and
-every round in the JSON.
+every round in the JSON. With `--keys`, both routers keep their state in Redis and every request
+carries a virtual key whose limits and budgets are counted (bench/gateway_limits.py's keys-on):
+the A/B of a change to the gateway's path.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from gateway import (
     set_sim_profile,
     simulator_config,
 )
+from gateway_limits import config as keyed_config
+from gateway_limits import forget_keys, virtual_key
 from procs import Target, machine_info, start_routeyard, start_simulator
 from wrkload import run_wrk, send_requests, wrk_available
 
@@ -94,7 +99,8 @@ def measure_streams(targets: list[Target], sim_url: str, duration_s: float, roun
                 done = subprocess.run(
                     [sys.executable, str(HERE / "ttfb_client.py"), "--url", target.chat_url,
                      "--body", chat_body(target, stream=True).decode(), "--concurrency",
-                     str(concurrency), "--duration", str(duration_s), "--warmup", "1"],
+                     str(concurrency), "--duration", str(duration_s), "--warmup", "1",
+                     *(f"--header={name}:{value}" for name, value in target.headers.items())],
                     capture_output=True, text=True, check=True, timeout=duration_s + 120)
                 result = json.loads(done.stdout)
                 if result["errors"]:
@@ -154,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds per measure (median)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "ab.json")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--keys", action="store_true",
+                        help="both routers on Redis, each request with a counted virtual key")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args(argv)
     if not wrk_available():
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -178,15 +187,23 @@ def main(argv: list[str] | None = None) -> int:
             meta["candidate"] = commit[:10]
         sim_url, sim_pid = stack.enter_context(start_simulator(simulator_config(), tmp))
         direct = Target("direct", sim_url + "/v1", SIM_MODEL, sim_pid)
-        config_a = routeyard_config(direct.base_url, tmp / "a")
-        config_b = routeyard_config(direct.base_url, tmp / "b")
+        prefix = f"routeyard-ab-{int(datetime.now(UTC).timestamp())}"
+        config_a, config_b = ((keyed_config(direct.base_url, tmp / n, args.redis_url,
+                                            f"{prefix}-{n}", keys=True) if args.keys
+                               else routeyard_config(direct.base_url, tmp / n)) for n in "ab")
         a = stack.enter_context(start_routeyard(config_a, tmp / "a", name="A", source=source))
         b = stack.enter_context(start_routeyard(config_b, tmp / "b", name="B",
                                                 source=candidate))
         targets = [direct, a, b]
+        if args.keys:
+            meta["keys"] = "a virtual key with limits and budgets, counted in Redis"
+            for target in (a, b):
+                target.headers = {"Authorization": f"Bearer {virtual_key(target)}"}
+            stack.callback(forget_keys, args.redis_url, prefix)
         for target in targets:
             check_target(target)
-            send_requests(target.chat_url, chat_body(target), 1000, connections=64)
+            send_requests(target.chat_url, chat_body(target), 1000, connections=64,
+                          headers=target.headers)
         results = {"latency_c1": measure(targets, 1, args.duration, args.rounds),
                    "throughput_c64": measure(targets, 64, args.duration, args.rounds),
                    "stream_ttfb_c16": measure_streams(targets, sim_url, args.duration,

@@ -81,6 +81,17 @@ def virtual_key(target: Target) -> str:
     return str(admin_call(root, "/admin/keys", {"name": "bench", "limits": FAR_ABOVE})["key"])
 
 
+def forget_keys(redis_url: str, prefix: str) -> None:
+    """Leave no bench keys behind in Redis."""
+    with contextlib.suppress(Exception):
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{prefix}-*", count=1000))
+        if keys:
+            client.unlink(*keys)
+
+
 def measure(targets: list[Target], sim_pid: int, connections: int, duration_s: float,
             rounds: int) -> dict[str, Any]:
     """Interleaved wrk runs; per target the median round (p50 at c=1, throughput else)."""
@@ -210,13 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         results["throughput_c64"] = {
             **throughput, "paired_change_pct": paired(throughput, "rps"),
             "paired_change_pct_floor": paired(throughput, "rps", "keys-floor")}
-        with contextlib.suppress(Exception):  # leave no bench keys behind in Redis
-            import redis
-
-            client = redis.Redis.from_url(args.redis_url)
-            keys = list(client.scan_iter(match=f"{prefix}-*", count=1000))
-            if keys:
-                client.unlink(*keys)
+        forget_keys(args.redis_url, prefix)
     results["goals"] = goals(results["latency_c1"], results["throughput_c64"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
