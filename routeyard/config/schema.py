@@ -25,6 +25,7 @@ from routeyard.config.signals import RuleTree, SignalsConfig
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
 class Strict(BaseModel):
@@ -243,6 +244,10 @@ class ServerConfig(Strict):
     # end with an SSE error event. LLM streams run for minutes: set the orchestrator's kill
     # timeout (Kubernetes' terminationGracePeriodSeconds) above drain_delay_s + this.
     shutdown_grace_s: NonNegativeFloat = 300.0
+    # `routeyard serve` collects the youngest generation of cyclic garbage after this many
+    # allocations (Python's default: 700), after freezing what startup built; 0 keeps
+    # Python's defaults. See docs/configuration.md.
+    gc_young_threshold: NonNegativeInt = 50_000
 
     @field_validator("api_keys", "admin_keys")
     @classmethod
