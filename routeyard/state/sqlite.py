@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from routeyard.state import sqlite_query as q
 from routeyard.state._buffered import BufferedStore, log
 from routeyard.state.base import (
     CLAIM_VALUE,
@@ -32,6 +33,7 @@ from routeyard.state.base import (
     check_ttl,
     check_value,
 )
+from routeyard.state.query import Aggregate, DecisionPage, DecisionQuery, StatsQuery
 
 T = TypeVar("T")
 
@@ -101,18 +103,17 @@ def default_sqlite_path() -> Path:
 def _row(r: DecisionRecord) -> tuple[object, ...]:
     return (r.request_id, r.time, r.decision, r.model, r.endpoint, r.latency_ms,
             r.prompt_tokens, r.completion_tokens, r.cost_usd, r.status, int(r.stream),
-            orjson.dumps(r.detail).decode() if r.detail is not None else None)
-
-
-def _record(row: tuple[object, ...]) -> DecisionRecord:
-    *head, stream, detail = row
-    return DecisionRecord(*head, stream=bool(stream),  # type: ignore[arg-type]
-                          detail=orjson.loads(detail) if detail else None)  # type: ignore[arg-type]
+            orjson.dumps(r.detail).decode() if r.detail is not None else None,
+            r.surface, r.key_id, r.tenant, r.ttft_ms, r.cache, r.dearest_cost_usd)
 
 
 # Columns added after a table was first created: (name, SQL type). A file from an earlier
-# version gets them added when it is opened.
-_ADDED_COLUMNS = (("detail", "TEXT"),)
+# version gets them added when it is opened (schema v2: the query API's columns).
+_ADDED_COLUMNS = (("detail", "TEXT"), ("surface", "TEXT"), ("key_id", "TEXT"),
+                  ("tenant", "TEXT"), ("ttft_ms", "REAL"), ("cache", "TEXT"),
+                  ("dearest_cost_usd", "REAL"))
+# How often the writer deletes records past `retention_days` (a slice per flush until done).
+_RETENTION_EVERY_S = 60.0
 
 
 class SQLiteStore(BufferedStore):
@@ -127,10 +128,13 @@ class SQLiteStore(BufferedStore):
         *,
         max_records: int | None = None,
         clock: Callable[[], float] = time.time,
+        retention_days: float | None = None,
         **buffer_options: Any,
     ) -> None:
         super().__init__(**buffer_options)
         self.path = Path(path) if path is not None else default_sqlite_path()
+        self.retention_days = retention_days
+        self._next_retention = 0.0  # monotonic time of the next retention pass
         # Key expiry is wall-clock (it must hold across restarts); injectable for tests.
         self.clock = clock
         self.max_records = max_records
@@ -207,6 +211,12 @@ class SQLiteStore(BufferedStore):
         for column, kind in _ADDED_COLUMNS:
             if column not in present:
                 conn.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for statement in q.V2_SCHEMA:
+            conn.execute(statement)
+        if version < q.SCHEMA_VERSION:
+            q.backfill(conn)  # records written before roll-ups existed
+            conn.execute(f"PRAGMA user_version = {q.SCHEMA_VERSION}")
         conn.execute("COMMIT")
         return conn
 
@@ -233,6 +243,7 @@ class SQLiteStore(BufferedStore):
         rejected = 0
         conn.execute("BEGIN")
         try:
+            q.roll_up(conn, batch)
             try:
                 for start in range(0, len(rows), _CHUNK_ROWS):
                     chunk = rows[start:start + _CHUNK_ROWS]
@@ -254,7 +265,22 @@ class SQLiteStore(BufferedStore):
         self._since_prune += len(rows) - rejected
         if self.max_records is not None and self._since_prune >= self._prune_every:
             self._prune()
+        self._retain()
         return rejected
+
+    def _retain(self, *, now: float | None = None) -> None:
+        """Delete records older than `retention_days`, a slice at a time, once a minute."""
+        if self.retention_days is None or time.monotonic() < self._next_retention:
+            return
+        assert self._writer is not None
+        cutoff = (self.clock() if now is None else now) - self.retention_days * 86400
+        try:
+            gone = q.prune_older(self._writer, cutoff)
+        except sqlite3.OperationalError as exc:  # housekeeping: retried next time
+            log.warning("sqlite store could not delete old records: %s", exc)
+            return
+        if gone < 10_000:  # done for now; else go on with the next flush
+            self._next_retention = time.monotonic() + _RETENTION_EVERY_S
 
     def _prune(self) -> None:
         assert self._writer is not None and self.max_records is not None
@@ -366,17 +392,49 @@ class SQLiteStore(BufferedStore):
 
     def _get(self, request_id: str) -> DecisionRecord | None:
         assert self._reader is not None
-        row = self._reader.execute(
-            f"SELECT {_COLUMNS} FROM decisions WHERE request_id = ?", (request_id,)
-        ).fetchone()
-        return _record(row) if row is not None else None
+        return q.get_one(self._reader, request_id)
 
     def _recent(self, limit: int) -> list[DecisionRecord]:
         assert self._reader is not None
-        rows = self._reader.execute(
-            f"SELECT {_COLUMNS} FROM decisions ORDER BY time DESC LIMIT ?", (max(0, limit),)
-        ).fetchall()
-        return [_record(row) for row in rows]
+        if limit <= 0:
+            return []
+        return q.query_page(self._reader, DecisionQuery(limit=limit)).records
+
+    # -- the query API ---------------------------------------------------------------------
+
+    async def query_decisions(self, query: DecisionQuery) -> DecisionPage:
+        assert query.limit > 0
+        try:
+            return await self._in_reader(lambda: q.query_page(self._reader_conn(), query))
+        except _KV_ERRORS as exc:
+            raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
+
+    async def decision_stats(self, query: StatsQuery) -> dict[Any, Aggregate]:
+        try:
+            return await self._in_reader(lambda: q.stats(self._reader_conn(), query))
+        except _KV_ERRORS as exc:
+            raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
+
+    async def record_feedback(self, request_id: str, score: float) -> None:
+        await super().flush()  # its record first, if it still waits in the buffer
+        try:
+            await self._in_writer(lambda: q.set_feedback(self._writer_conn(), request_id,
+                                                         float(score), self.clock()))
+        except _KV_ERRORS as exc:
+            raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
+
+    async def retain(self, now: float | None = None) -> None:
+        """Run the retention pass now (tests; the writer runs it once a minute)."""
+        self._next_retention = 0.0
+        await self._in_writer(lambda: self._retain(now=now))
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        assert self._reader is not None
+        return self._reader
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        assert self._writer is not None
+        return self._writer
 
     def _ping(self) -> bool:
         assert self._reader is not None
