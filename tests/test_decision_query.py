@@ -253,7 +253,36 @@ async def test_sqlite_upgrades_a_v1_file_and_rolls_up_its_records(tmp_path: Path
     finally:
         await store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("SELECT rolled FROM decision_rollup_mark").fetchone()[0] >= 30
+
+
+async def test_sqlite_rolls_up_new_records_before_stats_and_counts_feedback_once(
+        tmp_path: Path) -> None:
+    """The writer rolls records up every few seconds, not per batch: stats bring the roll-ups
+    up to date first, and feedback given between a record's write and its roll-up is counted
+    once (by the roll-up), as is feedback given after it (by set_feedback)."""
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.start()
+    try:
+        records = synthetic(40)
+        given = await fill(store, records[:20])
+        window = StatsQuery(BASE - 3600, BASE + 86400, None)
+        first = await store.decision_stats(window)  # rolls the first 20 up
+        assert sum(a.requests for a in first.values()) == 20
+        given |= await fill(store, records[20:])
+        extra = {records[25].request_id: 1.0,  # not rolled up yet
+                 records[5].request_id: 0.5}  # rolled up already
+        assert not extra.keys() & given.keys()
+        for request_id, score in extra.items():
+            await store.record_feedback(request_id, score)
+        given |= extra
+        found = await store.decision_stats(window)
+        assert sum(a.requests for a in found.values()) == 40
+        assert sum(a.feedback_count for a in found.values()) == len(given)
+        assert sum(a.feedback_sum for a in found.values()) == pytest.approx(sum(given.values()))
+    finally:
+        await store.close()
 
 
 async def test_sqlite_retention_deletes_old_records_and_their_rollups(tmp_path: Path) -> None:

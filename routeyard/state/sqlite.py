@@ -63,7 +63,11 @@ _SCHEMA: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires_at) WHERE expires_at IS NOT NULL",
 )
 _ROW_MARKS = f"({', '.join('?' for _ in DECISION_FIELDS)})"
-_INSERT = f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES {_ROW_MARKS}"
+# A record written again (a batch retried after an interruption) replaces the first in place:
+# it keeps its rowid, so the roll-ups, which count records up to a rowid, count it once.
+_UPSERT = (" ON CONFLICT (request_id) DO UPDATE SET "
+           + ", ".join(f"{f} = excluded.{f}" for f in DECISION_FIELDS if f != "request_id"))
+_INSERT = f"INSERT INTO decisions ({_COLUMNS}) VALUES {_ROW_MARKS}{_UPSERT}"
 # Rows per multi-row INSERT: one statement step per chunk instead of one per row, because
 # sqlite3 drops and retakes the GIL around every step, and each handoff stalls the event loop
 # (the convoy effect): executemany of a busy second's rows cost the loop ~10% of throughput.
@@ -72,8 +76,8 @@ _CHUNK_ROWS = 256
 
 @functools.lru_cache(maxsize=8)
 def _insert_many(n: int) -> str:
-    return (f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES "
-            + ", ".join([_ROW_MARKS] * n))
+    return (f"INSERT INTO decisions ({_COLUMNS}) VALUES "
+            + ", ".join([_ROW_MARKS] * n) + _UPSERT)
 # Exact bound: walk the time index newest-first, skip the rows to keep, delete the rest.
 _PRUNE = (
     "DELETE FROM decisions WHERE rowid IN "
@@ -112,6 +116,8 @@ def _row(r: DecisionRecord) -> tuple[object, ...]:
 _ADDED_COLUMNS = (("detail", "TEXT"), ("surface", "TEXT"), ("key_id", "TEXT"),
                   ("tenant", "TEXT"), ("ttft_ms", "REAL"), ("cache", "TEXT"),
                   ("dearest_cost_usd", "REAL"))
+# How often the writer adds new records to the roll-ups (stats bring them up to date first).
+_ROLL_UP_EVERY_S = 5.0
 # How often the writer deletes records past `retention_days` (a slice per flush until done).
 _RETENTION_EVERY_S = 60.0
 
@@ -135,6 +141,7 @@ class SQLiteStore(BufferedStore):
         self.path = Path(path) if path is not None else default_sqlite_path()
         self.retention_days = retention_days
         self._next_retention = 0.0  # monotonic time of the next retention pass
+        self._next_roll_up = 0.0  # monotonic time of the next roll-up of new records
         # Key expiry is wall-clock (it must hold across restarts); injectable for tests.
         self.clock = clock
         self.max_records = max_records
@@ -214,8 +221,9 @@ class SQLiteStore(BufferedStore):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         for statement in q.V2_SCHEMA:
             conn.execute(statement)
-        if version < q.SCHEMA_VERSION:
-            q.backfill(conn)  # records written before roll-ups existed
+        if version < q.SCHEMA_VERSION:  # roll-ups made again from the records, when first read
+            conn.execute("DELETE FROM decision_rollups")
+            conn.execute("DELETE FROM decision_rollup_mark")
             conn.execute(f"PRAGMA user_version = {q.SCHEMA_VERSION}")
         conn.execute("COMMIT")
         return conn
@@ -243,7 +251,6 @@ class SQLiteStore(BufferedStore):
         rejected = 0
         conn.execute("BEGIN")
         try:
-            q.roll_up(conn, batch)
             try:
                 for start in range(0, len(rows), _CHUNK_ROWS):
                     chunk = rows[start:start + _CHUNK_ROWS]
@@ -265,8 +272,21 @@ class SQLiteStore(BufferedStore):
         self._since_prune += len(rows) - rejected
         if self.max_records is not None and self._since_prune >= self._prune_every:
             self._prune()
+        self._roll_up()
         self._retain()
         return rejected
+
+    def _roll_up(self, *, now: bool = False) -> None:
+        """Bring the roll-ups up to date: every few seconds, and before stats (`now`)."""
+        if not now and time.monotonic() < self._next_roll_up:
+            return
+        self._next_roll_up = time.monotonic() + _ROLL_UP_EVERY_S
+        try:
+            q.roll_up_pending(self._writer_conn())
+        except sqlite3.OperationalError as exc:  # retried next time; stats say so if asked
+            if now:
+                raise
+            log.warning("sqlite store could not roll up decision records: %s", exc)
 
     def _retain(self, *, now: float | None = None) -> None:
         """Delete records older than `retention_days`, a slice at a time, once a minute."""
@@ -411,6 +431,7 @@ class SQLiteStore(BufferedStore):
 
     async def decision_stats(self, query: StatsQuery) -> dict[Any, Aggregate]:
         try:
+            await self._in_writer(lambda: self._roll_up(now=True))
             return await self._in_reader(lambda: q.stats(self._reader_conn(), query))
         except _KV_ERRORS as exc:
             raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -32,7 +32,7 @@ from routeyard.state.query import (
     page_of,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: roll-ups made from the table, up to a mark
 # Schema v2: the query API's tables and indexes (created at open; the columns are added by
 # the store's _ADDED_COLUMNS).
 V2_SCHEMA: tuple[str, ...] = (
@@ -48,6 +48,11 @@ V2_SCHEMA: tuple[str, ...] = (
         time REAL NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS decision_feedback_time ON decision_feedback (time)",
+    # The rowid of the last record the roll-ups count.
+    """CREATE TABLE IF NOT EXISTS decision_rollup_mark (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        rolled INTEGER NOT NULL
+    )""",
     # Histograms are packed little-endian uint32 (bucket, count) pairs.
     """CREATE TABLE IF NOT EXISTS decision_rollups (
         dim TEXT NOT NULL,
@@ -108,33 +113,80 @@ def unpack(blob: bytes) -> dict[int, int]:
 # -- writing (writer thread, inside the batch's transaction) -------------------------------
 
 
-def _ids_in(conn: sqlite3.Connection, table: str, columns: str, ids: list[str]
-            ) -> list[tuple[Any, ...]]:
-    found: list[tuple[Any, ...]] = []
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start:start + _CHUNK]
-        found += conn.execute(f"SELECT {columns} FROM {table} WHERE request_id IN "
-                              f"({', '.join('?' * len(chunk))})", chunk).fetchall()
-    return found
+class _Rolled(NamedTuple):
+    """What the roll-ups read of a record (not its detail, which is most of its bytes)."""
+
+    rowid: int
+    request_id: str
+    time: float
+    model: str | None
+    decision: str | None
+    key_id: str | None
+    tenant: str | None
+    surface: str | None
+    status: str
+    latency_ms: float
+    ttft_ms: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    dearest_cost_usd: float | None
+    cache: str | None
+    score: float | None
+    score_time: float | None
 
 
-def roll_up(conn: sqlite3.Connection, records: list[DecisionRecord], *,
-            check: bool = True) -> None:
-    """Add a batch's records to the hourly roll-ups, before they are inserted. With `check`,
-    a record already in the log (a batch written twice after an interruption) is counted
-    once: its first write counted it. Feedback that came before its record is counted now."""
-    ids = [r.request_id for r in records]
-    known = {row[0] for row in _ids_in(conn, "decisions", "request_id", ids)} if check \
-        else set()
-    early = dict(_ids_in(conn, "decision_feedback", "request_id, score", ids))
-    if early:  # feedback that came first takes its record's time (windows and retention)
-        conn.executemany("UPDATE decision_feedback SET time = ? WHERE request_id = ?",
-                         [(r.time, r.request_id) for r in records if r.request_id in early])
+_ROLL_SELECT = (f"SELECT d.rowid, d.request_id, d.time, d.{_DIM_FIELDS.replace(', ', ', d.')}, "
+                "d.latency_ms, d.ttft_ms, d.prompt_tokens, d.completion_tokens, d.cost_usd, "
+                "d.dearest_cost_usd, d.cache, f.score, f.time FROM decisions AS d "
+                "LEFT JOIN decision_feedback AS f ON f.request_id = d.request_id "
+                "WHERE d.rowid > ? ORDER BY d.rowid LIMIT ?")
+
+
+def rolled_through(conn: sqlite3.Connection) -> int:
+    """The rowid of the last record the roll-ups count."""
+    row = conn.execute("SELECT rolled FROM decision_rollup_mark WHERE id = 0").fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def roll_up_pending(conn: sqlite3.Connection, limit: int = 50_000) -> int:
+    """Add the records written since the last roll-up (by rowid) to the hourly roll-ups, with
+    the feedback that came before them; how many. The writer calls it every few seconds and
+    before stats, not on every batch: upserting the roll-ups of each small batch cost the
+    request path ~10% of its throughput (the writer thread's CPU). A record written again
+    keeps its rowid (the store's upsert), so it is counted once."""
+    total = 0
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = [_Rolled(*row) for row in
+                    conn.execute(_ROLL_SELECT, (rolled_through(conn), limit)).fetchall()]
+            if rows:
+                _add_to_rollups(conn, rows)
+                conn.execute("INSERT OR REPLACE INTO decision_rollup_mark (id, rolled) "
+                             "VALUES (0, ?)", (rows[-1].rowid,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        total += len(rows)
+        if len(rows) < limit:
+            return total
+
+
+def _add_to_rollups(conn: sqlite3.Connection, rows: list[_Rolled]) -> None:
+    early = {r.request_id: r.score for r in rows if r.score is not None}
+    # Feedback that came before its record takes the record's time (windows and retention).
+    moved = [(r.time, r.request_id) for r in rows
+             if r.score is not None and r.score_time != r.time]
+    if moved:
+        conn.executemany("UPDATE decision_feedback SET time = ? WHERE request_id = ?", moved)
     # One aggregate per distinct (hour, dimension values), then merged into each dimension.
     try:
-        fine = _fine(records, known, early, careful=False)
+        fine = _fine(rows, early, careful=False)
     except (TypeError, ValueError, OverflowError):  # a malformed record: find and skip it
-        fine = _fine(records, known, early, careful=True)
+        fine = _fine(rows, early, careful=True)
     coarse: dict[tuple[str, int, str], Aggregate] = {}
     for (hour, *values), agg in fine.items():
         model, decision, _, _, surface, status = values
@@ -156,14 +208,12 @@ def roll_up(conn: sqlite3.Connection, records: list[DecisionRecord], *,
                                       pack(agg.latency), pack(agg.ttft)))
 
 
-def _fine(records: list[DecisionRecord], known: set[str], early: dict[str, float], *,
+def _fine(records: list[_Rolled], early: dict[str, float], *,
           careful: bool) -> dict[tuple[Any, ...], Aggregate]:
     """The records' aggregates per (hour, dimension values). `careful` builds each record's
     apart and skips those that fail (their insert is refused too, and counted there)."""
     fine: dict[tuple[Any, ...], Aggregate] = {}
     for r in records:
-        if r.request_id in known:
-            continue
         if careful:
             try:
                 key = (int(r.time // 3600), r.model, r.decision, r.key_id, r.tenant,
@@ -195,30 +245,24 @@ def _fine(records: list[DecisionRecord], known: set[str], early: dict[str, float
     return fine
 
 
-def backfill(conn: sqlite3.Connection) -> None:
-    """Roll up the records a file had before it had roll-ups (an upgrade from schema v1)."""
-    cursor = conn.execute(f"SELECT {', '.join(DECISION_FIELDS)} FROM decisions")
-    while batch := cursor.fetchmany(10_000):
-        roll_up(conn, [record_of((*row, None)) for row in batch], check=False)
-
-
 def set_feedback(conn: sqlite3.Connection, request_id: str, score: float, now: float) -> None:
     """Keep (or replace) a request's feedback, and count it in its record's roll-ups. Before
-    its record is written, it is kept only, and counted when the record comes."""
+    its record is rolled up, it is kept only, and counted when the record is."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        record = conn.execute(f"SELECT time, {_DIM_FIELDS} FROM decisions WHERE request_id = ?",
-                              (request_id,)).fetchone()
+        record = conn.execute(f"SELECT time, {_DIM_FIELDS}, rowid FROM decisions "
+                              "WHERE request_id = ?", (request_id,)).fetchone()
         old = conn.execute("SELECT score FROM decision_feedback WHERE request_id = ?",
                            (request_id,)).fetchone()
         conn.execute("INSERT OR REPLACE INTO decision_feedback (request_id, score, time) "
                      "VALUES (?, ?, ?)", (request_id, score,
                                           record[0] if record is not None else now))
-        if record is not None:
+        if record is not None and record[-1] <= rolled_through(conn):
             hour = int(record[0] // 3600)
             count, delta = (1, score) if old is None else (0, score - old[0])
-            model, decision, _, _, surface, status = record[1:]
-            for dim, value in (*zip(ROLLUP_DIMS, [None, *record[1:]], strict=True),
+            dims = record[1:-1]
+            model, decision, _, _, surface, status = dims
+            for dim, value in (*zip(ROLLUP_DIMS, [None, *dims], strict=True),
                                (CUBE, _cube_value(model, decision, surface, status))):
                 conn.execute(_ROLLUP_FEEDBACK, (count, delta, dim, hour, value or ""))
         conn.execute("COMMIT")
