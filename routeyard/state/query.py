@@ -32,7 +32,7 @@ GROUP_BY = ("model", "decision", "key", "tenant", "hour")
 MAX_PAGE = 1000
 # Histogram buckets: bucket b holds values v (ms) with floor(ln(1 + v) * 20) == b, so each is
 # ~5% wide above a few ms (and 0.05 ms wide below), and every store buckets the same way.
-_BUCKETS_PER_E = 20.0
+BUCKETS_PER_E = 20.0
 
 
 class QueryError(ValueError):
@@ -117,12 +117,12 @@ def sort_key(record: DecisionRecord) -> tuple[float, str]:
 
 
 def bucket(ms: float) -> int:
-    return int(math.log1p(max(0.0, ms)) * _BUCKETS_PER_E)
+    return int(math.log1p(max(0.0, ms)) * BUCKETS_PER_E)
 
 
 def bucket_value(index: int) -> float:
     """A bucket's representative value: the geometric middle of its bounds."""
-    return math.expm1((index + 0.5) / _BUCKETS_PER_E)
+    return math.expm1((index + 0.5) / BUCKETS_PER_E)
 
 
 def group_value(record: DecisionRecord, group_by: str | None) -> str | int | None:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import orjson
 
 from routeyard.state.base import DECISION_FIELDS, ERROR_STATUSES, DecisionRecord
 from routeyard.state.query import (
+    BUCKETS_PER_E,
     FILTER_FIELDS,
     Aggregate,
     DecisionPage,
@@ -113,34 +114,28 @@ def unpack(blob: bytes) -> dict[int, int]:
 # -- writing (writer thread, inside the batch's transaction) -------------------------------
 
 
-class _Rolled(NamedTuple):
-    """What the roll-ups read of a record (not its detail, which is most of its bytes)."""
-
-    rowid: int
-    request_id: str
-    time: float
-    model: str | None
-    decision: str | None
-    key_id: str | None
-    tenant: str | None
-    surface: str | None
-    status: str
-    latency_ms: float
-    ttft_ms: float | None
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    dearest_cost_usd: float | None
-    cache: str | None
-    score: float | None
-    score_time: float | None
-
-
-_ROLL_SELECT = (f"SELECT d.rowid, d.request_id, d.time, d.{_DIM_FIELDS.replace(', ', ', d.')}, "
-                "d.latency_ms, d.ttft_ms, d.prompt_tokens, d.completion_tokens, d.cost_usd, "
-                "d.dearest_cost_usd, d.cache, f.score, f.time FROM decisions AS d "
-                "LEFT JOIN decision_feedback AS f ON f.request_id = d.request_id "
-                "WHERE d.rowid > ? ORDER BY d.rowid LIMIT ?")
+# The roll-ups of new records are aggregated by SQLite itself: a handful of rows come back
+# per hour and dimension values, where reading the records would step (and hand the GIL
+# back and forth with the event loop) once per record.
+_FINE_KEY = ("CAST(d.time / 3600 AS INTEGER), "
+             + ", ".join(f"d.{f}" for f in _DIM_FIELDS.split(", ")))
+_NEW = ("FROM decisions AS d LEFT JOIN decision_feedback AS f ON f.request_id = d.request_id "
+        "WHERE d.rowid > ? AND d.rowid <= ?")
+_ERRORS_IN = ", ".join(f"'{status}'" for status in sorted(ERROR_STATUSES))
+_ROLL_SUMS = (f"SELECT {_FINE_KEY}, count(*), total(d.status IN ({_ERRORS_IN})), "
+              "total(d.cache IS NOT NULL), total(d.cache = 'hit'), total(d.prompt_tokens), "
+              "total(d.completion_tokens), total(d.cost_usd), "
+              "total(coalesce(d.dearest_cost_usd, d.cost_usd)), total(d.latency_ms), "
+              f"count(f.score), total(f.score) {_NEW} GROUP BY {_FINE_KEY}")
+# Histogram buckets as query.bucket() makes them: int(log1p(max(0, ms)) * per e).
+_ROLL_HIST = ("SELECT {key}, CAST(ln(1 + max(0, d.{column})) * {per_e} AS INTEGER) AS b, "
+              "count(*) {new} AND d.{column} IS NOT NULL GROUP BY {key}, b")
+# Feedback that came before its record takes the record's time (windows and retention).
+_EARLY_FEEDBACK = (
+    "UPDATE decision_feedback SET time = (SELECT d.time FROM decisions AS d "
+    "WHERE d.request_id = decision_feedback.request_id) WHERE request_id IN "
+    "(SELECT d.request_id FROM decisions AS d JOIN decision_feedback AS f "
+    "ON f.request_id = d.request_id WHERE d.rowid > ? AND d.rowid <= ? AND f.time != d.time)")
 
 
 def rolled_through(conn: sqlite3.Connection) -> int:
@@ -149,50 +144,57 @@ def rolled_through(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row is not None else 0
 
 
-def roll_up_pending(conn: sqlite3.Connection, limit: int = 50_000) -> int:
+def roll_up_pending(conn: sqlite3.Connection) -> int:
     """Add the records written since the last roll-up (by rowid) to the hourly roll-ups, with
     the feedback that came before them; how many. The writer calls it every few seconds and
     before stats, not on every batch: upserting the roll-ups of each small batch cost the
-    request path ~10% of its throughput (the writer thread's CPU). A record written again
-    keeps its rowid (the store's upsert), so it is counted once."""
-    total = 0
-    while True:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            rows = [_Rolled(*row) for row in
-                    conn.execute(_ROLL_SELECT, (rolled_through(conn), limit)).fetchall()]
-            if rows:
-                _add_to_rollups(conn, rows)
-                conn.execute("INSERT OR REPLACE INTO decision_rollup_mark (id, rolled) "
-                             "VALUES (0, ?)", (rows[-1].rowid,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        total += len(rows)
-        if len(rows) < limit:
-            return total
-
-
-def _add_to_rollups(conn: sqlite3.Connection, rows: list[_Rolled]) -> None:
-    early = {r.request_id: r.score for r in rows if r.score is not None}
-    # Feedback that came before its record takes the record's time (windows and retention).
-    moved = [(r.time, r.request_id) for r in rows
-             if r.score is not None and r.score_time != r.time]
-    if moved:
-        conn.executemany("UPDATE decision_feedback SET time = ? WHERE request_id = ?", moved)
-    # One aggregate per distinct (hour, dimension values), then merged into each dimension.
+    request path ~10% of its throughput. A record written again keeps its rowid (the store's
+    upsert), so it is counted once."""
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        fine = _fine(rows, early, careful=False)
-    except (TypeError, ValueError, OverflowError):  # a malformed record: find and skip it
-        fine = _fine(rows, early, careful=True)
+        start = rolled_through(conn)
+        end = conn.execute("SELECT max(rowid) FROM decisions").fetchone()[0] or 0
+        if end > start:
+            conn.execute(_EARLY_FEEDBACK, (start, end))
+            _add_to_rollups(conn, _new_aggregates(conn, start, end))
+            conn.execute("INSERT OR REPLACE INTO decision_rollup_mark (id, rolled) "
+                         "VALUES (0, ?)", (end,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return max(0, end - start)
+
+
+def _new_aggregates(conn: sqlite3.Connection, start: int, end: int
+                    ) -> dict[tuple[Any, ...], Aggregate]:
+    """The aggregate of the records with rowids in (start, end], per (hour, dimensions)."""
+    fine: dict[tuple[Any, ...], Aggregate] = {}
+    for row in conn.execute(_ROLL_SUMS, (start, end)):
+        key, sums = row[:7], row[7:]
+        (requests, errors, cache_ran, cache_hits, prompt, completion, cost, dearest,
+         latency_sum, feedback_count, feedback_sum) = sums
+        fine[key] = Aggregate(requests, int(errors), int(cache_ran), int(cache_hits),
+                              int(prompt), int(completion), cost, dearest, latency_sum,
+                              feedback_count=feedback_count, feedback_sum=feedback_sum)
+    for column, histogram in (("latency_ms", "latency"), ("ttft_ms", "ttft")):
+        query = _ROLL_HIST.format(key=_FINE_KEY, column=column, per_e=BUCKETS_PER_E, new=_NEW)
+        for *key, index, count in conn.execute(query, (start, end)):
+            agg = fine.get(tuple(key))
+            if agg is not None and index is not None:
+                getattr(agg, histogram)[int(index)] = count
+    return fine
+
+
+def _add_to_rollups(conn: sqlite3.Connection, fine: dict[tuple[Any, ...], Aggregate]) -> None:
+    """Merge aggregates per (hour, dimension values) into each dimension's roll-up rows."""
     coarse: dict[tuple[str, int, str], Aggregate] = {}
     for (hour, *values), agg in fine.items():
         model, decision, _, _, surface, status = values
         for dim, value in (*zip(ROLLUP_DIMS, [None, *values], strict=True),
                            (CUBE, _cube_value(model, decision, surface, status))):
-            slot = (dim, hour, value or "")
+            slot = (dim, hour, "" if value is None else str(value))
             found = coarse.get(slot)
             if found is None:
                 found = coarse[slot] = Aggregate()
@@ -206,43 +208,6 @@ def _add_to_rollups(conn: sqlite3.Connection, rows: list[_Rolled]) -> None:
                                       agg.cost_usd, agg.dearest_cost_usd, agg.latency_sum,
                                       agg.feedback_count, agg.feedback_sum,
                                       pack(agg.latency), pack(agg.ttft)))
-
-
-def _fine(records: list[_Rolled], early: dict[str, float], *,
-          careful: bool) -> dict[tuple[Any, ...], Aggregate]:
-    """The records' aggregates per (hour, dimension values). `careful` builds each record's
-    apart and skips those that fail (their insert is refused too, and counted there)."""
-    fine: dict[tuple[Any, ...], Aggregate] = {}
-    for r in records:
-        if careful:
-            try:
-                key = (int(r.time // 3600), r.model, r.decision, r.key_id, r.tenant,
-                       r.surface, r.status)
-                hash(key)
-                one = Aggregate()
-                one.add(r.status, r.latency_ms, r.ttft_ms, r.prompt_tokens,
-                        r.completion_tokens, r.cost_usd, r.dearest_cost_usd, r.cache)
-            except (TypeError, ValueError, OverflowError):
-                continue
-            found = fine.get(key)
-            if found is None:
-                fine[key] = agg = one
-            else:
-                found.merge(one)
-                agg = found
-        else:
-            key = (int(r.time // 3600), r.model, r.decision, r.key_id, r.tenant, r.surface,
-                   r.status)
-            agg = fine.get(key)
-            if agg is None:
-                agg = fine[key] = Aggregate()
-            agg.add(r.status, r.latency_ms, r.ttft_ms, r.prompt_tokens, r.completion_tokens,
-                    r.cost_usd, r.dearest_cost_usd, r.cache)
-        score = early.get(r.request_id)
-        if score is not None:
-            agg.feedback_count += 1
-            agg.feedback_sum += score
-    return fine
 
 
 def set_feedback(conn: sqlite3.Connection, request_id: str, score: float, now: float) -> None:
