@@ -79,7 +79,8 @@ class Router:
             name: algorithm for name, algorithm in self.planner.algorithms.items()
             if isinstance(algorithm, OnlineAlgorithm)})
         self.accountant = Accountant(self.metrics, self.store, self.feedback,
-                                     self.budget_ledger, self.background.spawn)
+                                     self.budget_ledger, self.background.spawn,
+                                     log_content=config.state.log_content)
         decisions = self.planner.decisions
         self.plugins: dict[str, Chain] = build_plugins(decisions, PluginBuild(self.store))
         self.stacks: dict[str, Handler] = self._stacks(decisions)
@@ -255,7 +256,7 @@ def _store_from_config(config: RouteyardConfig) -> Store:
     postgres = state.postgres_url.get_secret_value() if state.postgres_url else None
     return make_store(state.backend, path=path, redis_url=state.redis_url,
                       postgres_url=postgres, key_prefix=state.key_prefix,
-                      max_records=state.max_records)
+                      max_records=state.max_records, retention_days=state.retention_days)
 
 
 def _default_state_dir() -> Path:

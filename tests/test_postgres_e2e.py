@@ -24,6 +24,8 @@ from routerproc import RouterProcess, start_router
 from simproc import SimulatorProcess, start_simulator
 from stores import POSTGRES_DOWN_URL, fresh_database, needs_postgres
 
+from routeyard.state.pg_schema import migrations
+
 HI = [{"role": "user", "content": "hi"}]
 
 
@@ -71,7 +73,8 @@ def test_two_replicas_share_the_log_feedback_and_responses(
             start_router(config(sim, url), tmp_path_factory.mktemp("one")) as one, \
             start_router(config(sim, url), tmp_path_factory.mktemp("two")) as two:
         # `serve` brought the empty database's schema up to date by itself.
-        assert [r["version"] for r in query(url, "SELECT version FROM schema_migrations")] == [1]
+        assert [r["version"] for r in query(url, "SELECT version FROM schema_migrations")] \
+            == [migration.version for migration in migrations()]
         ready = httpx.get(f"{one.url}/readyz").json()
         assert ready["store"] == "postgres" and ready["store_ok"] is True
 

@@ -185,7 +185,7 @@ async def test_sqlite_persists_across_reopen_in_wal_mode(tmp_path: Path) -> None
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 1
         indexes = [row[1] for row in conn.execute("PRAGMA index_list(decisions)")]
-        assert "decisions_time" in indexes
+        assert "decisions_time_id" in indexes and "decisions_time" not in indexes
     reopened = SQLiteStore(path)
     await reopened.start()
     try:

@@ -33,10 +33,12 @@ from routeyard.router import Router
 
 JSON = "application/json"
 CALLER = "routeyard.caller"  # the scope key the edge puts the resolved caller under
-# The role each admin path needs (the longest matching prefix wins); any other path needs
-# `user`. A viewer reads spend and the decision log, and manages nothing.
+# The role each protected path needs (the longest matching prefix wins); any other /admin
+# path needs `admin`, and any other path `user`. A viewer reads spend and the decision log
+# (/admin/decisions and the query API, /v1/decisions and /v1/stats), and manages nothing.
 ROLE_BY_PATH: dict[str, str] = {"/admin": "admin", "/admin/spend": "viewer",
-                                "/admin/decisions": "viewer"}
+                                "/admin/decisions": "viewer", "/v1/decisions": "viewer",
+                                "/v1/stats": "viewer"}
 _STATUSES = ("active", "revoked", "expired")
 _SECRET_HEADERS = {"cache-control": "no-store"}
 
@@ -45,11 +47,11 @@ Body = TypeVar("Body", bound=BaseModel)
 
 def role_for(path: str) -> str:
     """The role a path needs."""
-    if not path.startswith("/admin"):
-        return "user"
     found = [prefix for prefix in ROLE_BY_PATH
              if path == prefix or path.startswith(prefix + "/")]
-    return ROLE_BY_PATH[max(found, key=len)] if found else "admin"
+    if found:
+        return ROLE_BY_PATH[max(found, key=len)]
+    return "admin" if path.startswith("/admin") else "user"
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -13,7 +13,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from routeyard.api import admin, chat, completions, embeddings, messages, openapi, responses
+from routeyard.api import (
+    admin,
+    chat,
+    completions,
+    decisions,
+    embeddings,
+    messages,
+    openapi,
+    responses,
+)
 from routeyard.api.admin import CALLER, role_for
 from routeyard.api.chat import chat_completions
 from routeyard.api.drain import Drain
@@ -146,8 +155,10 @@ class ClientAuth:
                 if not keys.required:  # no key anywhere: open, as without a gateway
                     if role == "user":
                         return None
-                    raise Unauthorized("The admin API needs an admin key: set "
-                                       "server.admin_keys.")
+                    raise Unauthorized(
+                        "The admin API needs an admin key: set server.admin_keys."
+                        if path.startswith("/admin") else f"{path} needs a key with the "
+                        f"'{role}' role: set server.admin_keys.")
             token = bearer_token(scope["headers"])
             if token is None:
                 raise Unauthorized(INVALID)
@@ -218,7 +229,7 @@ def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None,
 
     routes: list[BaseRoute] = [
         *chat.ROUTES, *messages.ROUTES, *responses.ROUTES, *embeddings.ROUTES,
-        *completions.ROUTES, *admin.ROUTES, *openapi.ROUTES,
+        *completions.ROUTES, *admin.ROUTES, *decisions.ROUTES, *openapi.ROUTES,
         Route("/", root, methods=["GET", "HEAD"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -42,6 +42,7 @@ class Surface:
     # A stream → the SSE frames of the surface's format.
     stream: Callable[[StreamRelay], AsyncIterator[bytes]]
     style: ErrorStyle = OPENAI
+    name: str = "chat"  # as the decision log names the surface
 
 
 def request_headers(request: Request) -> dict[str, str]:
@@ -94,6 +95,7 @@ async def serve_routed(request: Request, surface: Surface) -> Response:
         except RouteyardError as error:
             router.accountant.rejected(error)
             raise
+        plan.surface = surface.name
         headers = decision_headers(plan)
         try:
             if wants_stream(body):

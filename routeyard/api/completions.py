@@ -198,6 +198,8 @@ async def create_completion(request: Request) -> Response:
         except RouteyardError as error:
             router.accountant.rejected(error)
             raise
+        for plan in plans:
+            plan.surface = "completions"
         headers = [decision_headers(plan) for plan in plans]
         if completion.stream:
             try:

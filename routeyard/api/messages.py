@@ -71,7 +71,8 @@ async def _events(relay: StreamRelay) -> AsyncIterator[bytes]:
     yield b"".join(events.finish())
 
 
-MESSAGES = Surface(translate=_translate, render=_render, stream=_events, style=ANTHROPIC)
+MESSAGES = Surface(translate=_translate, render=_render, stream=_events, style=ANTHROPIC,
+                   name="messages")
 
 
 def _forwarded(request: Request) -> dict[str, dict[str, str]] | None:

@@ -435,6 +435,21 @@ _INPUT_ITEM_QUERY = [
 ]
 
 
+def _query(name: str, schema: JSONDict) -> JSONDict:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+# The decision log's filters (routeyard/api/decisions.py): any string; times are ISO 8601 or
+# unix seconds.
+_LOG_FILTERS = [_query(name, _STRING) for name in
+                ("since", "until", "decision", "model", "key", "tenant", "status", "surface")]
+_LOG_PAGE = [*_LOG_FILTERS, _query("has_feedback", {"enum": ["true", "false", "1", "0"]}),
+             _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+             _query("cursor", _STRING)]
+_LOG_STATS = [*_LOG_FILTERS,
+              _query("group_by", {"enum": ["model", "decision", "key", "tenant", "hour"]})]
+
+
 def _paths() -> JSONDict:
     anthropic = "AnthropicError"
     return {
@@ -486,6 +501,18 @@ def _paths() -> JSONDict:
             "preferred_over)",
             {**_ok(_ref("FeedbackResult")), **_errors((*_BEFORE_ROUTING, 409, 503))},
             body="FeedbackRequest", tag="routeyard")},
+        "/v1/decisions": {"get": _operation(
+            "The decision log, newest first, filtered, a cursor page (viewer role)",
+            {**_ok(_ANY_OBJECT), **_errors((400, 401, 403, 503))}, tag="routeyard",
+            parameters=_LOG_PAGE)},
+        "/v1/decisions/{request_id}": {
+            "parameters": [_response_id("request_id")],
+            "get": _operation("One decision record, by request id (viewer role)", {
+                **_ok(_ANY_OBJECT), **_errors((401, 403, 404, 503))}, tag="routeyard")},
+        "/v1/stats": {"get": _operation(
+            "Counts, tokens, cost, latency, cache, feedback and savings, grouped (viewer role)",
+            {**_ok(_ANY_OBJECT), **_errors((400, 401, 403, 503))}, tag="routeyard",
+            parameters=_LOG_STATS)},
         "/v1/models": {"get": _operation(
             "Aliases, model_routes patterns and models, with the surfaces each serves",
             {**_ok(_ref("ModelList")), **_errors((401,))})},

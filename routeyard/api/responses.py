@@ -59,11 +59,13 @@ async def plan_turn(router: Router, body: JSONDict, headers: dict[str, str],
                     previous: StoredResponse | None) -> RoutePlan:
     """Plan a turn, kept on the previous response's model while its decision is unchanged."""
     if previous is None or previous.model is None:
-        return await router.plan(body, headers)
-    plan = await router.plan(body, headers, prefer=previous.model)
-    if plan.model == previous.model and plan.decision != previous.decision:
-        # Another decision that also lists the model: its own selection chooses.
         plan = await router.plan(body, headers)
+    else:
+        plan = await router.plan(body, headers, prefer=previous.model)
+        if plan.model == previous.model and plan.decision != previous.decision:
+            # Another decision that also lists the model: its own selection chooses.
+            plan = await router.plan(body, headers)
+    plan.surface = "responses"
     return plan
 
 

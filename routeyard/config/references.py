@@ -43,6 +43,10 @@ def check_references(data: dict[str, Any], catalog: Catalog | None = None) -> li
     if isinstance(guard, dict) and isinstance(guard.get("model"), str) \
             and guard["model"] not in known:
         problems.append(("signals.guard.model", f"unknown model '{guard['model']}'"))
+    state = data.get("state") if isinstance(data.get("state"), dict) else {}
+    reference = state.get("savings_reference")
+    if isinstance(reference, str) and reference not in chat:
+        problems.append(("state.savings_reference", f"unknown chat model '{reference}'"))
     for index, decision in decisions:
         problems += _decision_references(f"decisions[{index}]", decision, known, chat,
                                          catalog)

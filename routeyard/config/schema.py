@@ -216,6 +216,15 @@ class StateConfig(Strict):
     postgres_url: SecretStr | None = None  # e.g. postgresql://user@127.0.0.1:5432/routeyard
     key_prefix: str = "routeyard"
     max_records: Annotated[int, Field(ge=1)] | None = None
+    # Days a decision record is kept; older ones are deleted in the background (None: kept
+    # until max_records pushes them out; Redis keeps them 7 days unless this is set).
+    retention_days: PositiveFloat | None = None
+    # Keep the prompt and the answer in the decision record (after the pii_redact plugin's
+    # redaction, when it runs). Off by default: the log then holds no request text.
+    log_content: bool = False
+    # /v1/stats' savings: what the traffic would have cost on this model (at its pricing)
+    # instead of on the dearest candidate of each request's decision.
+    savings_reference: str | None = None
 
 
 class ResponsesConfig(Strict):

@@ -47,6 +47,7 @@ class AttemptLog:
     model: str
     endpoint: str
     outcome: str  # "ok", an UpstreamError kind, or "status:<code>"
+    error: str | None = None  # a failed attempt's message (the decision log shows it)
 
 
 @dataclass(slots=True)
@@ -236,7 +237,7 @@ class Executor:
                         return Served(model, endpoint, result, attempts, upstream_s,
                                       held=keep_outstanding)
                     outcome = _outcome(last)
-                    attempts.append(AttemptLog(model.name, endpoint.name, outcome))
+                    attempts.append(AttemptLog(model.name, endpoint.name, outcome, last.message))
                     log.warning("attempt at %s (%s) failed: %s%s", endpoint.name, model.name,
                                 last.message, f" ({last.detail})" if last.detail else "")
                     self.metrics.errors.labels(f"upstream_{outcome}").inc()

@@ -44,6 +44,11 @@ class AlgorithmBuild:
 class Selection:
     model: str
     reason: str
+    # The probability with which this model was chosen (the decision log keeps it for
+    # off-policy evaluation): 1 for deterministic algorithms.
+    probability: float = 1.0
+    # Each candidate's predicted score, where the algorithm has one (higher is better).
+    scores: dict[str, float] | None = None
 
 
 class SelectionAlgorithm(ABC):

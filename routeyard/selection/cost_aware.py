@@ -77,4 +77,5 @@ class QualityCostSelection(_CostAware):
         relative = costs[best] / dearest if dearest > 0 else 0.0
         return Selection(pool[best].name,
                          f"quality_cost: quality {qualities[best]:.2f} - λ={self.lam:g} * "
-                         f"relative cost {relative:.2f} = {values[best]:.2f}, the highest{note}")
+                         f"relative cost {relative:.2f} = {values[best]:.2f}, the highest{note}",
+                         scores={c.name: v for c, v in zip(pool, values, strict=True)})

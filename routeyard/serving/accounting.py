@@ -13,7 +13,7 @@ from typing import Any
 
 from routeyard.errors import RouteyardError
 from routeyard.metrics import Metrics
-from routeyard.pool import Served
+from routeyard.pool import AttemptLog, Served
 from routeyard.selection.ledger import BudgetLedger
 from routeyard.serving.feedback import FeedbackService
 from routeyard.serving.planner import RoutePlan
@@ -28,8 +28,10 @@ Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 class Accountant:
     def __init__(self, metrics: Metrics, store: Store, feedback: FeedbackService,
-                 ledger: BudgetLedger, spawn: Spawn) -> None:
-        """`spawn` runs background writes (a learner's context) off the request path."""
+                 ledger: BudgetLedger, spawn: Spawn, *, log_content: bool = False) -> None:
+        """`spawn` runs background writes (a learner's context) off the request path;
+        `log_content` keeps the prompt and the answer in the decision record."""
+        self.log_content = log_content
         self.metrics = metrics
         self.store = store
         self.feedback = feedback
@@ -53,12 +55,15 @@ class Accountant:
 
     def record(self, plan: RoutePlan, *, served: Served | None,
                usage_: Mapping[str, Any] | None, status: str, stream: bool,
-               cost_usd: float | None = None, detail: Mapping[str, Any] | None = None
-               ) -> None:
+               cost_usd: float | None = None, detail: Mapping[str, Any] | None = None,
+               attempts: list[AttemptLog] | None = None, ttft_s: float | None = None,
+               answer_text: str | None = None) -> None:
         """Metrics, spend, feedback bookkeeping and the decision record of one request.
         `cost_usd` overrides the price of the tokens at the answering model's rate (a
         cascade paid several models). Without a served model nothing was spent. `detail`
-        adds to the record's detail (a stream continued on another model, say)."""
+        adds to the record's detail (a stream continued on another model, say); `attempts`
+        are those of a request no backend answered; `ttft_s` a stream's first byte, since the
+        request arrived; `answer_text` is kept with `log_content`."""
         latency = time.monotonic() - plan.started
         model = served.model if served is not None else None
         prompt = int((usage_ or {}).get("prompt_tokens") or 0) if model else 0
@@ -80,13 +85,41 @@ class Accountant:
             self.ledger.record_request(plan.context, cost)
         if plan.ticket is not None:  # the caller's limits: free its slot, count what it used
             plan.ticket.settle(prompt, completion, cost)
+        caller = plan.caller
+        # Cheap on purpose: references to what the request already built, serialized later
+        # by the store's writer (off the event loop for SQLite).
+        found: dict[str, Any] = {
+            "signals": plan.signals.leaves if plan.signals is not None else None,
+            "reason": plan.reason,
+            "selection": plan.selection,
+            "candidates": [m.name for m in plan.candidates],
+            "attempts": served.attempts if served is not None else attempts,
+        }
+        if plan.skipped:
+            found["skipped"] = plan.skipped
+        if plan.plugins:
+            found["plugins"] = plan.plugins
+        if detail:
+            found.update(detail)
+        if self.log_content:
+            found["content"] = {"prompt": plan.sent if plan.sent is not None
+                                else plan.context.body.get("messages"),
+                                "answer": plan.answer_text if plan.answer_text is not None
+                                else answer_text}
+        dearest = None
+        if model is not None:
+            dearest = max([m.config.pricing.cost(prompt, completion) for m in plan.candidates]
+                          or [cost])
         self.store.record_decision(DecisionRecord(
             request_id=plan.request_id, time=time.time() - latency, decision=plan.decision,
             model=model.name if model else None,
             endpoint=served.endpoint.name if served is not None else None,
             latency_ms=latency * 1000, prompt_tokens=prompt, completion_tokens=completion,
-            cost_usd=cost, status=status, stream=stream,
-            detail=_detail(plan, detail),
+            cost_usd=cost, status=status, stream=stream, detail=found, surface=plan.surface,
+            key_id=caller.key_id if caller is not None else None,
+            tenant=caller.tenant if caller is not None else None,
+            ttft_ms=ttft_s * 1000 if ttft_s is not None else None, cache=plan.cache,
+            dearest_cost_usd=dearest,
         ))
 
     def rejected(self, error: RouteyardError) -> None:
@@ -98,13 +131,3 @@ class Accountant:
             await self.feedback.remember_context(plan)
         except StoreUnavailable:
             log.warning("context for %s not kept: the store is down", plan.request_id)
-
-
-def _detail(plan: RoutePlan, extra: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The record's detail: what the plan skipped, and what the handlers add."""
-    if not plan.skipped and not extra:
-        return None
-    found: dict[str, Any] = {"skipped": plan.skipped} if plan.skipped else {}
-    if extra:
-        found.update(extra)
-    return found

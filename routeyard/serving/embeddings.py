@@ -164,7 +164,8 @@ class Embeddings:
                                  f"it may go to takes more than "
                                  f"{max(m.config.context_window for m in models)}.",
                                  param="input")
-        return RoutePlan(_new_request_id(), started, EMBEDDINGS, fitting, reason, context)
+        return RoutePlan(_new_request_id(), started, EMBEDDINGS, fitting, reason, context,
+                         surface="embeddings", candidates=fitting)
 
     async def run(self, plan: RoutePlan, body: dict[str, Any]) -> Answer:
         """The embeddings answer: an OpenAI `list` (the backend's, with usage)."""

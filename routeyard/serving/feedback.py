@@ -146,6 +146,12 @@ class FeedbackService:
                 elif reward is not None:
                     learner.update(model, reward, context)
                 await self.store.set_value(_state_key(decision), learner.get_state())
+        try:  # joined to the decision record (a preference counts 1 for the preferred answer)
+            await self.store.record_feedback(feedback.request_id,
+                                             reward if reward is not None else 1.0)
+        except StoreUnavailable:  # the learner has it; only the log misses it
+            log.warning("feedback for %s not joined to its record: the store is down",
+                        feedback.request_id)
         return {"request_id": feedback.request_id, "decision": decision, "model": model,
                 "reward": reward, "learner": learner.name if learner is not None else None}
 

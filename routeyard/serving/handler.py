@@ -25,6 +25,7 @@ from routeyard.serving.accounting import Accountant
 from routeyard.serving.exhausted import client_error
 from routeyard.serving.planner import RoutePlan
 from routeyard.serving.relay import NO_HOOKS, StreamHooks, StreamRelay
+from routeyard.wire import completion_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +74,11 @@ class Accounted(Handler):
     async def complete(self, plan: RoutePlan, body: dict[str, Any]) -> Answer:
         with self._failures(plan, stream=False):
             answer = await self.inner.complete(plan, body)
-        self.accountant.record(plan, served=answer.served, usage_=answer.usage,
-                               status=answer.status, stream=False, cost_usd=answer.cost_usd)
+        accountant = self.accountant
+        accountant.record(plan, served=answer.served, usage_=answer.usage,
+                          status=answer.status, stream=False, cost_usd=answer.cost_usd,
+                          answer_text=completion_text(answer.response)
+                          if accountant.log_content else None)
         return answer
 
     async def open_stream(self, plan: RoutePlan, body: dict[str, Any],
@@ -89,7 +93,7 @@ class Accounted(Handler):
             yield
         except PoolExhausted as exhausted:
             self.accountant.record(plan, served=None, usage_=None, status="upstream_failed",
-                                   stream=stream)
+                                   stream=stream, attempts=exhausted.attempts)
             raise client_error(exhausted) from None
         except BlockedByPolicy:
             self.accountant.record(plan, served=None, usage_=None, status="blocked",

@@ -47,6 +47,15 @@ class RoutePlan:
     skipped: list[dict[str, str]] = field(default_factory=list)
     caller: Caller | None = None  # whose key (the gateway's)
     ticket: Ticket | None = None  # its admission, settled by the accounting
+    # -- for the decision log (filled as the request goes; see accounting.py) --
+    surface: str = "chat"  # the API surface it came in on
+    candidates: list[PooledModel] = field(default_factory=list)  # the decision's candidates
+    # How the model was chosen: algorithm, λ, rule confidence, scores, the choice's probability.
+    selection: dict[str, Any] | None = None
+    plugins: list[str] | None = None  # the plugins whose request hooks ran
+    cache: str | None = None  # the semantic cache's status, when one ran
+    sent: Any = None  # the messages sent upstream (after redaction), with log_content only
+    answer_text: str | None = None  # the answer before plugins restored it (log_content)
 
     def request_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body to send: with the decision's reasoning effort unless the client set one."""
@@ -120,7 +129,7 @@ class Planner:
         if missing:
             raise Skips(needs, tokens).direct_error(model, missing)
         return RoutePlan(_new_request_id(), started, DIRECT, [model],
-                         "the request named this model", ctx)
+                         "the request named this model", ctx, candidates=[model])
 
     def route_of(self, name: str) -> tuple[bool, str | None]:
         """Whether a model name that is not an alias is routed by `model_routes`, and to which
@@ -150,10 +159,12 @@ class Planner:
         if steer is not None and selection is not None:
             selection = steer.adjust(selection, servable, tokens, ctx)
         kept = self.pool.models.get(prefer) if prefer in decision.candidates else None
+        probability, scores = 1.0, None
         if kept is not None and kept in servable and kept.is_available():
             chosen, why = kept, "kept on the model this conversation was on"
         elif selection is not None:
             chosen, why = self.pool.models[selection.model], selection.reason
+            probability, scores = selection.probability, selection.scores
         else:
             chosen = next(iter(skips.servable(fallbacks)), None)
             why = "no candidate can serve the request; the first fallback that can"
@@ -174,7 +185,11 @@ class Planner:
                 models.append(model)
         reason = f"decision '{decision.name}' {outcome.reason}: {why}"
         plan = RoutePlan(_new_request_id(), started, decision.name, models, reason, ctx,
-                         outcome.report, reasoning_effort=effort)
+                         outcome.report, reasoning_effort=effort, candidates=candidates)
+        plan.selection = {"algorithm": decision.algorithm,
+                          "lambda": decision.options.get("lambda"),
+                          "rule": outcome.reason, "confidence": outcome.confidence,
+                          "why": why, "probability": probability, "scores": scores}
         if skips.found:
             plan.skipped = skips.records()
         if explain:

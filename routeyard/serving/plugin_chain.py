@@ -13,13 +13,14 @@ from typing import Any
 
 from routeyard.decisions import Decision
 from routeyard.plugins.base import PLUGINS, Plugin, PluginAnswer, PluginBuild, PluginContext
+from routeyard.plugins.cache_plugin import CACHE_HEADER
 from routeyard.pool.providers.base import upstream_header_edits
 from routeyard.serving.accounting import Accountant
 from routeyard.serving.handler import Answer, BlockedByPolicy, Handler
 from routeyard.serving.planner import RoutePlan
 from routeyard.serving.relay import NO_HOOKS, ReplayStream, StreamHooks, StreamRelay
 from routeyard.serving.request import wants_usage
-from routeyard.wire import WithNative, completion, completion_chunks
+from routeyard.wire import WithNative, completion, completion_chunks, completion_text
 
 BLOCKED_HEADER = "x-routeyard-blocked"
 
@@ -65,6 +66,8 @@ class PluginChain(Handler):
             return Answer(plan, None, response, status=stopped.outcome, headers=ctx.headers)
         with upstream_header_edits(ctx.upstream_headers):
             answer = await self.inner.complete(inner_plan, ctx.body)
+        if self.accountant.log_content:  # the answer as the backend gave it (still redacted)
+            plan.answer_text = completion_text(answer.response)
         _after(self.plugins, ctx, answer.response)
         return dataclasses.replace(answer, plan=plan,
                                    headers={**ctx.headers, **answer.headers})
@@ -104,6 +107,11 @@ class PluginChain(Handler):
                 if stopped.outcome == "blocked":
                     ctx.headers[BLOCKED_HEADER] = stopped.reason
                 break
+        # For the decision log: which plugins' request hooks ran, and the cache's status.
+        plan.plugins = [p.name for p in self.plugins[:len(ran) + 1]]
+        plan.cache = ctx.headers.get(CACHE_HEADER)
+        if self.accountant.log_content:
+            plan.sent = ctx.body.get("messages")
         if stopped is not None and stopped.status == "error":
             raise BlockedByPolicy(stopped.message, headers=dict(ctx.headers))
         if isinstance(body, WithNative) and ctx.body == body:

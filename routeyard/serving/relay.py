@@ -97,6 +97,7 @@ class StreamRelay:
         self.success_status = status
         self.usage: dict[str, Any] | None = None
         self.text_parts: list[str] = []  # choice 0's content
+        self.ttft_s: float | None = None  # the first byte, since the request arrived
         self.first_chunk: dict[str, Any] | None = None
         self.status = "client_disconnect"  # until the stream ends one way or the other
         self.interrupted: str | None = None  # why the server cut the stream (shutdown)
@@ -136,8 +137,8 @@ class StreamRelay:
                 try:
                     async for payload in self.stream:
                         if first:
-                            metrics.child(metrics.ttft, self.plan.model).observe(
-                                time.monotonic() - self.plan.started)
+                            self.ttft_s = time.monotonic() - self.plan.started
+                            metrics.child(metrics.ttft, self.plan.model).observe(self.ttft_s)
                             first = False
                         try:
                             parsed = orjson.loads(payload)
@@ -262,4 +263,6 @@ class StreamRelay:
             # its own model's price.
             cost, detail = await continuation.settle(usage_, ok=ok)
         self.accountant.record(self.plan, served=self.served, usage_=usage_, status=self.status,
-                               stream=True, cost_usd=cost, detail=detail)
+                               stream=True, cost_usd=cost, detail=detail, ttft_s=self.ttft_s,
+                               answer_text="".join(self.text_parts)
+                               if self.accountant.log_content else None)

@@ -47,6 +47,7 @@ class StoreOptions:
     postgres_url: str | None = None
     key_prefix: str = "routeyard"
     max_records: int | None = None
+    retention_days: float | None = None
 
 
 StoreBuilder = Callable[[StoreOptions], Store]
@@ -57,12 +58,15 @@ def _memory(options: StoreOptions) -> Store:
 
 
 def _sqlite(options: StoreOptions) -> Store:
-    return SQLiteStore(options.path, max_records=options.max_records)
+    return SQLiteStore(options.path, max_records=options.max_records,
+                       retention_days=options.retention_days)
 
 
 def _redis(options: StoreOptions) -> Store:
+    ttl = {} if options.retention_days is None else {
+        "ttl_seconds": max(1, round(options.retention_days * 86400))}
     return RedisStore(options.redis_url, key_prefix=options.key_prefix,
-                      max_records=options.max_records)
+                      max_records=options.max_records, **ttl)
 
 
 def _postgres(options: StoreOptions) -> Store:
@@ -74,7 +78,8 @@ def _postgres(options: StoreOptions) -> Store:
     except ImportError as exc:
         raise RuntimeError("state.backend 'postgres' needs asyncpg: "
                            "pip install 'routeyard[postgres]'") from exc
-    return PostgresStore(options.postgres_url, max_records=options.max_records)
+    return PostgresStore(options.postgres_url, max_records=options.max_records,
+                         retention_days=options.retention_days)
 
 
 _BUILDERS: dict[str, StoreBuilder] = {"memory": _memory, "sqlite": _sqlite, "redis": _redis,
@@ -90,6 +95,7 @@ def make_store(
     postgres_url: str | None = None,
     key_prefix: str = "routeyard",
     max_records: int | None = None,
+    retention_days: float | None = None,
 ) -> Store:
     """Build a store by backend name. Nothing connects until `await store.start()`."""
     try:
@@ -97,4 +103,5 @@ def make_store(
     except KeyError:
         known = ", ".join(sorted(_BUILDERS))
         raise ValueError(f"unknown state backend {backend!r} (known: {known})") from None
-    return builder(StoreOptions(path, redis_url, postgres_url, key_prefix, max_records))
+    return builder(StoreOptions(path, redis_url, postgres_url, key_prefix, max_records,
+                                retention_days))

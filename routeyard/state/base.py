@@ -10,22 +10,21 @@ key-value methods are written through instead and never block the loop either.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from routeyard.state.query import Aggregate, DecisionPage, DecisionQuery, StatsQuery
+from routeyard.state.record import (
+    DECISION_FIELDS,
+    DECISION_STATUSES,
+    ERROR_STATUSES,
+    DecisionRecord,
+)
+
+__all__ = ["DECISION_FIELDS", "DECISION_STATUSES", "ERROR_STATUSES", "DecisionRecord",
+           "Store", "StoreRefused", "StoreUnavailable"]
 
 # A claim marker's stored value (what `get_value` returns for a claimed key).
 CLAIM_VALUE = b"1"
-
-# How a request ended, as its decision record says (docs/state.md explains each).
-DECISION_STATUSES = (
-    "ok",  # a backend answered in full
-    "upstream_failed",  # no backend answered
-    "stream_broken",  # the backend broke off after the first byte
-    "client_disconnect",  # the client left mid-stream
-    "shutdown",  # the server's drain window ended with the stream still open
-    "blocked",  # a plugin answered instead of a backend (policy)
-    "cache_hit",  # a plugin answered from the semantic cache
-)
 
 
 class StoreUnavailable(RuntimeError):
@@ -35,38 +34,6 @@ class StoreUnavailable(RuntimeError):
 class StoreRefused(RuntimeError):
     """The store cannot be used by this build at all (a database schema newer than it knows):
     `routeyard serve` refuses to start, with this message."""
-
-
-@dataclass(slots=True)
-class DecisionRecord:
-    """One record per request that got past validation and routing (routed or direct)."""
-
-    request_id: str
-    time: float  # unix seconds when the request arrived
-    decision: str | None  # decision name, or "direct" when the request named a model
-    model: str | None  # the model that answered (after failover), or None when none did
-    endpoint: str | None  # the endpoint name that answered
-    latency_ms: float
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    status: str  # one of DECISION_STATUSES
-    stream: bool = False
-    # Everything else worth explaining the choice with, as JSON-able data (e.g. `skipped`:
-    # the candidates that could not serve the request, and why).
-    detail: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DecisionRecord:
-        """Build from a stored dict, ignoring keys a newer writer may have added."""
-        return cls(**{k: data[k] for k in DECISION_FIELDS if k in data})
-
-
-# Column order for row-shaped stores (SQLite); the dataclass is the single source of truth.
-DECISION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DecisionRecord))
 
 
 class Store(ABC):
@@ -95,6 +62,23 @@ class Store(ABC):
     @abstractmethod
     async def recent_decisions(self, limit: int = 100) -> list[DecisionRecord]:
         """Newest first."""
+
+    # -- the query API (/v1/decisions, /v1/stats; docs/state.md) ------------------------------
+
+    @abstractmethod
+    async def query_decisions(self, query: DecisionQuery) -> DecisionPage:
+        """A page of records passing the query, newest first (time, then request id), with
+        their feedback joined."""
+
+    @abstractmethod
+    async def decision_stats(self, query: StatsQuery) -> dict[Any, Aggregate]:
+        """The window's records aggregated per group (a group's key: its model, decision,
+        key id or tenant, or the hour as int(time // 3600); None without group_by)."""
+
+    @abstractmethod
+    async def record_feedback(self, request_id: str, score: float) -> None:
+        """Keep a request's feedback (a reward in [0, 1]) beside its record, joined on read;
+        written through. Later feedback for the same id replaces it."""
 
     @abstractmethod
     async def ping(self) -> bool:

@@ -137,6 +137,9 @@ _ARROW_TYPES: dict[str, Callable[[Any], Any]] = {
     "prompt_tokens": lambda pa: pa.int64(), "completion_tokens": lambda pa: pa.int64(),
     "cost_usd": lambda pa: pa.float64(), "status": lambda pa: pa.string(),
     "stream": lambda pa: pa.bool_(), "detail": lambda pa: pa.string(),  # JSON text
+    "surface": lambda pa: pa.string(), "key_id": lambda pa: pa.string(),
+    "tenant": lambda pa: pa.string(), "ttft_ms": lambda pa: pa.float64(),
+    "cache": lambda pa: pa.string(), "dearest_cost_usd": lambda pa: pa.float64(),
 }
 SINKS: dict[str, Callable[[IO[bytes]], Sink]] = {"jsonl": JsonlSink, "parquet": ParquetSink}
 EXPORT_FORMATS = tuple(SINKS)

@@ -5,9 +5,21 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from itertools import islice
+from typing import Any
 
 from routeyard.state.base import CLAIM_VALUE, DecisionRecord, Store, check_ttl, check_value
+from routeyard.state.query import (
+    Aggregate,
+    DecisionPage,
+    DecisionQuery,
+    StatsQuery,
+    aggregate_records,
+    matches,
+    page_of,
+    sort_key,
+)
 
 DEFAULT_MAX_RECORDS = 10_000
 DEFAULT_MAX_KEYS = 100_000
@@ -32,6 +44,7 @@ class MemoryStore(Store):
         # flat however many requests pass through.
         self._records: deque[DecisionRecord] = deque()
         self._by_id: dict[str, DecisionRecord] = {}
+        self._feedback: dict[str, float] = {}  # request id → score, for records still held
 
     def record_decision(self, record: DecisionRecord) -> None:
         records = self._records
@@ -40,6 +53,7 @@ class MemoryStore(Store):
             # A repeated request_id maps to its newest record; keep that one indexed.
             if self._by_id.get(old.request_id) is old:
                 del self._by_id[old.request_id]
+                self._feedback.pop(old.request_id, None)
         records.append(record)
         self._by_id[record.request_id] = record
 
@@ -49,11 +63,36 @@ class MemoryStore(Store):
     async def flush(self) -> None:
         return None
 
+    def _joined(self, record: DecisionRecord) -> DecisionRecord:
+        score = self._feedback.get(record.request_id)
+        return record if score is None else replace(record, feedback=score)
+
     async def get_decision(self, request_id: str) -> DecisionRecord | None:
-        return self._by_id.get(request_id)
+        found = self._by_id.get(request_id)
+        return self._joined(found) if found is not None else None
 
     async def recent_decisions(self, limit: int = 100) -> list[DecisionRecord]:
-        return list(islice(reversed(self._records), max(0, limit)))
+        return [self._joined(r) for r in islice(reversed(self._records), max(0, limit))]
+
+    def _current(self) -> list[DecisionRecord]:
+        """The newest record of each id, feedback joined (a scan: the store is bounded)."""
+        return [self._joined(r) for r in self._records if self._by_id.get(r.request_id) is r]
+
+    async def query_decisions(self, query: DecisionQuery) -> DecisionPage:
+        found = sorted((r for r in self._current() if matches(r, query)), key=sort_key,
+                       reverse=True)
+        return page_of(found[:query.limit + 1], query.limit)
+
+    async def decision_stats(self, query: StatsQuery) -> dict[Any, Aggregate]:
+        return aggregate_records((r for r in self._current() if matches(r, query)),
+                                 query.group_by)
+
+    async def record_feedback(self, request_id: str, score: float) -> None:
+        feedback = self._feedback
+        feedback.pop(request_id, None)
+        feedback[request_id] = float(score)
+        while len(feedback) > self.max_records:  # ids whose records are gone, or never came
+            del feedback[next(iter(feedback))]
 
     async def ping(self) -> bool:
         return True

@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from routeyard.state import pg_query
 from routeyard.state._buffered import BufferedStore, log
 from routeyard.state.base import (
     CLAIM_VALUE,
@@ -46,6 +47,7 @@ from routeyard.state.pg_schema import (
     upgrade,
     where,
 )
+from routeyard.state.query import Aggregate, DecisionPage, DecisionQuery, StatsQuery, page_of
 
 _UNAVAILABLE = (*PG_ERRORS, SchemaMismatch)
 # Each record field's column type; a field added to DecisionRecord needs a migration and a row
@@ -53,7 +55,9 @@ _UNAVAILABLE = (*PG_ERRORS, SchemaMismatch)
 _PG_TYPES = {"request_id": "text", "time": "float8", "decision": "text", "model": "text",
              "endpoint": "text", "latency_ms": "float8", "prompt_tokens": "int8",
              "completion_tokens": "int8", "cost_usd": "float8", "status": "text",
-             "stream": "bool", "detail": "text"}  # detail goes as JSON text, kept as jsonb
+             "stream": "bool", "detail": "text",  # detail goes as JSON text, kept as jsonb
+             "surface": "text", "key_id": "text", "tenant": "text", "ttft_ms": "float8",
+             "cache": "text", "dearest_cost_usd": "float8"}
 _COLUMNS = ", ".join(DECISION_FIELDS)
 _UPSERT_TAIL = " ON CONFLICT (request_id) DO UPDATE SET " + ", ".join(
     f"{f} = EXCLUDED.{f}" for f in DECISION_FIELDS if f != "request_id")
@@ -72,7 +76,14 @@ _INSERT_ONE = (f"INSERT INTO decisions ({_COLUMNS}) VALUES ("
 # What one bad value in a batch raises: the server's data errors (NUL in text, \u0000 in
 # jsonb), and the client's, when COPY encodes a value of the wrong type or size.
 _BAD_ROW_ERRORS = (asyncpg.DataError, TypeError, ValueError, OverflowError)
-_SELECT = f"SELECT {_COLUMNS} FROM decisions"
+_SELECT = ("SELECT " + ", ".join(f"d.{f}" for f in DECISION_FIELDS) + ", f.score FROM "
+           "decisions AS d LEFT JOIN decision_feedback AS f ON f.request_id = d.request_id")
+_FEEDBACK_SET = ("INSERT INTO decision_feedback (request_id, score, time) VALUES ($1, $2, $3) "
+                 "ON CONFLICT (request_id) DO UPDATE SET score = EXCLUDED.score, "
+                 "time = EXCLUDED.time")
+_RETAIN = ("DELETE FROM decisions WHERE request_id IN (SELECT request_id FROM decisions "
+           "WHERE time < $1 LIMIT 10000)")
+_RETAIN_FEEDBACK = "DELETE FROM decision_feedback WHERE time < $1"
 # Exact bound, as SQLite's: the rows past the newest max_records go.
 _PRUNE = ("DELETE FROM decisions WHERE request_id IN "
           "(SELECT request_id FROM decisions ORDER BY time DESC OFFSET $1)")
@@ -114,6 +125,7 @@ class PostgresStore(BufferedStore):
         command_timeout: float = 5.0,
         start_timeout: float = 30.0,
         housekeeping_s: float = 60.0,
+        retention_days: float | None = None,
         **buffer_options: Any,
     ) -> None:
         # Batches are encoded on the event loop: keep each short (COPY: ~1 ms per 1,000 rows).
@@ -129,6 +141,7 @@ class PostgresStore(BufferedStore):
         # How long start() waits for the schema check; past it the check goes on meanwhile.
         self.start_timeout = start_timeout
         self.housekeeping_s = housekeeping_s
+        self.retention_days = retention_days
         self._pool: asyncpg.Pool | None = None
         self._ready = False
         self._preparing: asyncio.Task[None] | None = None
@@ -287,6 +300,10 @@ class PostgresStore(BufferedStore):
             if not await conn.fetchval(_TRY_LOCK):
                 return
             await conn.execute(_KV_SWEEP, self.clock())
+            if self.retention_days is not None:
+                cutoff = self.clock() - self.retention_days * 86400
+                await conn.execute(_RETAIN, cutoff)
+                await conn.execute(_RETAIN_FEEDBACK, cutoff)
             if prune and self.max_records is not None:
                 await conn.execute(_PRUNE, self.max_records)
                 self._since_prune = 0
@@ -304,14 +321,29 @@ class PostgresStore(BufferedStore):
     async def get_decision(self, request_id: str) -> DecisionRecord | None:
         if "\x00" in request_id:
             return None  # no row can have it, and the server would refuse the parameter
-        rows = await self._query(f"{_SELECT} WHERE request_id = $1", request_id)
+        rows = await self._query(f"{_SELECT} WHERE d.request_id = $1", request_id)
         return _record(rows[0]) if rows else None
 
     async def recent_decisions(self, limit: int = 100) -> list[DecisionRecord]:
         if limit <= 0:
             return []
-        rows = await self._query(f"{_SELECT} ORDER BY time DESC LIMIT $1", limit)
-        return [_record(row) for row in rows]
+        return (await self.query_decisions(DecisionQuery(limit=limit))).records
+
+    async def query_decisions(self, query: DecisionQuery) -> DecisionPage:
+        sql, args = pg_query.page_sql(_SELECT, query)
+        return page_of([_record(row) for row in await self._query(sql, *args)], query.limit)
+
+    async def decision_stats(self, query: StatsQuery) -> dict[Any, Aggregate]:
+        groups: dict[Any, Aggregate] = {}
+        statements = pg_query.stats_sql(query)
+        # Each on a connection of its own, at once; merged in order (the sums first).
+        results = await asyncio.gather(*(self._query(sql, *args) for sql, args, _ in statements))
+        for (_, _, merge), rows in zip(statements, results, strict=True):
+            merge(groups, rows)
+        return groups
+
+    async def record_feedback(self, request_id: str, score: float) -> None:
+        await self._query(_FEEDBACK_SET, _check_key(request_id), float(score), self.clock())
 
     async def ping(self) -> bool:
         try:
@@ -380,7 +412,8 @@ def _rows(records: Iterable[DecisionRecord]) -> tuple[list[tuple[Any, ...]], int
             continue
         rows.append((r.request_id, r.time, r.decision, r.model, r.endpoint, r.latency_ms,
                      r.prompt_tokens, r.completion_tokens, r.cost_usd, r.status,
-                     bool(r.stream), detail))
+                     bool(r.stream), detail, r.surface, r.key_id, r.tenant, r.ttft_ms,
+                     r.cache, r.dearest_cost_usd))
     return rows, rejected
 
 
@@ -391,7 +424,8 @@ def _scrub_nul(value: object) -> object:
 
 
 def _record(row: asyncpg.Record) -> DecisionRecord:
-    *head, stream, detail = row
-    return DecisionRecord(*head, stream=stream,
-                          detail=orjson.loads(detail) if detail is not None else None)
+    values = dict(zip((*DECISION_FIELDS, "feedback"), row, strict=True))
+    detail = values["detail"]
+    values["detail"] = orjson.loads(detail) if detail is not None else None
+    return DecisionRecord(**values)
 

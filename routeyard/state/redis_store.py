@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -29,10 +31,23 @@ from routeyard.state.base import (
     check_ttl,
     check_value,
 )
+from routeyard.state.query import (
+    Aggregate,
+    DecisionPage,
+    DecisionQuery,
+    StatsQuery,
+    aggregate_records,
+    matches,
+    page_of,
+)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_MAX_RECORDS = 100_000
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
+# The query API reads the time index in slices and filters in the process: a query looks at
+# no more than this many records (the newest of its window), and says so when it stopped.
+MAX_SCAN = 100_000
+_SLICE = 1_000
 
 _CONNECTION_ERRORS = (RedisError, OSError)
 
@@ -68,6 +83,7 @@ class RedisStore(BufferedStore):
         key_prefix: str = "routeyard",
         max_records: int | None = None,
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        max_scan: int = MAX_SCAN,
         connect_timeout: float = 0.5,
         socket_timeout: float = 2.0,
         **buffer_options: Any,
@@ -79,6 +95,8 @@ class RedisStore(BufferedStore):
         self.key_prefix = key_prefix
         self.max_records = max_records if max_records is not None else DEFAULT_MAX_RECORDS
         self.ttl_seconds = ttl_seconds
+        self.max_scan = max_scan
+        self.scan_truncated = False  # the last query stopped at max_scan
         self.connect_timeout = connect_timeout
         # No client-side retries: the flusher retries with its own backoff, and a read that
         # cannot reach Redis should fail fast to a 503 rather than stall a request.
@@ -90,6 +108,7 @@ class RedisStore(BufferedStore):
         )
         self._index_key = self.key(("decisions",))
         self._record_prefix = self.key(("decision", ""))
+        self._feedback_prefix = self.key(("feedback", ""))
         self._write_script = self._redis.register_script(_WRITE)  # no I/O until called
 
     def key(self, parts: tuple[str, ...]) -> str:
@@ -118,10 +137,69 @@ class RedisStore(BufferedStore):
 
     async def get_decision(self, request_id: str) -> DecisionRecord | None:
         try:
-            raw = await self._redis.get(self._record_prefix + request_id)
+            raw, score = await self._redis.mget([self._record_prefix + request_id,
+                                                 self._feedback_prefix + request_id])
         except _CONNECTION_ERRORS as exc:
             raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
-        return DecisionRecord.from_dict(orjson.loads(raw)) if raw is not None else None
+        if raw is None:
+            return None
+        record = DecisionRecord.from_dict(orjson.loads(raw))
+        return record if score is None else replace(record, feedback=float(score))
+
+    # -- the query API: a bounded scan of the time index (docs/state.md) -----------------
+
+    async def _scan(self, since: float | None, until: float | None,
+                    after: tuple[float, str] | None = None) -> AsyncIterator[DecisionRecord]:
+        """Records of the window, newest first, feedback joined, at most `max_scan`."""
+        high: float | str = "+inf" if until is None else f"({until}"
+        if after is not None:
+            high = after[0] if until is None else min(after[0], until)
+        low: float | str = "-inf" if since is None else since
+        offset = 0
+        seen = 0
+        self.scan_truncated = False
+        while seen < self.max_scan:
+            try:
+                ids = await self._redis.zrevrangebyscore(self._index_key, high, low,
+                                                         start=offset, num=_SLICE)
+                if not ids:
+                    return
+                raws = await self._redis.mget([self._record_prefix.encode() + i for i in ids])
+                scores = await self._redis.mget(
+                    [self._feedback_prefix.encode() + i for i in ids])
+            except _CONNECTION_ERRORS as exc:
+                raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
+            offset += len(ids)
+            for raw, score in zip(raws, scores, strict=True):
+                if raw is None:
+                    continue
+                seen += 1
+                record = DecisionRecord.from_dict(orjson.loads(raw))
+                yield record if score is None else replace(record, feedback=float(score))
+            if len(ids) < _SLICE:
+                return
+        self.scan_truncated = True
+
+    async def query_decisions(self, query: DecisionQuery) -> DecisionPage:
+        found: list[DecisionRecord] = []
+        # Ties in time come back by id descending (ZREVRANGEBYSCORE), as the order wants.
+        async for record in self._scan(query.since, query.until, query.after):
+            if matches(record, query):
+                found.append(record)
+                if len(found) > query.limit:
+                    break
+        return page_of(found, query.limit)
+
+    async def decision_stats(self, query: StatsQuery) -> dict[Any, Aggregate]:
+        found = [r async for r in self._scan(query.since, query.until) if matches(r, query)]
+        return aggregate_records(found, query.group_by)
+
+    async def record_feedback(self, request_id: str, score: float) -> None:
+        try:
+            await self._redis.set(self._feedback_prefix + request_id, repr(float(score)),
+                                  ex=self.ttl_seconds)
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
 
     async def recent_decisions(self, limit: int = 100) -> list[DecisionRecord]:
         if limit <= 0:

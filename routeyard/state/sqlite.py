@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from routeyard.state import sqlite_query as q
 from routeyard.state._buffered import BufferedStore, log
 from routeyard.state.base import (
     CLAIM_VALUE,
@@ -32,6 +33,7 @@ from routeyard.state.base import (
     check_ttl,
     check_value,
 )
+from routeyard.state.query import Aggregate, DecisionPage, DecisionQuery, StatsQuery
 
 T = TypeVar("T")
 
@@ -52,7 +54,6 @@ _SCHEMA: tuple[str, ...] = (
         stream INTEGER NOT NULL,
         detail TEXT
     )""",
-    "CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time)",
     """CREATE TABLE IF NOT EXISTS kv (
         key TEXT PRIMARY KEY,
         value BLOB NOT NULL,
@@ -61,7 +62,11 @@ _SCHEMA: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires_at) WHERE expires_at IS NOT NULL",
 )
 _ROW_MARKS = f"({', '.join('?' for _ in DECISION_FIELDS)})"
-_INSERT = f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES {_ROW_MARKS}"
+# A record written again (a batch retried after an interruption) replaces the first in place:
+# it keeps its rowid, so the roll-ups, which count records up to a rowid, count it once.
+_UPSERT = (" ON CONFLICT (request_id) DO UPDATE SET "
+           + ", ".join(f"{f} = excluded.{f}" for f in DECISION_FIELDS if f != "request_id"))
+_INSERT = f"INSERT INTO decisions ({_COLUMNS}) VALUES {_ROW_MARKS}{_UPSERT}"
 # Rows per multi-row INSERT: one statement step per chunk instead of one per row, because
 # sqlite3 drops and retakes the GIL around every step, and each handoff stalls the event loop
 # (the convoy effect): executemany of a busy second's rows cost the loop ~10% of throughput.
@@ -70,8 +75,8 @@ _CHUNK_ROWS = 256
 
 @functools.lru_cache(maxsize=8)
 def _insert_many(n: int) -> str:
-    return (f"INSERT OR REPLACE INTO decisions ({_COLUMNS}) VALUES "
-            + ", ".join([_ROW_MARKS] * n))
+    return (f"INSERT INTO decisions ({_COLUMNS}) VALUES "
+            + ", ".join([_ROW_MARKS] * n) + _UPSERT)
 # Exact bound: walk the time index newest-first, skip the rows to keep, delete the rest.
 _PRUNE = (
     "DELETE FROM decisions WHERE rowid IN "
@@ -101,18 +106,19 @@ def default_sqlite_path() -> Path:
 def _row(r: DecisionRecord) -> tuple[object, ...]:
     return (r.request_id, r.time, r.decision, r.model, r.endpoint, r.latency_ms,
             r.prompt_tokens, r.completion_tokens, r.cost_usd, r.status, int(r.stream),
-            orjson.dumps(r.detail).decode() if r.detail is not None else None)
-
-
-def _record(row: tuple[object, ...]) -> DecisionRecord:
-    *head, stream, detail = row
-    return DecisionRecord(*head, stream=bool(stream),  # type: ignore[arg-type]
-                          detail=orjson.loads(detail) if detail else None)  # type: ignore[arg-type]
+            orjson.dumps(r.detail).decode() if r.detail is not None else None,
+            r.surface, r.key_id, r.tenant, r.ttft_ms, r.cache, r.dearest_cost_usd)
 
 
 # Columns added after a table was first created: (name, SQL type). A file from an earlier
-# version gets them added when it is opened.
-_ADDED_COLUMNS = (("detail", "TEXT"),)
+# version gets them added when it is opened (schema v2: the query API's columns).
+_ADDED_COLUMNS = (("detail", "TEXT"), ("surface", "TEXT"), ("key_id", "TEXT"),
+                  ("tenant", "TEXT"), ("ttft_ms", "REAL"), ("cache", "TEXT"),
+                  ("dearest_cost_usd", "REAL"))
+# How often the writer adds new records to the roll-ups (stats bring them up to date first).
+_ROLL_UP_EVERY_S = 5.0
+# How often the writer deletes records past `retention_days` (a slice per flush until done).
+_RETENTION_EVERY_S = 60.0
 
 
 class SQLiteStore(BufferedStore):
@@ -127,10 +133,14 @@ class SQLiteStore(BufferedStore):
         *,
         max_records: int | None = None,
         clock: Callable[[], float] = time.time,
+        retention_days: float | None = None,
         **buffer_options: Any,
     ) -> None:
         super().__init__(**buffer_options)
         self.path = Path(path) if path is not None else default_sqlite_path()
+        self.retention_days = retention_days
+        self._next_retention = 0.0  # monotonic time of the next retention pass
+        self._next_roll_up = 0.0  # monotonic time of the next roll-up of new records
         # Key expiry is wall-clock (it must hold across restarts); injectable for tests.
         self.clock = clock
         self.max_records = max_records
@@ -207,6 +217,16 @@ class SQLiteStore(BufferedStore):
         for column, kind in _ADDED_COLUMNS:
             if column not in present:
                 conn.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for statement in q.V2_SCHEMA:
+            conn.execute(statement)
+        if version < q.SCHEMA_VERSION:  # roll-ups made again from the records, when first read
+            # (time, request_id) serves every query the time index did: one index less to
+            # keep up on each insert.
+            conn.execute("DROP INDEX IF EXISTS decisions_time")
+            conn.execute("DELETE FROM decision_rollups")
+            conn.execute("DELETE FROM decision_rollup_mark")
+            conn.execute(f"PRAGMA user_version = {q.SCHEMA_VERSION}")
         conn.execute("COMMIT")
         return conn
 
@@ -254,7 +274,35 @@ class SQLiteStore(BufferedStore):
         self._since_prune += len(rows) - rejected
         if self.max_records is not None and self._since_prune >= self._prune_every:
             self._prune()
+        self._roll_up()
+        self._retain()
         return rejected
+
+    def _roll_up(self, *, now: bool = False) -> None:
+        """Bring the roll-ups up to date: every few seconds, and before stats (`now`)."""
+        if not now and time.monotonic() < self._next_roll_up:
+            return
+        self._next_roll_up = time.monotonic() + _ROLL_UP_EVERY_S
+        try:
+            q.roll_up_pending(self._writer_conn())
+        except sqlite3.OperationalError as exc:  # retried next time; stats say so if asked
+            if now:
+                raise
+            log.warning("sqlite store could not roll up decision records: %s", exc)
+
+    def _retain(self, *, now: float | None = None) -> None:
+        """Delete records older than `retention_days`, a slice at a time, once a minute."""
+        if self.retention_days is None or time.monotonic() < self._next_retention:
+            return
+        assert self._writer is not None
+        cutoff = (self.clock() if now is None else now) - self.retention_days * 86400
+        try:
+            gone = q.prune_older(self._writer, cutoff)
+        except sqlite3.OperationalError as exc:  # housekeeping: retried next time
+            log.warning("sqlite store could not delete old records: %s", exc)
+            return
+        if gone < 10_000:  # done for now; else go on with the next flush
+            self._next_retention = time.monotonic() + _RETENTION_EVERY_S
 
     def _prune(self) -> None:
         assert self._writer is not None and self.max_records is not None
@@ -366,17 +414,50 @@ class SQLiteStore(BufferedStore):
 
     def _get(self, request_id: str) -> DecisionRecord | None:
         assert self._reader is not None
-        row = self._reader.execute(
-            f"SELECT {_COLUMNS} FROM decisions WHERE request_id = ?", (request_id,)
-        ).fetchone()
-        return _record(row) if row is not None else None
+        return q.get_one(self._reader, request_id)
 
     def _recent(self, limit: int) -> list[DecisionRecord]:
         assert self._reader is not None
-        rows = self._reader.execute(
-            f"SELECT {_COLUMNS} FROM decisions ORDER BY time DESC LIMIT ?", (max(0, limit),)
-        ).fetchall()
-        return [_record(row) for row in rows]
+        if limit <= 0:
+            return []
+        return q.query_page(self._reader, DecisionQuery(limit=limit)).records
+
+    # -- the query API ---------------------------------------------------------------------
+
+    async def query_decisions(self, query: DecisionQuery) -> DecisionPage:
+        assert query.limit > 0
+        try:
+            return await self._in_reader(lambda: q.query_page(self._reader_conn(), query))
+        except _KV_ERRORS as exc:
+            raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
+
+    async def decision_stats(self, query: StatsQuery) -> dict[Any, Aggregate]:
+        try:
+            await self._in_writer(lambda: self._roll_up(now=True))
+            return await self._in_reader(lambda: q.stats(self._reader_conn(), query))
+        except _KV_ERRORS as exc:
+            raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
+
+    async def record_feedback(self, request_id: str, score: float) -> None:
+        await super().flush()  # its record first, if it still waits in the buffer
+        try:
+            await self._in_writer(lambda: q.set_feedback(self._writer_conn(), request_id,
+                                                         float(score), self.clock()))
+        except _KV_ERRORS as exc:
+            raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
+
+    async def retain(self, now: float | None = None) -> None:
+        """Run the retention pass now (tests; the writer runs it once a minute)."""
+        self._next_retention = 0.0
+        await self._in_writer(lambda: self._retain(now=now))
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        assert self._reader is not None
+        return self._reader
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        assert self._writer is not None
+        return self._writer
 
     def _ping(self) -> bool:
         assert self._reader is not None

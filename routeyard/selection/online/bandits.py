@@ -11,6 +11,10 @@ from routeyard.selection.base import AlgorithmBuild, register
 from routeyard.selection.common import number
 from routeyard.selection.online.base import OnlineAlgorithm, check_reward
 
+# Thompson sampling's choice probability is estimated from this many extra draws (standard
+# error at most 0.5/sqrt(256) ≈ 0.03; docs/state.md says so).
+PROBABILITY_DRAWS = 256
+
 
 @register
 class EmaSelection(OnlineAlgorithm):
@@ -37,10 +41,8 @@ class EmaSelection(OnlineAlgorithm):
 
     def choose_index(self, names: list[str], costs: list[float] | np.ndarray,
                      context: np.ndarray | None = None) -> int:
-        if self.epsilon > 0 and len(names) > 1 and self.rng.random() < self.epsilon:
-            return int(self.rng.integers(len(names)))
         values = np.array([self.values.get(n, self.prior) for n in names])
-        return self.argmax(values - self.lam * self.relative_costs(costs))
+        return self.epsilon_greedy(values - self.lam * self.relative_costs(costs), self.epsilon)
 
     def explain(self, model: str) -> str:
         return f"ema {self.values.get(model, self.prior):.3f} over {self.counts.get(model, 0)}"
@@ -78,6 +80,7 @@ class ThompsonSelection(OnlineAlgorithm):
         if self.prior_alpha <= 0 or self.prior_beta <= 0:
             raise ValueError("algorithm_options.prior_alpha and prior_beta must be > 0")
         self.params: dict[str, list[float]] = {}  # model -> [alpha, beta]
+        self._estimator = np.random.default_rng([self.seed, 0x7E57])
 
     def _params(self, model: str) -> list[float]:
         return self.params.get(model, [self.prior_alpha, self.prior_beta])
@@ -85,8 +88,18 @@ class ThompsonSelection(OnlineAlgorithm):
     def choose_index(self, names: list[str], costs: list[float] | np.ndarray,
                      context: np.ndarray | None = None) -> int:
         params = np.array([self._params(n) for n in names])
+        relative = self.relative_costs(costs)
         samples = self.rng.beta(params[:, 0], params[:, 1])
-        return self.argmax(samples - self.lam * self.relative_costs(costs))
+        index = self.argmax(samples - self.lam * relative)
+        if len(names) > 1:
+            # No closed form: estimate P(this index wins) from PROBABILITY_DRAWS more draws,
+            # from a generator of their own (the serving draws stay as they were).
+            draws = self._estimator.beta(params[:, 0], params[:, 1],
+                                         size=(PROBABILITY_DRAWS, len(names)))
+            wins = np.count_nonzero(np.argmax(draws - self.lam * relative, axis=1) == index)
+            self._probability = max(1, wins) / PROBABILITY_DRAWS
+        self._values = params[:, 0] / params.sum(axis=1) - self.lam * relative
+        return index
 
     def explain(self, model: str) -> str:
         a, b = self._params(model)

@@ -76,6 +76,10 @@ class OnlineAlgorithm(SelectionAlgorithm):
         self.rng = np.random.default_rng(seed if entropy is None else [seed, entropy])
         self.output_tokens = int(number(self.options, "expected_output_tokens", 256))
         self.lock = threading.RLock()  # select and update may come from different threads
+        # What the last choose_index knew of its own choice (read under the lock): the
+        # probability of the index it returned, and the values it compared.
+        self._probability = 1.0
+        self._values: np.ndarray | None = None
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -90,9 +94,13 @@ class OnlineAlgorithm(SelectionAlgorithm):
             context = np.asarray(ctx.embedding(), dtype=np.float64)
         names = [c.name for c in pool]
         with self.lock:
+            self._probability, self._values = 1.0, None
             index = self.choose_index(names, costs, context)
             why = self.explain(names[index])
-        return Selection(names[index], f"{self.name}: {why}, λ={self.lam:g}{note}")
+            probability, values = self._probability, self._values
+        scores = dict(zip(names, values.tolist(), strict=True)) if values is not None else None
+        return Selection(names[index], f"{self.name}: {why}, λ={self.lam:g}{note}",
+                         probability, scores)
 
     def relative_costs(self, costs: list[float] | np.ndarray) -> np.ndarray:
         values = np.asarray(costs, dtype=np.float64)
@@ -100,9 +108,25 @@ class OnlineAlgorithm(SelectionAlgorithm):
         return values / dearest if dearest > 0 else np.zeros_like(values)
 
     def argmax(self, values: np.ndarray) -> int:
-        """The best index; exact ties are broken by the seeded generator."""
+        """The best index; exact ties are broken by the seeded generator (each tied index
+        then had the probability 1/ties)."""
         best = np.flatnonzero(values >= values.max())
+        self._probability, self._values = 1.0 / len(best), values
         return int(best[0]) if len(best) == 1 else int(self.rng.choice(best))
+
+    def epsilon_greedy(self, values: np.ndarray, epsilon: float) -> int:
+        """With probability ε a uniform draw, else the argmax; records the exact probability
+        of the index returned: ε/n, plus (1-ε)/ties when it is a best one."""
+        n = len(values)
+        best = np.flatnonzero(values >= values.max())
+        explore = epsilon if epsilon > 0 and n > 1 else 0.0
+        if explore and self.rng.random() < explore:
+            index = int(self.rng.integers(n))
+        else:
+            index = int(best[0]) if len(best) == 1 else int(self.rng.choice(best))
+        greedy = (1.0 - explore) / len(best) if index in best else 0.0
+        self._probability, self._values = explore / n + greedy, values
+        return index
 
     @abstractmethod
     def choose_index(self, names: list[str], costs: list[float] | np.ndarray,

@@ -56,12 +56,12 @@ class EloSelection(OnlineAlgorithm):
                      context: np.ndarray | None = None) -> int:
         games = np.array([self.games.get(n, 0) for n in names])
         if games.min() < self.provisional:
-            return self.argmax(-games.astype(np.float64))  # the least-played newcomer
-        if self.epsilon > 0 and len(names) > 1 and self.rng.random() < self.epsilon:
-            return int(self.rng.integers(len(names)))
+            index = self.argmax(-games.astype(np.float64))  # the least-played newcomer
+            self._values = None  # game counts are no scores
+            return index
         field = self.field_average()
         values = np.array([expected_score(self.rating(n), field) for n in names])
-        return self.argmax(values - self.lam * self.relative_costs(costs))
+        return self.epsilon_greedy(values - self.lam * self.relative_costs(costs), self.epsilon)
 
     def explain(self, model: str) -> str:
         return f"rating {self.rating(model):.0f} (expected score {self.normalised(model):.3f})"
