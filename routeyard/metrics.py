@@ -10,6 +10,12 @@ from prometheus_client.metrics import MetricWrapperBase
 
 # Latency buckets in seconds, dense below 100 ms where router overhead lives.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Between output tokens: from under a millisecond (small models, batched) to a slow second.
+_TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.2, 0.5, 1)
+# One signal family on one request: keyword tables take microseconds, learned models
+# milliseconds, an external guard up to its timeout.
+_SIGNAL_BUCKETS = (0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                   0.025, 0.05, 0.1, 0.25, 1)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -31,6 +37,17 @@ class Metrics:
             "routeyard_time_to_first_token_seconds",
             "Streaming: time from request arrival to the first chunk sent to the client.",
             ["model"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.time_per_output_token = Histogram(
+            "routeyard_time_per_output_token_seconds",
+            "Streaming: time per output token after the first, (duration - TTFT) / "
+            "(completion tokens - 1).",
+            ["model"], buckets=_TPOT_BUCKETS, registry=r,
+        )
+        self.signal_latency = Histogram(
+            "routeyard_signal_duration_seconds",
+            "Time one signal family took on one request.",
+            ["family"], buckets=_SIGNAL_BUCKETS, registry=r,
         )
         self.upstream_latency = Histogram(
             "routeyard_upstream_duration_seconds",

@@ -204,6 +204,8 @@ def test_unknown_path_and_method(gateway: RouterProcess) -> None:
 
 def test_health_ready_and_metrics(gateway: RouterProcess, client: openai.OpenAI) -> None:
     client.chat.completions.create(model="auto", messages=ask("warm"))
+    for _ in client.chat.completions.create(model="auto", messages=ask("warm"), stream=True):
+        pass  # a stream: its time to first token is measured
     assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{gateway.url}/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
@@ -215,6 +217,27 @@ def test_health_ready_and_metrics(gateway: RouterProcess, client: openai.OpenAI)
                  "routeyard_endpoint_up"):
         assert name in text, name
     assert 'routeyard_requests_total{decision="everyday",model="small",status="ok"}' in text
+
+
+def test_time_per_output_token_and_signal_latency_are_measured(
+        gateway: RouterProcess, client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(model="auto", messages=ask("tell me a story"),
+                                            stream=True)
+    chunks = [c for c in stream if c.choices and c.choices[0].delta.content]
+    assert len(chunks) > 1
+    families = {sample.labels["family"]: sample.value
+                for sample in _samples(gateway, "routeyard_signal_duration_seconds_count")}
+    assert families and all(count >= 1 for count in families.values())
+    tpot = _samples(gateway, "routeyard_time_per_output_token_seconds_count")
+    assert next(s.value for s in tpot if s.labels["model"] == "small") >= 1
+
+
+def _samples(gateway: RouterProcess, name: str) -> list[Any]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{gateway.url}/metrics").text
+    return [sample for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == name]
 
 
 def test_dry_run_over_http(gateway: RouterProcess) -> None:

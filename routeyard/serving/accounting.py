@@ -81,6 +81,12 @@ class Accountant:
             m.child(m.tokens, label, "prompt").inc(prompt)
             m.child(m.tokens, label, "completion").inc(completion)
             m.child(m.cost, label).inc(cost)
+            if ttft_s is not None and completion > 1:
+                m.child(m.time_per_output_token, label).observe(
+                    max(0.0, latency - ttft_s) / (completion - 1))
+        if plan.signals is not None:
+            for family, result in plan.signals.results.items():
+                m.child(m.signal_latency, family).observe(result.latency_ms / 1000)
         if self.ledger.scopes:  # some decision has a budget: count the cost against it
             self.ledger.record_request(plan.context, cost)
         if plan.ticket is not None:  # the caller's limits: free its slot, count what it used
