@@ -131,6 +131,9 @@ class _RoundTrips:
 
     def _trip_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a round trip to Redis failed unexpectedly", exc_info=task.exception())
+            return  # not again at once: the next admission or settlement tries
         self.drain()  # what arrived while it was on its way
 
     async def _round_trip(self) -> None:
@@ -154,6 +157,12 @@ class _RoundTrips:
             self.settlements[:0] = settlements  # sent again once Redis answers
             self._failed(error, admissions)
             return
+        except BaseException as error:  # cancelled at shutdown, or a bug: nothing may hang
+            self.settlements[:0] = settlements
+            for _, future in admissions:
+                if not future.done():
+                    future.set_exception(RedisDown(f"the admission was not sent: {error!r}"))
+            raise
         finally:
             if admissions:
                 self.admitting = False
