@@ -14,6 +14,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from stores import (
@@ -39,6 +40,7 @@ from routeyard.state import (
     make_store,
 )
 from routeyard.state.postgres import PostgresStore
+from routeyard.state.record import to_json
 
 
 def rec(i: int, *, t0: float | None = None, **overrides: object) -> DecisionRecord:
@@ -67,6 +69,26 @@ async def test_record_flush_get(store: Store) -> None:
     assert await store.get_decision("req-1") == r
     assert await store.get_decision("req-2") == r2
     assert await store.get_decision("missing") is None
+
+
+async def test_a_detail_with_numpy_numbers_and_sets_is_written(store: Store) -> None:
+    """A learned signal's confidence is often a numpy float: the record is written with it
+    as a plain number (and a set as a list), never dropped with the rest of its batch."""
+    import numpy as np
+
+    odd = rec(1, detail={"signals": {"domain:code": np.float64(0.75)},
+                         "selection": {"scores": {"m": np.float32(0.5)}, "tags": {"b", "a"}},
+                         "count": np.int64(3)})
+    plain = rec(2)
+    store.record_decision(odd)
+    store.record_decision(plain)
+    await store.flush()
+    found = await store.get_decision("req-1")
+    # As JSON (the memory store keeps the objects themselves).
+    assert found is not None and orjson.loads(to_json(found.detail)) == {
+        "signals": {"domain:code": 0.75}, "selection": {"scores": {"m": 0.5}, "tags": ["a", "b"]},
+        "count": 3}
+    assert await store.get_decision("req-2") == plain
 
 
 async def test_recent_newest_first_with_limit(store: Store) -> None:

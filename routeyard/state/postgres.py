@@ -48,6 +48,7 @@ from routeyard.state.pg_schema import (
     where,
 )
 from routeyard.state.query import Aggregate, DecisionPage, DecisionQuery, StatsQuery, page_of
+from routeyard.state.record import to_json
 
 _UNAVAILABLE = (*PG_ERRORS, SchemaMismatch)
 # Each record field's column type; a field added to DecisionRecord needs a migration and a row
@@ -406,7 +407,7 @@ def _rows(records: Iterable[DecisionRecord]) -> tuple[list[tuple[Any, ...]], int
     rejected = 0
     for r in records:
         try:
-            detail = orjson.dumps(r.detail).decode() if r.detail is not None else None
+            detail = to_json(r.detail).decode() if r.detail is not None else None
         except (TypeError, orjson.JSONEncodeError):
             rejected += 1
             continue

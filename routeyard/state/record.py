@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import orjson
+
 # How a request ended, as its decision record says (docs/state.md explains each).
 DECISION_STATUSES = (
     "ok",  # a backend answered in full
@@ -65,3 +67,23 @@ DECISION_FIELDS: tuple[str, ...] = tuple(f for f in _ALL_FIELDS if f != "feedbac
 # The statuses the stats count as errors (the request got no whole answer by our fault or a
 # backend's).
 ERROR_STATUSES = frozenset({"upstream_failed", "stream_broken", "shutdown"})
+
+
+def _jsonable(value: object) -> object:
+    """What orjson cannot write by itself, as JSON: a numpy scalar a learned signal or
+    algorithm returned (`.item()`), a set, else its text. A record is never lost to its
+    detail's types."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return item()
+        except (TypeError, ValueError):  # an array of more than one element
+            pass
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def to_json(value: object) -> bytes:
+    """A decision record (or its detail) as JSON, whatever numbers its detail holds."""
+    return orjson.dumps(value, default=_jsonable, option=orjson.OPT_SERIALIZE_NUMPY)

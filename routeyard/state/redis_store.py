@@ -40,6 +40,7 @@ from routeyard.state.query import (
     matches,
     page_of,
 )
+from routeyard.state.record import to_json
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_MAX_RECORDS = 100_000
@@ -127,7 +128,7 @@ class RedisStore(BufferedStore):
             self._record_prefix, self.ttl_seconds, self.max_records, time.time() - self.ttl_seconds,
         ]
         for record in batch:
-            args += (record.request_id, record.time, orjson.dumps(record))
+            args += (record.request_id, record.time, to_json(record))
         await self._write_script(keys=[self._index_key], args=args)
 
     async def _close_backend(self) -> None:

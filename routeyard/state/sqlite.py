@@ -34,6 +34,7 @@ from routeyard.state.base import (
     check_value,
 )
 from routeyard.state.query import Aggregate, DecisionPage, DecisionQuery, StatsQuery
+from routeyard.state.record import to_json
 
 T = TypeVar("T")
 
@@ -106,7 +107,7 @@ def default_sqlite_path() -> Path:
 def _row(r: DecisionRecord) -> tuple[object, ...]:
     return (r.request_id, r.time, r.decision, r.model, r.endpoint, r.latency_ms,
             r.prompt_tokens, r.completion_tokens, r.cost_usd, r.status, int(r.stream),
-            orjson.dumps(r.detail).decode() if r.detail is not None else None,
+            to_json(r.detail).decode() if r.detail is not None else None,
             r.surface, r.key_id, r.tenant, r.ttft_ms, r.cache, r.dearest_cost_usd)
 
 
@@ -249,8 +250,12 @@ class SQLiteStore(BufferedStore):
     def _write_rows(self, batch: list[DecisionRecord]) -> int:
         assert self._writer is not None
         conn = self._writer
-        rows = [_row(r) for r in batch]
-        rejected = 0
+        rows, rejected = [], 0
+        for r in batch:
+            try:
+                rows.append(_row(r))
+            except (TypeError, ValueError, orjson.JSONEncodeError):  # one record, not the flusher
+                rejected += 1
         conn.execute("BEGIN")
         try:
             try:
