@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 from gateway_support import ADMIN_KEY, SMALL_PRICE, USER_KEY, Admin, config, openai_client
 from routerproc import RouterProcess, start_router
@@ -276,3 +277,17 @@ def test_state_settings_are_checked() -> None:
         with pytest.raises(ConfigError) as caught:
             build_config({"models": models, "state": state})
         assert where in str(caught.value)
+
+
+def test_records_with_numpy_numbers_render_as_json() -> None:
+    """A memory store hands back the detail's own objects: the read APIs still answer JSON."""
+    import numpy as np
+
+    from routeyard.api import admin, decisions
+
+    data = {"detail": {"signals": {"domain:code": np.float64(0.25)}, "n": np.int64(2)}}
+    for render in (admin._json, decisions._json):
+        response = render(data)
+        assert response.status_code == 200
+        assert orjson.loads(response.body) == {"detail": {"signals": {"domain:code": 0.25},
+                                                          "n": 2}}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,6 +29,7 @@ from routeyard.gateway.records import (
     TenantUpdate,
 )
 from routeyard.router import Router
+from routeyard.state.record import to_json
 
 JSON = "application/json"
 CALLER = "routeyard.caller"  # the scope key the edge puts the resolved caller under
@@ -68,7 +68,8 @@ def _caller(request: Request) -> Caller:
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type=JSON, headers=headers)
+    # to_json: decision records from a memory store keep their detail's objects (numpy).
+    return Response(to_json(data), status_code=status, media_type=JSON, headers=headers)
 
 
 async def _body(request: Request, model: type[Body], *, optional: bool = False) -> Body:

@@ -13,7 +13,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -32,6 +31,7 @@ from routeyard.state.query import (
     decode_cursor,
     percentile,
 )
+from routeyard.state.record import to_json
 
 JSON = "application/json"
 SURFACES = ("chat", "messages", "responses", "completions", "embeddings")
@@ -42,7 +42,8 @@ DEFAULT_STATS_WINDOW_S = 24 * 3600.0
 
 
 def _json(data: Any) -> Response:
-    return Response(orjson.dumps(data), media_type=JSON)
+    # to_json: a memory store's records keep the detail's own objects (numpy numbers, say).
+    return Response(to_json(data), media_type=JSON)
 
 
 def _params(request: Request, allowed: frozenset[str]) -> dict[str, str]:
