@@ -91,6 +91,18 @@ async def test_a_detail_with_numpy_numbers_and_sets_is_written(store: Store) -> 
     assert await store.get_decision("req-2") == plain
 
 
+async def test_a_record_no_json_can_hold_is_dropped_alone(store: Store) -> None:
+    """An integer past 64 bits has no JSON number: that record is counted as dropped, the
+    rest of its batch is written (the memory store keeps objects, so it keeps it)."""
+    store.record_decision(rec(1, detail={"big": 2**70}))
+    store.record_decision(rec(2))
+    await store.flush()
+    kept = await store.get_decision("req-2")
+    assert kept is not None and kept.status == "ok"
+    if not isinstance(store, MemoryStore):
+        assert await store.get_decision("req-1") is None and store.dropped == 1
+
+
 async def test_recent_newest_first_with_limit(store: Store) -> None:
     t0 = time.time()
     for i in range(20):

@@ -197,15 +197,19 @@ async def test_malformed_records_are_skipped_and_nul_is_kept(db: asyncpg.Connect
         s.record_decision(rec(1))
         s.record_decision(rec(2, model={"not": "a string"}))  # cannot be written at all
         s.record_decision(rec(3, model="a\x00b", detail={"why": "x\x00y"}))
-        s.record_decision(rec(4, detail={"bad": {1, 2}}))  # not JSON-able
+        s.record_decision(rec(4, detail={"bad": 2**70}))  # no JSON number holds it
         s.record_decision(rec(5))
+        s.record_decision(rec(6, detail={"set": {2, 1}}))  # written as a list
         await s.flush()
         assert s.dropped == 2 and s.pending == 0 and s.healthy
         assert await s.get_decision("req-2") is None
         kept = await s.get_decision("req-3")
         assert kept is not None and kept.model == "a\ufffdb"
         assert kept.detail == {"why": "x\ufffdy"}
-        assert [r.request_id for r in await s.recent_decisions()] == ["req-5", "req-3", "req-1"]
+        assert [r.request_id for r in await s.recent_decisions()] == ["req-6", "req-5", "req-3",
+                                                                      "req-1"]
+        listed = await s.get_decision("req-6")
+        assert listed is not None and listed.detail == {"set": [1, 2]}
 
 
 @needs_postgres

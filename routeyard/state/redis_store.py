@@ -127,8 +127,17 @@ class RedisStore(BufferedStore):
         args: list[str | float | bytes] = [
             self._record_prefix, self.ttl_seconds, self.max_records, time.time() - self.ttl_seconds,
         ]
+        rejected = 0
         for record in batch:
-            args += (record.request_id, record.time, to_json(record))
+            try:
+                encoded = to_json(record)
+            except (TypeError, orjson.JSONEncodeError):  # one record, not the batch
+                rejected += 1
+                continue
+            args += (record.request_id, record.time, encoded)
+        if rejected:
+            self.dropped += rejected
+            log.error("redis store rejected %d malformed decision records", rejected)
         await self._write_script(keys=[self._index_key], args=args)
 
     async def _close_backend(self) -> None:
