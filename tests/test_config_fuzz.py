@@ -10,6 +10,7 @@ of them as a subprocess: exit 0 or 1, no traceback.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -164,6 +165,17 @@ def test_the_valid_config_loads() -> None:
 def test_broken_configs_give_located_problems(config: dict[str, Any], form: str,
                                              warn: bool) -> None:
     _check(_as_text(config, form), [] if warn else None)
+
+
+@pytest.mark.parametrize("form", ["yaml", "json"])
+@pytest.mark.parametrize("text", ["\ud800\udc00", "\udc00", "x\ud800"])
+def test_surrogate_escapes_give_located_problems(form: str, text: str) -> None:
+    """Found by the fuzz: a plugin type written as a "\\ud800\\udc00" escape failed while its
+    error message was made (a surrogate cannot be encoded), instead of being reported."""
+    broken = copy.deepcopy(VALID)
+    broken["decisions"][0]["plugins"][0]["type"] = text
+    broken["models"][0][text] = 1  # and as a key
+    _check(_as_text(broken, form))
 
 
 _YAML_TRAPS = [

@@ -182,6 +182,7 @@ def _validate(
     """The config, or None with the pydantic errors. When only unknown values fail (say, a
     port from an unset variable), they are dropped so their defaults apply, and it is retried."""
     context = {"catalog": catalog}
+    data = _without_surrogates(data)
     try:
         return RouteyardConfig.model_validate(data, context=context), []
     except ValidationError as error:
@@ -195,6 +196,20 @@ def _validate(
         return RouteyardConfig.model_validate(trimmed, context=context), errors
     except ValidationError:
         return None, errors
+
+
+def _without_surrogates(value: Any) -> Any:
+    """Strings with UTF-16 surrogates (a YAML or JSON "\\ud800" escape) as real text: a pair
+    joined, a lone one replaced. They cannot be encoded, not even in an error message."""
+    if isinstance(value, str):
+        if not any("\ud800" <= ch <= "\udfff" for ch in value):
+            return value
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    return value
 
 
 def _unknown_value(error: Mapping[str, Any], unset: list[Problem]) -> bool:
