@@ -20,10 +20,11 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from routeyard import tracing
 from routeyard.catalog import load_config
 from routeyard.config import RouteyardConfig
 from routeyard.decisions import Decision
@@ -50,6 +51,9 @@ from routeyard.tasks import TaskSet
 from routeyard.tokens import load_tokenizer
 from routeyard.wire import DONE
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
 log = logging.getLogger("routeyard")
 
 LEARNER_REFRESH_S = 5.0  # how often learned state is reloaded from the (shared) store
@@ -58,10 +62,12 @@ LEARNER_REFRESH_S = 5.0  # how often learned state is reloaded from the (shared)
 class Router:
     def __init__(self, config: RouteyardConfig, *, store: Store | None = None,
                  metrics: Metrics | None = None, tracker: LatencyTracker | None = None,
-                 base_dir: Path | None = None) -> None:
+                 base_dir: Path | None = None,
+                 span_exporter: SpanExporter | None = None) -> None:
         """`store`, `metrics` and `tracker` may be shared with the Router this one replaces
-        on reload."""
+        on reload. `span_exporter` replaces the OTLP exporter of `tracing:` (a test's)."""
         self.config = config
+        self.tracing = _tracing_from_config(config, span_exporter)
         self.metrics = metrics or Metrics()
         self.tracker = tracker if tracker is not None else LatencyTracker()
         self.store = store if store is not None else _store_from_config(config)
@@ -112,6 +118,8 @@ class Router:
 
     async def start(self) -> None:
         if not self._started:
+            if self.tracing is not None:
+                tracing.activate(self.tracing)
             await self.pool.start()
             await self.store.start()  # idempotent: a store shared on reload is already running
             await self.gateway.start()
@@ -139,6 +147,10 @@ class Router:
             if self.owns_store:
                 await self.store.close()
             self._started = False
+        if self.tracing is not None:
+            tracing.retire(self.tracing)
+            # Flushing blocks on the exporter: off the loop, which serves the new Router.
+            await asyncio.to_thread(self.tracing.shutdown)
 
     async def __aenter__(self) -> Router:
         await self.start()
@@ -186,7 +198,8 @@ class Router:
     async def complete(self, body: dict[str, Any], plan: RoutePlan | None = None) -> Answer:
         """A whole answer, through the plan's decision stack."""
         plan = plan or await self.plan(body)
-        await self.gateway.admit(plan)
+        with tracing.span("routeyard.admission"):
+            await self.gateway.admit(plan)
         try:
             return await self.stacks[plan.decision].complete(plan, body)
         finally:
@@ -196,7 +209,8 @@ class Router:
                           ) -> StreamRelay:
         """Open a stream with failover; the relay's frames() must be consumed to the end."""
         plan = plan or await self.plan(body)
-        await self.gateway.admit(plan)
+        with tracing.span("routeyard.admission"):
+            await self.gateway.admit(plan)
         try:
             return await self.stacks[plan.decision].open_stream(plan, body)
         except BaseException:
@@ -248,6 +262,19 @@ class GatedEmbeddings(Embeddings):
             return await super().run(plan, body)
         finally:
             self.gateway.release(plan)
+
+
+def _tracing_from_config(config: RouteyardConfig, exporter: SpanExporter | None
+                         ) -> tracing.Tracing | None:
+    settings = config.tracing
+    if not settings.enabled:
+        return None
+    return tracing.Tracing.build(
+        endpoint=settings.endpoint,
+        headers={k: v.get_secret_value() for k, v in settings.headers.items()},
+        sample_ratio=settings.sample_ratio, service_name=settings.service_name,
+        resource_attributes=settings.resource_attributes,
+        timeout_s=settings.export_timeout_s, exporter=exporter)
 
 
 def _store_from_config(config: RouteyardConfig) -> Store:

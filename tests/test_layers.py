@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("state", ("routeyard.state",)),
     ("config", ("routeyard.config",)),
     ("simulator", ("routeyard.simulator",)),
-    ("leaves", ("routeyard.errors", "routeyard.jsonl", "routeyard.tokens",
+    ("leaves", ("routeyard.errors", "routeyard.jsonl", "routeyard.tokens", "routeyard.tracing",
                 "routeyard.metrics", "routeyard.wire", "routeyard.answers", "routeyard.tasks",
                 "routeyard.dataset")),
 ]

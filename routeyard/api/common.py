@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from routeyard import tracing
 from routeyard.api.body import read_json
 from routeyard.api.errors import OPENAI, ErrorStyle
 from routeyard.errors import RouteyardError
@@ -81,6 +82,36 @@ def answer_headers(headers: dict[str, str], model: str | None,
     headers.update(extra)
 
 
+def begin_trace(request: Request, headers: Mapping[str, str], surface: str
+                ) -> tracing.RequestTrace | None:
+    """The request's root span (None when tracing is off), continuing a `traceparent`."""
+    return tracing.begin_request(f"{request.method} {request.url.path}", headers, {
+        "http.request.method": request.method, "url.path": request.url.path,
+        "gen_ai.operation.name": "embeddings" if surface == "embeddings" else "chat",
+        "routeyard.surface": surface})
+
+
+def trace_plan(trace: tracing.RequestTrace | None, plan: RoutePlan,
+               body: Mapping[str, Any]) -> None:
+    """Hang the plan on the request's span: the accounting annotates it when it ends."""
+    if trace is None:
+        return
+    plan.trace = trace.span
+    tracing.set_attributes(trace.span, {
+        "gen_ai.request.model": str(body.get("model")),
+        "gen_ai.request.max_tokens": _number(body.get("max_completion_tokens")
+                                             or body.get("max_tokens")),
+        "gen_ai.request.temperature": _number(body.get("temperature")),
+        "gen_ai.request.top_p": _number(body.get("top_p")),
+        "routeyard.request_id": plan.request_id,
+        "routeyard.stream": wants_stream(body),
+    })
+
+
+def _number(value: Any) -> float | int | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 async def serve_routed(request: Request, surface: Surface) -> Response:
     """Read, translate, plan and answer one request of a surface."""
     # The Router is read once: a config reload swaps app.state.router, and this request
@@ -88,14 +119,20 @@ async def serve_routed(request: Request, surface: Surface) -> Response:
     router: Router = request.app.state.router
     router.in_flight += 1
     streaming = False
+    client_headers = request_headers(request)
+    trace = begin_trace(request, client_headers, surface.name)
+    status = 500
     try:
         try:
-            body = surface.translate(await read_json(request))
-            plan = await router.plan(body, request_headers(request))
+            with tracing.span("routeyard.validate"):
+                body = surface.translate(await read_json(request))
+            plan = await router.plan(body, client_headers)
         except RouteyardError as error:
             router.accountant.rejected(error)
+            status = error.status
             raise
         plan.surface = surface.name
+        trace_plan(trace, plan, body)
         headers = decision_headers(plan)
         try:
             if wants_stream(body):
@@ -103,15 +140,21 @@ async def serve_routed(request: Request, surface: Surface) -> Response:
                 answer_headers(headers, relay.model, relay.headers)
                 headers["cache-control"] = "no-cache"
                 streaming = True
-                return RoutedStream(router, relay, surface.stream(relay), headers)
+                return RoutedStream(router, relay, surface.stream(relay), headers, trace)
             answer = await _whole(request, router.complete(body, plan))
         except RouteyardError as error:
+            status = error.status
             return surface.style.for_error(error, headers)
         answer_headers(headers, answer.model, answer.headers)
+        status = 200
         return Response(surface.render(answer), headers=headers, media_type=JSON)
     finally:
         if not streaming:
             router.in_flight -= 1
+        if trace is not None:
+            trace.detach()
+            if not streaming:
+                trace.end(status)
 
 
 async def _whole(request: Request, answering: Awaitable[Answer]) -> Answer:
@@ -133,10 +176,11 @@ class RoutedStream(StreamingResponse):
     can cut at shutdown."""
 
     def __init__(self, router: Router, relay: StreamRelay, frames: AsyncIterator[bytes],
-                 headers: dict[str, str]) -> None:
+                 headers: dict[str, str], trace: tracing.RequestTrace | None = None) -> None:
         super().__init__(frames, media_type="text/event-stream", headers=headers)
         self.router = router
         self.relay = relay
+        self.trace = trace  # the request's span, ended with the stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         open_streams = scope["app"].state.drain.streams  # cut if still open at shutdown
@@ -147,3 +191,5 @@ class RoutedStream(StreamingResponse):
             open_streams.discard(self.relay)
             await self.relay.finish()
             self.router.in_flight -= 1
+            if self.trace is not None:
+                self.trace.end(200)

@@ -26,13 +26,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from routeyard import tracing
 from routeyard.api.body import read_json
 from routeyard.api.common import (
     JSON,
     RoutedStream,
     answer_headers,
+    begin_trace,
     decision_headers,
     request_headers,
+    trace_plan,
 )
 from routeyard.api.errors import OPENAI
 from routeyard.errors import InvalidRequest, RouteyardError
@@ -190,26 +193,33 @@ async def create_completion(request: Request) -> Response:
     router: Router = request.app.state.router
     router.in_flight += 1
     streaming = False
+    caller = request_headers(request)
+    trace = begin_trace(request, caller, "completions")
+    status = 500
     try:
         try:
-            completion = parse_completion_request(await read_json(request))
-            caller = request_headers(request)
+            with tracing.span("routeyard.validate"):
+                completion = parse_completion_request(await read_json(request))
             plans = [await router.plan(body, caller) for body in completion.bodies]
         except RouteyardError as error:
             router.accountant.rejected(error)
+            status = error.status
             raise
         for plan in plans:
             plan.surface = "completions"
+        if len(plans) == 1:  # several prompts: their own stages still hang under the span
+            trace_plan(trace, plans[0], completion.bodies[0])
         headers = [decision_headers(plan) for plan in plans]
         if completion.stream:
             try:
                 relay = await router.open_stream(completion.bodies[0], plans[0])
             except RouteyardError as error:
+                status = error.status
                 return OPENAI.for_error(error, headers[0])
             answer_headers(headers[0], relay.model, relay.headers)
             headers[0]["cache-control"] = "no-cache"
             streaming = True
-            return RoutedStream(router, relay, stream(relay, completion), headers[0])
+            return RoutedStream(router, relay, stream(relay, completion), headers[0], trace)
         # Every call runs to its end (and is accounted for) even when another fails.
         results = await asyncio.gather(
             *(router.complete(body, plan) for body, plan in zip(completion.bodies, plans,
@@ -218,16 +228,22 @@ async def create_completion(request: Request) -> Response:
         answers: list[Answer] = []
         for result, prompt_headers in zip(results, headers, strict=True):
             if isinstance(result, RouteyardError):
+                status = result.status
                 return OPENAI.for_error(result, _merged_headers(headers))
             if isinstance(result, BaseException):
                 raise result
             answer_headers(prompt_headers, result.model, result.headers)
             answers.append(result)
+        status = 200
         return Response(render(completion, answers), headers=_merged_headers(headers),
                         media_type=JSON)
     finally:
         if not streaming:
             router.in_flight -= 1
+        if trace is not None:
+            trace.detach()
+            if not streaming:
+                trace.end(status)
 
 
 ROUTES: list[BaseRoute] = [Route("/v1/completions", create_completion, methods=["POST"])]

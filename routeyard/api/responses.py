@@ -23,14 +23,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from routeyard import tracing
 from routeyard.api.body import read_json
 from routeyard.api.common import (
     JSON,
     RoutedStream,
     answer_headers,
+    begin_trace,
     caller_id,
     decision_headers,
     request_headers,
+    trace_plan,
 )
 from routeyard.api.errors import OPENAI
 from routeyard.api.responses_render import (
@@ -101,11 +104,14 @@ async def create_response(request: Request) -> Response:
     router: Router = request.app.state.router
     router.in_flight += 1
     streaming = False
+    headers = request_headers(request)
+    trace = begin_trace(request, headers, "responses")
+    status = 500
     try:
-        headers = request_headers(request)
         owner = caller_id(headers)
         try:
-            data = await read_json(request)
+            with tracing.span("routeyard.validate"):
+                data = await read_json(request)
             previous_id = previous_response_id(data)
             previous = await _store(router).previous(previous_id, owner) \
                 if previous_id is not None else None
@@ -114,7 +120,9 @@ async def create_response(request: Request) -> Response:
             plan = await plan_turn(router, turn.body, headers, previous)
         except RouteyardError as error:
             router.accountant.rejected(error)
+            status = error.status
             raise
+        trace_plan(trace, plan, turn.body)
         saver = _Saver(router, turn, owner, plan, history) if turn.store else None
         out_headers = decision_headers(plan)
         try:
@@ -124,19 +132,25 @@ async def create_response(request: Request) -> Response:
                 out_headers["cache-control"] = "no-cache"
                 streaming = True
                 return RoutedStream(router, relay, _events(relay, turn, plan, saver),
-                                    out_headers)
+                                    out_headers, trace)
             answer = await router.complete(turn.body, plan)
         except RouteyardError as error:
+            status = error.status
             return OPENAI.for_error(error, out_headers)
         answer_headers(out_headers, answer.model, answer.headers)
         model = answer.model or str(answer.response.get("model") or plan.model)
         response = response_from_completion(turn, answer.response, model)
         if saver is not None:
             await saver.save(response, answer_message(answer.response), answer.model)
+        status = 200
         return Response(orjson.dumps(response), headers=out_headers, media_type=JSON)
     finally:
         if not streaming:
             router.in_flight -= 1
+        if trace is not None:
+            trace.detach()
+            if not streaming:
+                trace.end(status)
 
 
 async def _events(relay: StreamRelay, turn: Turn, plan: RoutePlan, saver: _Saver | None

@@ -315,6 +315,29 @@ class GatewayConfig(Strict):
     static_key_limits: LimitsConfig = LimitsConfig()
 
 
+class TracingConfig(Strict):
+    """OpenTelemetry traces of each request (docs/configuration.md, "tracing"): off by default;
+    needs the `otel` extra (`pip install 'routeyard[otel]'`)."""
+
+    enabled: bool = False
+    # The OTLP/HTTP traces URL; None: the exporter's own default (OTEL_EXPORTER_OTLP_*
+    # environment variables, else http://localhost:4318/v1/traces).
+    endpoint: str | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)  # sent with each export (auth)
+    # The share of new traces kept; a request carrying a `traceparent` follows its sampled flag.
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
+    service_name: str = "routeyard"
+    resource_attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    export_timeout_s: PositiveFloat = 10.0
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (OTLP over HTTP)")
+        return value
+
+
 class ModelRoute(Strict):
     """Requests naming a model that matches `match` (a glob such as `claude-*`) are routed:
     to `decision` when given, else through the decisions as for an alias. Lets agents keep
@@ -343,3 +366,4 @@ class RouteyardConfig(Strict):
     state: StateConfig = StateConfig()
     responses: ResponsesConfig = ResponsesConfig()
     gateway: GatewayConfig = GatewayConfig()
+    tracing: TracingConfig = TracingConfig()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from routeyard import tracing
 from routeyard.config.schema import DecisionConfig, DefaultDecisionConfig, RouteyardConfig
 from routeyard.config.signals import (
     ContextLengthFamily,
@@ -102,6 +103,14 @@ class DecisionEngine:
         """The winning decision; with `force`, that decision (the signals still run, for its
         plugins and the log)."""
         report = await self.signals.evaluate(ctx)
+        with tracing.span("routeyard.decision") as span:
+            outcome = self._choose(report, explain, force)
+            tracing.set_attributes(span, {"routeyard.decision": outcome.decision.name,
+                                          "routeyard.rule": outcome.reason})
+        return outcome
+
+    def _choose(self, report: SignalReport, explain: bool, force: str | None
+                ) -> DecisionOutcome:
         if force is not None:
             return DecisionOutcome(self._by_name[force], 1.0, report,
                                    "(named by model_routes for the requested model)")

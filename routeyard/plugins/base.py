@@ -91,6 +91,11 @@ class Plugin(ABC):
             raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} "
                              f"(known: {', '.join(sorted(self.options)) or 'none'})")
 
+    @property
+    def span_name(self) -> str:
+        """Its request hook's span, when tracing is on."""
+        return f"routeyard.plugin.{self.name}"
+
     def on_request(self, ctx: PluginContext) -> PluginAnswer | None:
         return None
 

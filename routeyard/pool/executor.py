@@ -19,9 +19,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 
+from routeyard import tracing
 from routeyard.config.schema import PoolConfig
 from routeyard.metrics import Metrics
 from routeyard.pool.endpoint import Endpoint, PooledModel
@@ -210,7 +212,8 @@ class Executor:
                     endpoint.breaker.on_attempt()
                     started = time.monotonic()
                     try:
-                        result = await call(endpoint, remaining)
+                        result = await (call(endpoint, remaining) if not tracing.enabled()
+                                        else _traced(call, endpoint, remaining, model, attempt))
                     except UpstreamError as error:
                         endpoint.outstanding -= 1
                         last = error
@@ -266,6 +269,28 @@ class Executor:
             return error.retry_after
         backoff = min(self.retry.backoff_max_s, self.retry.backoff_base_s * (2**attempt))
         return backoff * (0.5 + random.random() / 2)  # jitter spreads retry storms
+
+
+async def _traced(call: Callable[[Endpoint, float], Awaitable[T]], endpoint: Endpoint,
+                  remaining: float, model: PooledModel, retry: int) -> T:
+    """One attempt inside its CLIENT span, current while the request is sent, so that the
+    backend gets it as its `traceparent`."""
+    target = endpoint.target
+    url = urlsplit(target.base_url)
+    with tracing.client_span(f"chat {model.name}", {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": endpoint.provider.kind,
+        "gen_ai.request.model": target.upstream_model,
+        "server.address": url.hostname or "",
+        "server.port": url.port or (443 if url.scheme == "https" else 80),
+        "routeyard.endpoint": endpoint.name,
+        "routeyard.retry": retry,
+    }) as span:
+        try:
+            return await call(endpoint, remaining)
+        except UpstreamError as error:
+            tracing.set_attributes(span, {"error.type": _outcome(error)})
+            raise
 
 
 def _outcome(error: UpstreamError) -> str:

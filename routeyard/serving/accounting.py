@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from routeyard import tracing
 from routeyard.errors import RouteyardError
 from routeyard.metrics import Metrics
 from routeyard.pool import AttemptLog, Served
@@ -112,6 +113,9 @@ class Accountant:
                                 else plan.context.body.get("messages"),
                                 "answer": plan.answer_text if plan.answer_text is not None
                                 else answer_text}
+        if plan.trace is not None:
+            _annotate(plan, model.name if model else None, prompt, completion, cost, status,
+                      ttft_s)
         dearest = None
         if model is not None:
             dearest = max([m.config.pricing.cost(prompt, completion) for m in plan.candidates]
@@ -137,3 +141,29 @@ class Accountant:
             await self.feedback.remember_context(plan)
         except StoreUnavailable:
             log.warning("context for %s not kept: the store is down", plan.request_id)
+
+
+# Statuses of a request that got no (whole) answer; its span is marked an error.
+_FAILED_STATUSES = frozenset({"upstream_failed", "stream_broken", "shutdown"})
+
+
+def _annotate(plan: RoutePlan, model: str | None, prompt: int, completion: int, cost: float,
+              status: str, ttft_s: float | None) -> None:
+    """The request's span gets what its decision record holds: GenAI usage, and the route."""
+    selection = plan.selection or {}
+    tracing.set_attributes(plan.trace, {
+        "gen_ai.response.model": model,
+        "gen_ai.usage.input_tokens": prompt,
+        "gen_ai.usage.output_tokens": completion,
+        "routeyard.decision": plan.decision,
+        "routeyard.signals": plan.matched_signals(),
+        "routeyard.cache": plan.cache or "none",
+        "routeyard.algorithm": selection.get("algorithm"),
+        "routeyard.choice_probability": selection.get("probability"),
+        "routeyard.plugins": plan.plugins,
+        "routeyard.cost_usd": cost,
+        "routeyard.status": status,
+        "routeyard.ttft_ms": ttft_s * 1000 if ttft_s is not None else None,
+    })
+    if status in _FAILED_STATUSES:
+        tracing.mark_error(plan.trace, status)

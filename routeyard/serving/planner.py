@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
+from routeyard import tracing
 from routeyard.config import RouteyardConfig
 from routeyard.decisions import DecisionEngine
 from routeyard.errors import (
@@ -56,6 +57,7 @@ class RoutePlan:
     cache: str | None = None  # the semantic cache's status, when one ran
     sent: Any = None  # the messages sent upstream (after redaction), with log_content only
     answer_text: str | None = None  # the answer before plugins restored it (log_content)
+    trace: Any = None  # the request's OpenTelemetry span (tracing on), annotated when it ends
 
     def request_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body to send: with the decision's reasoning effort unless the client set one."""
@@ -154,10 +156,17 @@ class Planner:
         skips = Skips(needs, tokens)
         # Selection only ever sees the candidates that can serve the request.
         servable = skips.servable(candidates)
-        selection = (self.algorithms[decision.name].select(servable, tokens, ctx)
-                     if servable else None)
-        if steer is not None and selection is not None:
-            selection = steer.adjust(selection, servable, tokens, ctx)
+        with tracing.span("routeyard.selection", {"routeyard.algorithm": decision.algorithm,
+                                                  "routeyard.decision": decision.name}) as span:
+            selection = (self.algorithms[decision.name].select(servable, tokens, ctx)
+                         if servable else None)
+            if steer is not None and selection is not None:
+                selection = steer.adjust(selection, servable, tokens, ctx)
+            if span is not None and selection is not None:
+                tracing.set_attributes(span, {
+                    "routeyard.model": selection.model,
+                    "routeyard.choice_probability": selection.probability,
+                    "routeyard.candidates": [m.name for m in servable]})
         kept = self.pool.models.get(prefer) if prefer in decision.candidates else None
         probability, scores = 1.0, None
         if kept is not None and kept in servable and kept.is_available():

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from routeyard import tracing
 from routeyard.decisions import Decision
 from routeyard.plugins.base import PLUGINS, Plugin, PluginAnswer, PluginBuild, PluginContext
 from routeyard.plugins.cache_plugin import CACHE_HEADER
@@ -99,9 +100,12 @@ class PluginChain(Handler):
         stopped = None
         ran = self.plugins
         for index, plugin in enumerate(self.plugins):
-            stopped = plugin.on_request(ctx)
-            if stopped is None and plugin.has_async_request:  # I/O-bound (a cache lookup)
-                stopped = await plugin.on_request_async(ctx)
+            with tracing.span(plugin.span_name) as span:
+                stopped = plugin.on_request(ctx)
+                if stopped is None and plugin.has_async_request:  # I/O-bound (a cache lookup)
+                    stopped = await plugin.on_request_async(ctx)
+                if span is not None and stopped is not None:
+                    tracing.set_attributes(span, {"routeyard.plugin.outcome": stopped.outcome})
             if stopped is not None:
                 ran = self.plugins[:index]
                 if stopped.outcome == "blocked":

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from routeyard import tracing
 from routeyard.plugins.rewrite import ContentRewrite, RewriterFactory
 from routeyard.pool import Served, UpstreamError
 from routeyard.pool.providers.base import ChatStream
@@ -104,6 +105,10 @@ class StreamRelay:
         self.continuation = continuation
         self.plain = True  # only text so far: safe to continue elsewhere if the backend breaks
         self._finished = False
+        self.chunks_relayed = 0
+        # Its own span under the request's, from the open stream to its end (tracing on).
+        self.span = tracing.child(plan.trace, "routeyard.stream", {
+            "routeyard.model": self.model or "none"}) if plan.trace is not None else None
 
     @property
     def model(self) -> str | None:
@@ -136,6 +141,7 @@ class StreamRelay:
             while True:  # once per backend: a break may go on from another (continuation.py)
                 try:
                     async for payload in self.stream:
+                        self.chunks_relayed += 1
                         if first:
                             self.ttft_s = time.monotonic() - self.plan.started
                             metrics.child(metrics.ttft, self.plan.model).observe(self.ttft_s)
@@ -185,8 +191,10 @@ class StreamRelay:
         continuation = self.continuation
         if continuation is None or not self.plain or self.served is None:
             return False
-        stream = await continuation.resume(self.plan, self.served, "".join(self.text_parts),
-                                           error, self.first_chunk)
+        with tracing.use(self.span):  # the new attempts hang under the stream's span
+            stream = await continuation.resume(self.plan, self.served,
+                                               "".join(self.text_parts), error,
+                                               self.first_chunk)
         if stream is None:
             return False
         self.accountant.metrics.errors.labels("stream_continued").inc()
@@ -266,3 +274,8 @@ class StreamRelay:
                                stream=True, cost_usd=cost, detail=detail, ttft_s=self.ttft_s,
                                answer_text="".join(self.text_parts)
                                if self.accountant.log_content else None)
+        if self.span is not None:
+            tracing.set_attributes(self.span, {
+                "routeyard.status": self.status, "routeyard.chunks": self.chunks_relayed,
+                "routeyard.continued": continuation is not None and continuation.continued})
+            tracing.end(self.span, None if self.status == self.success_status else self.status)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from routeyard import tracing
 from routeyard.config.signals import SignalsConfig
 from routeyard.errors import RouteyardError
 from routeyard.signals.base import FAMILIES, Family, FamilyBuild, FamilyResult, RequestContext
@@ -70,6 +71,7 @@ class SignalEngine:
             FAMILIES[name].build(configured[name], build)
             for name in configured if name in self.referenced
         ]
+        self._span_names = {f.name: f"routeyard.signal.{f.name}" for f in self.families}
         self._sync = [f for f in self.families if not f.is_async]
         self._async = [f for f in self.families if f.is_async]
 
@@ -90,22 +92,31 @@ class SignalEngine:
         return RequestContext(body, headers, self.embedder)
 
     async def evaluate(self, ctx: RequestContext) -> SignalReport:
-        results: dict[str, FamilyResult] = {}
-        for family in self._sync:
-            started = time.perf_counter()
-            try:
-                result = family.evaluate(ctx)
-            except SIGNAL_ERRORS as error:
-                result = self._failed(family, error)
-            result.latency_ms = (time.perf_counter() - started) * 1000
-            results[family.name] = result
-        if self._async:
-            outcomes = await asyncio.gather(*(self._run_async(f, ctx) for f in self._async))
-            for family, result in zip(self._async, outcomes, strict=True):
+        with tracing.span("routeyard.signals") as span:
+            results: dict[str, FamilyResult] = {}
+            for family in self._sync:
+                with tracing.span(self._span_names[family.name]):
+                    started = time.perf_counter()
+                    try:
+                        result = family.evaluate(ctx)
+                    except SIGNAL_ERRORS as error:
+                        result = self._failed(family, error)
+                    result.latency_ms = (time.perf_counter() - started) * 1000
                 results[family.name] = result
-        return SignalReport(results, self._leaves(results))
+            if self._async:
+                outcomes = await asyncio.gather(*(self._run_async(f, ctx) for f in self._async))
+                for family, result in zip(self._async, outcomes, strict=True):
+                    results[family.name] = result
+            report = SignalReport(results, self._leaves(results))
+            if span is not None:
+                tracing.set_attributes(span, {"routeyard.signals": report.matched()})
+            return report
 
     async def _run_async(self, family: Family, ctx: RequestContext) -> FamilyResult:
+        with tracing.span(self._span_names[family.name]):
+            return await self._timed_async(family, ctx)
+
+    async def _timed_async(self, family: Family, ctx: RequestContext) -> FamilyResult:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(family.config.timeout_ms / 1000):

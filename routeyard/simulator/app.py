@@ -6,6 +6,7 @@ overhead is measured against, so its own per-request cost must stay near the ser
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,15 +41,19 @@ def _positive_int(value: Any, name: str) -> int:
     return value
 
 
-def _fault_header(scope: Scope) -> str | None:
+def _fault_header(scope: Scope, traces: deque[str]) -> str | None:
+    """The fault a request asks for; its `traceparent`, if any, is kept in `traces` (the
+    last few, shown by /_sim/stats: a traced router's propagation is checked there)."""
+    fault = None
     for name, value in scope["headers"]:
-        if name == b"x-sim-fault":
+        if name == b"traceparent":
+            traces.append(value.decode("latin-1"))
+        elif name == b"x-sim-fault":
             fault = value.decode("latin-1").strip().lower()
             if fault not in FAULT_OVERRIDES:
                 allowed = ", ".join(sorted(FAULT_OVERRIDES))
                 raise _BadRequest(400, f"x-sim-fault must be one of: {allowed}")
-            return fault
-    return None
+    return fault
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -118,6 +123,7 @@ class SimulatorApp:
         if replay is None and config.replay:
             replay = ReplayIndex.load(config.replay)
         self.engine = SimulatorEngine(config, replay)
+        self.traceparents: deque[str] = deque(maxlen=64)  # the last ones received
         self.openai = OpenAISurface()
         self.anthropic = AnthropicSurface()
         self._routes: dict[str, Handler] = {
@@ -242,7 +248,7 @@ class SimulatorApp:
         prefix: str | None,
     ) -> None:
         """`prefix`: the start of the answer, to continue (None: answer anew)."""
-        fault = _fault_header(scope)
+        fault = _fault_header(scope, self.traceparents)
         engine = self.engine
         state = engine.state_for(model)
         if state is None:
@@ -263,7 +269,7 @@ class SimulatorApp:
             parsed = EmbeddingRequest.parse(request)
         except EmbeddingInputError as exc:
             raise _BadRequest(400, str(exc), "invalid_value") from None
-        fault = _fault_header(scope)
+        fault = _fault_header(scope, self.traceparents)
         state = self._embedding_model(model)
         state.requests += 1
         # Only the time to the first token applies: an embedding has no output tokens.
@@ -297,12 +303,14 @@ class SimulatorApp:
         await send_json(send, 200, b'{"status":"ok"}')
 
     async def _stats(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        await send_json(send, 200, orjson.dumps(self.engine.stats()))
+        await send_json(send, 200, orjson.dumps({**self.engine.stats(),
+                                                 "traceparents": list(self.traceparents)}))
 
     async def _reset(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         if scope["method"] != "POST":
             raise _BadRequest(405, "use POST here", "method_not_allowed")
         self.engine.reset()
+        self.traceparents.clear()
         await send_json(send, 200, b'{"reset":true}')
 
     async def _profiles(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:

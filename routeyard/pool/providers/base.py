@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from routeyard import tracing
+
 
 @dataclass(slots=True)
 class EndpointTarget:
@@ -85,9 +87,10 @@ def upstream_header_edits(edits: HeaderEdits | None) -> Iterator[None]:
 
 
 def edited_headers(headers: dict[str, str]) -> dict[str, str]:
-    """`headers` with the current request's upstream edits applied (a copy when any)."""
+    """`headers` with the current request's upstream edits applied (a copy when any), and
+    the current attempt's `traceparent` when tracing is on."""
     edits = _HEADER_EDITS.get()
-    return headers if edits is None else edits.apply(headers)
+    return tracing.with_traceparent(headers if edits is None else edits.apply(headers))
 
 
 class UpstreamError(Exception):
