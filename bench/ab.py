@@ -4,6 +4,7 @@
     python bench/ab.py --baseline HEAD~1 --rounds 7 --duration 8 --markdown
     python bench/ab.py --baseline 4758e69 --candidate dcb6ce4   # two commits
     python bench/ab.py --baseline HEAD~1 --keys   # both with a virtual key counted in Redis
+    python bench/ab.py --baseline HEAD --candidate HEAD --trace-b 1.0   # the cost of tracing
 
 Both routers run the same generated config (gateway.py's) with the same venv: a commit's
 `routeyard` package comes from a temporary `git worktree` of the ref, put first on PYTHONPATH
@@ -65,6 +66,19 @@ def worktree(ref: str, tmp: Path, name: str = "baseline") -> Iterator[tuple[Path
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)],
                        capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def start_sink() -> Iterator[str]:
+    """bench/otlp_sink.py: an OTLP/HTTP receiver that discards; yields its URL."""
+    process = subprocess.Popen([sys.executable, str(HERE / "otlp_sink.py")],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().split(" on ")[-1].strip()
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def measure(targets: list[Target], connections: int, duration_s: float, rounds: int
@@ -163,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", action="store_true",
                         help="both routers on Redis, each request with a counted virtual key")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--trace-b", type=float, metavar="RATIO", default=None,
+                        help="B traces with this sample ratio, exporting to bench/otlp_sink.py")
     args = parser.parse_args(argv)
     if not wrk_available():
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -191,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         config_a, config_b = ((keyed_config(direct.base_url, tmp / n, args.redis_url,
                                             f"{prefix}-{n}", keys=True) if args.keys
                                else routeyard_config(direct.base_url, tmp / n)) for n in "ab")
+        if args.trace_b is not None:
+            sink = stack.enter_context(start_sink())
+            config_b["tracing"] = {"enabled": True, "endpoint": f"{sink}/v1/traces",
+                                   "sample_ratio": args.trace_b}
+            meta["trace_b"] = f"B traces, sample_ratio {args.trace_b}, to an OTLP/HTTP sink"
         a = stack.enter_context(start_routeyard(config_a, tmp / "a", name="A", source=source))
         b = stack.enter_context(start_routeyard(config_b, tmp / "b", name="B",
                                                 source=candidate))

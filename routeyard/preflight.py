@@ -8,6 +8,7 @@ files declare. `routeyard validate` runs it, so that a config that validates als
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 from routeyard.config import RouteyardConfig
@@ -46,6 +47,9 @@ def preflight(config: RouteyardConfig, base_dir: Path | None) -> list[Problem]:
         located.append(("default", config.default))
     for where, decision in located:
         problems += _decision_problems(where, decision, models, base_dir)
+    if config.tracing.enabled and not _installed("opentelemetry.sdk"):
+        problems.append(("tracing.enabled", "needs the otel extra: "
+                         "pip install 'routeyard[otel]'"))
     for index, decision in enumerate(config.decisions):
         if decision.rules is None:
             continue
@@ -57,6 +61,13 @@ def preflight(config: RouteyardConfig, base_dir: Path | None) -> list[Problem]:
                 problems.append((f"decisions[{index}].rules",
                                  f"signal '{leaf}' can never match ({family} names: {known})"))
     return problems
+
+
+def _installed(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
 
 
 def _decision_problems(where: str, decision: DecisionConfig | DefaultDecisionConfig,
