@@ -85,6 +85,8 @@ def answer_headers(headers: dict[str, str], model: str | None,
 def begin_trace(request: Request, headers: Mapping[str, str], surface: str
                 ) -> tracing.RequestTrace | None:
     """The request's root span (None when tracing is off), continuing a `traceparent`."""
+    if not tracing.enabled():  # before building anything: request.url parses the URL
+        return None
     return tracing.begin_request(f"{request.method} {request.url.path}", headers, {
         "http.request.method": request.method, "url.path": request.url.path,
         "gen_ai.operation.name": "embeddings" if surface == "embeddings" else "chat",

@@ -105,8 +105,9 @@ class DecisionEngine:
         report = await self.signals.evaluate(ctx)
         with tracing.span("routeyard.decision") as span:
             outcome = self._choose(report, explain, force)
-            tracing.set_attributes(span, {"routeyard.decision": outcome.decision.name,
-                                          "routeyard.rule": outcome.reason})
+            if span is not None:
+                tracing.set_attributes(span, {"routeyard.decision": outcome.decision.name,
+                                              "routeyard.rule": outcome.reason})
         return outcome
 
     def _choose(self, report: SignalReport, explain: bool, force: str | None

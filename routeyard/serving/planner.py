@@ -156,16 +156,18 @@ class Planner:
         skips = Skips(needs, tokens)
         # Selection only ever sees the candidates that can serve the request.
         servable = skips.servable(candidates)
-        with tracing.span("routeyard.selection", {"routeyard.algorithm": decision.algorithm,
-                                                  "routeyard.decision": decision.name}) as span:
+        with tracing.span("routeyard.selection") as span:
             selection = (self.algorithms[decision.name].select(servable, tokens, ctx)
                          if servable else None)
             if steer is not None and selection is not None:
                 selection = steer.adjust(selection, servable, tokens, ctx)
-            if span is not None and selection is not None:
+            if span is not None:
                 tracing.set_attributes(span, {
-                    "routeyard.model": selection.model,
-                    "routeyard.choice_probability": selection.probability,
+                    "routeyard.decision": decision.name,
+                    "routeyard.algorithm": decision.algorithm,
+                    "routeyard.model": selection.model if selection else None,
+                    "routeyard.choice_probability": selection.probability
+                    if selection else None,
                     "routeyard.candidates": [m.name for m in servable]})
         kept = self.pool.models.get(prefer) if prefer in decision.candidates else None
         probability, scores = 1.0, None
