@@ -36,9 +36,10 @@ CALLER = "routeyard.caller"  # the scope key the edge puts the resolved caller u
 # The role each protected path needs (the longest matching prefix wins); any other /admin
 # path needs `admin`, and any other path `user`. A viewer reads spend and the decision log
 # (/admin/decisions and the query API, /v1/decisions and /v1/stats), and manages nothing.
+# The dashboard (api/dashboard.py) shows the config and runs dry runs too: admin only.
 ROLE_BY_PATH: dict[str, str] = {"/admin": "admin", "/admin/spend": "viewer",
                                 "/admin/decisions": "viewer", "/v1/decisions": "viewer",
-                                "/v1/stats": "viewer"}
+                                "/v1/stats": "viewer", "/dashboard": "admin"}
 _STATUSES = ("active", "revoked", "expired")
 _SECRET_HEADERS = {"cache-control": "no-store"}
 

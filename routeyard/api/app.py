@@ -17,6 +17,7 @@ from routeyard.api import (
     admin,
     chat,
     completions,
+    dashboard,
     decisions,
     embeddings,
     messages,
@@ -245,4 +246,5 @@ def create_app(router: Router, *, mounts: dict[str, ASGIApp] | None = None,
     app.state.router = router
     app.state.drain = drain
     app.state.max_body_bytes = router.config.server.max_body_bytes
-    return ClientAuth(app)
+    # /dashboard sits in front of the edge: it also takes its own session cookie.
+    return dashboard.DashboardEdge(ClientAuth(app))
