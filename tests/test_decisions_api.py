@@ -286,7 +286,7 @@ def test_records_with_numpy_numbers_render_as_json() -> None:
     from routeyard.api import admin, decisions
 
     data = {"detail": {"signals": {"domain:code": np.float64(0.25)}, "n": np.int64(2)}}
-    for render in (admin._json, decisions._json):
+    for render in (admin._json, decisions.json_response):
         response = render(data)
         assert response.status_code == 200
         assert orjson.loads(response.body) == {"detail": {"signals": {"domain:code": 0.25},

@@ -22,11 +22,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from routeyard.api.decisions import (
-    _filters,
-    _json,
-    _params,
-    _stats_row,
-    _window,
+    json_response,
+    query_filters,
+    query_params,
+    query_window,
+    stats_row,
 )
 from routeyard.errors import InvalidRequest
 from routeyard.router import Router
@@ -72,15 +72,15 @@ async def series(request: Request) -> Response:
     """GET /dashboard/api/series?since&until&buckets&group_by&<filters>: the window (default:
     the last hour) in `buckets` equal steps; each step's total and groups as /v1/stats rows,
     and its failovers (`attempts`) counted from up to MAX_SCANNED records."""
-    params = _params(request, _SERIES_PARAMS)
-    since, until = _window(params, 3600.0)
+    params = query_params(request, _SERIES_PARAMS)
+    since, until = query_window(params, 3600.0)
     assert since is not None and until is not None
     group_by = params.get("group_by", "model")
     if group_by not in SERIES_GROUPS:
         raise InvalidRequest(f"group_by must be one of {', '.join(SERIES_GROUPS)}",
                              param="group_by")
     count = _buckets(params)
-    filters = _filters(params)
+    filters = query_filters(params)
     router: Router = request.app.state.router
     pricing = _pricing(router)
     step = (until - since) / count
@@ -92,14 +92,14 @@ async def series(request: Request) -> Response:
         total = Aggregate()
         rows = {}
         for key, agg in groups.items():
-            rows[str(key)] = _stats_row(agg, pricing)
+            rows[str(key)] = stats_row(agg, pricing)
             total.merge(agg)
         out.append({"start": start, "end": end, "groups": rows,
-                    "total": _stats_row(total, pricing)})
+                    "total": stats_row(total, pricing)})
     attempts, complete = await _attempts(router, since, until, filters, since, step, count)
     for bucket, counted in zip(out, attempts, strict=True):
         bucket["attempts"] = counted
-    return _json({"object": "routeyard.dashboard.series", "since": since, "until": until,
+    return json_response({"object": "routeyard.dashboard.series", "since": since, "until": until,
                   "step_s": step, "group_by": group_by, "attempts_complete": complete,
                   "data": out})
 
@@ -139,8 +139,8 @@ async def quality(request: Request) -> Response:
     """GET /dashboard/api/quality?since&until (default: the last 24 hours): per decision, each
     model's requests, mean cost per request and mean feedback, the points of its cost and
     quality trade-off."""
-    params = _params(request, _QUALITY_PARAMS)
-    since, until = _window(params, 24 * 3600.0)
+    params = query_params(request, _QUALITY_PARAMS)
+    since, until = query_window(params, 24 * 3600.0)
     assert since is not None and until is not None
     router: Router = request.app.state.router
     store = router.store
@@ -162,7 +162,7 @@ async def quality(request: Request) -> Response:
                      "feedback_count": agg.feedback_count,
                      "feedback_mean": agg.feedback_sum / agg.feedback_count
                      if agg.feedback_count else None, "models": points})
-    return _json({"object": "routeyard.dashboard.quality", "since": since, "until": until,
+    return json_response({"object": "routeyard.dashboard.quality", "since": since, "until": until,
                   "data": data})
 
 
@@ -212,9 +212,9 @@ def _quantile(buckets: list[tuple[float, float]], count: int, q: float) -> float
 async def signals(request: Request) -> Response:
     """GET /dashboard/api/signals: each signal family's latency (and each model's TTFT and
     time per output token) since this process started, from its Prometheus histograms."""
-    _params(request, frozenset())
+    query_params(request, frozenset())
     metrics = request.app.state.router.metrics
-    return _json({"object": "routeyard.dashboard.signals", "time": time.time(),
+    return json_response({"object": "routeyard.dashboard.signals", "time": time.time(),
                   "scope": "this worker process, since it started",
                   "signals": histogram_summary(metrics.signal_latency, "family"),
                   "ttft": histogram_summary(metrics.ttft, "model"),
@@ -237,7 +237,7 @@ def redact(value: Any, name: str = "") -> Any:
 async def config(request: Request) -> Response:
     """GET /dashboard/api/config: the loaded decisions (priority order), the default, the
     aliases and the models' names and prices; never keys, URLs or headers."""
-    _params(request, frozenset())
+    query_params(request, frozenset())
     router: Router = request.app.state.router
     conf = router.config
     decisions = [redact(d.model_dump(mode="json", exclude_defaults=True))
@@ -245,7 +245,7 @@ async def config(request: Request) -> Response:
                  for d in sorted(conf.decisions, key=lambda d: -d.priority)]
     models = [{"name": m.name, "kind": m.kind, "pricing": m.pricing.model_dump(mode="json"),
                "endpoints": len(m.endpoints)} for m in conf.models]
-    return _json({"object": "routeyard.dashboard.config",
+    return json_response({"object": "routeyard.dashboard.config",
                   "decision_strategy": getattr(conf, "decision_strategy", None),
                   "aliases": sorted(router.aliases),
                   "decisions": decisions,

@@ -41,12 +41,12 @@ _STATS_PARAMS = frozenset({"since", "until", "group_by", *FILTER_FIELDS})
 DEFAULT_STATS_WINDOW_S = 24 * 3600.0
 
 
-def _json(data: Any) -> Response:
+def json_response(data: Any) -> Response:
     # to_json: a memory store's records keep the detail's own objects (numpy numbers, say).
     return Response(to_json(data), media_type=JSON)
 
 
-def _params(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+def query_params(request: Request, allowed: frozenset[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for name, value in request.query_params.multi_items():
         if name not in allowed:
@@ -76,7 +76,7 @@ def parse_time(value: str, param: str) -> float:
     return seconds
 
 
-def _window(params: dict[str, str], default_span: float | None
+def query_window(params: dict[str, str], default_span: float | None
             ) -> tuple[float | None, float | None]:
     until = parse_time(params["until"], "until") if "until" in params else None
     since = parse_time(params["since"], "since") if "since" in params else None
@@ -88,7 +88,7 @@ def _window(params: dict[str, str], default_span: float | None
     return since, until
 
 
-def _filters(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
+def query_filters(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
     found = []
     for name, field in FILTER_FIELDS.items():
         value = params.get(name)
@@ -135,19 +135,19 @@ def _iso(seconds: float) -> str:
 
 
 async def list_decisions(request: Request) -> Response:
-    params = _params(request, _LIST_PARAMS)
-    since, until = _window(params, None)
+    params = query_params(request, _LIST_PARAMS)
+    since, until = query_window(params, None)
     after = None
     if "cursor" in params:
         try:
             after = decode_cursor(params["cursor"])
         except QueryError as error:
             raise InvalidRequest(str(error), param=error.param) from None
-    query = DecisionQuery(since, until, _filters(params), _boolean(params, "has_feedback"),
+    query = DecisionQuery(since, until, query_filters(params), _boolean(params, "has_feedback"),
                           _limit(params), after)
     router: Router = request.app.state.router
     page = await router.store.query_decisions(query)
-    return _json({"object": "list", "data": [_record(r) for r in page.records],
+    return json_response({"object": "list", "data": [_record(r) for r in page.records],
                   "has_more": page.cursor is not None, "next_cursor": page.cursor})
 
 
@@ -157,12 +157,12 @@ async def get_decision(request: Request) -> Response:
     found = await router.store.get_decision(request_id)
     if found is None:
         raise NotFound(f"no decision record {request_id!r}", param="request_id")
-    return _json(_record(found))
+    return json_response(_record(found))
 
 
 async def stats(request: Request) -> Response:
-    params = _params(request, _STATS_PARAMS)
-    since, until = _window(params, DEFAULT_STATS_WINDOW_S)
+    params = query_params(request, _STATS_PARAMS)
+    since, until = query_window(params, DEFAULT_STATS_WINDOW_S)
     assert since is not None and until is not None
     group_by = params.get("group_by")
     if group_by is not None and group_by not in GROUP_BY:
@@ -170,7 +170,7 @@ async def stats(request: Request) -> Response:
                              param="group_by")
     router: Router = request.app.state.router
     groups = await router.store.decision_stats(
-        StatsQuery(since, until, group_by, _filters(params)))
+        StatsQuery(since, until, group_by, query_filters(params)))
     reference = router.config.state.savings_reference
     pricing = router.pool.models[reference].config.pricing \
         if reference in router.pool.models else None
@@ -178,7 +178,7 @@ async def stats(request: Request) -> Response:
     rows = []
     for key, agg in groups.items():
         total.merge(agg)
-        row = _stats_row(agg, pricing)
+        row = stats_row(agg, pricing)
         if group_by is not None:
             row = {group_by: _iso(key * 3600.0) if group_by == "hour" else key, **row}
         rows.append((key, row))
@@ -186,17 +186,17 @@ async def stats(request: Request) -> Response:
         rows.sort(key=lambda item: item[0])
     else:
         rows.sort(key=lambda item: -item[1]["requests"])
-    return _json({
+    return json_response({
         "object": "routeyard.stats", "since": _iso(since), "until": _iso(until),
         "group_by": group_by,
         "savings_baseline": ({"reference_model": reference} if pricing is not None
                              else "dearest_candidate"),
         "data": [row for _, row in rows] if group_by is not None else [],
-        "total": _stats_row(total, pricing),
+        "total": stats_row(total, pricing),
     })
 
 
-def _stats_row(agg: Aggregate, pricing: Any) -> dict[str, Any]:
+def stats_row(agg: Aggregate, pricing: Any) -> dict[str, Any]:
     n = agg.requests
     if pricing is not None:
         baseline = pricing.cost(agg.prompt_tokens, agg.completion_tokens)
