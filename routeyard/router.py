@@ -198,8 +198,7 @@ class Router:
     async def complete(self, body: dict[str, Any], plan: RoutePlan | None = None) -> Answer:
         """A whole answer, through the plan's decision stack."""
         plan = plan or await self.plan(body)
-        with tracing.span("routeyard.admission"):
-            await self.gateway.admit(plan)
+        await self.gateway.admit(plan)
         try:
             return await self.stacks[plan.decision].complete(plan, body)
         finally:
@@ -209,8 +208,7 @@ class Router:
                           ) -> StreamRelay:
         """Open a stream with failover; the relay's frames() must be consumed to the end."""
         plan = plan or await self.plan(body)
-        with tracing.span("routeyard.admission"):
-            await self.gateway.admit(plan)
+        await self.gateway.admit(plan)
         try:
             return await self.stacks[plan.decision].open_stream(plan, body)
         except BaseException:

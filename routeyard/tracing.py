@@ -2,8 +2,8 @@
 
 Off by default, and then nearly free: every hook below is one read of a module global and
 returns a shared no-op. On, each request is one SERVER span (continuing the caller's
-`traceparent`) with a child span per stage: validation, signals (one child per family),
-decision, selection, admission, each plugin, each upstream attempt (a CLIENT span whose
+`traceparent`) with a child span per stage: validation, signals (one child per learned
+family), decision, selection, each plugin, each upstream attempt (a CLIENT span whose
 context goes to the backend as `traceparent`) and the stream relay. Attribute names follow the
 OpenTelemetry GenAI semantic conventions (`gen_ai.*`), plus `routeyard.*` for what only a
 router knows.
@@ -94,12 +94,12 @@ def _kind(name: str) -> SpanKind:
     return SpanKind[name]
 
 
-def span(name: str, attributes: Mapping[str, AttributeValue] | None = None
+def span(name: str | None, attributes: Mapping[str, AttributeValue] | None = None
          ) -> AbstractContextManager[Span | None]:
-    """A child of the current span around a stage; a shared no-op when tracing is off. An
-    exception leaving it is recorded and marks the span an error."""
+    """A child of the current span around a stage; a shared no-op when tracing is off (or
+    `name` is None). An exception leaving it is recorded and marks the span an error."""
     tracing = _active
-    if tracing is None:
+    if tracing is None or name is None:
         return _NO_SPAN
     return tracing.tracer.start_as_current_span(name, attributes=attributes)
 

