@@ -88,6 +88,15 @@ def enabled() -> bool:
     return _active is not None
 
 
+def _recording() -> bool:
+    """Whether the current span records: under a request that was not sampled, no stage
+    span is made at all (the SDK's non-recording spans still cost several µs each). The
+    backend then gets the request's own context, marked not sampled."""
+    from opentelemetry.trace import get_current_span
+
+    return get_current_span().is_recording()
+
+
 def _kind(name: str) -> SpanKind:
     from opentelemetry.trace import SpanKind
 
@@ -99,7 +108,7 @@ def span(name: str | None, attributes: Mapping[str, AttributeValue] | None = Non
     """A child of the current span around a stage; a shared no-op when tracing is off (or
     `name` is None). An exception leaving it is recorded and marks the span an error."""
     tracing = _active
-    if tracing is None or name is None:
+    if tracing is None or name is None or not _recording():
         return _NO_SPAN
     return tracing.tracer.start_as_current_span(name, attributes=attributes)
 
@@ -108,7 +117,7 @@ def client_span(name: str, attributes: Mapping[str, AttributeValue]
                 ) -> AbstractContextManager[Span | None]:
     """As `span`, for a call to another service (an upstream attempt)."""
     tracing = _active
-    if tracing is None:
+    if tracing is None or not _recording():
         return _NO_SPAN
     return tracing.tracer.start_as_current_span(name, kind=_kind("CLIENT"),
                                                 attributes=attributes)
@@ -119,7 +128,7 @@ def child(parent: Span | None, name: str,
     """A span under `parent` that is not made current: one that outlives the code that
     starts it (a stream relay, ended when the stream ends). None when off or no parent."""
     tracing = _active
-    if tracing is None or parent is None:
+    if tracing is None or parent is None or not parent.is_recording():
         return None
     from opentelemetry.trace import set_span_in_context
 

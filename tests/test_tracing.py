@@ -253,9 +253,14 @@ async def test_every_surface_opens_its_request_span(
 async def test_an_unsampled_trace_records_nothing_but_a_sampled_caller_is_followed(
         sim: SimulatorProcess) -> None:
     exporter = InMemorySpanExporter()
+    sim.reset()
     async with _client(_config(sim, sample_ratio=0.0), exporter) as client:
         await client.chat.completions.create(model="auto", messages=PYTHON)
         assert exporter.get_finished_spans() == ()
+        # Not sampled: no stage span is made, but the backend still gets the request's
+        # context, marked not sampled, so that it does not start a trace of its own.
+        [unsampled] = sim.stats()["traceparents"]
+        assert unsampled.startswith("00-") and unsampled.endswith("-00")
         await client.chat.completions.create(model="auto", messages=PYTHON,
                                              extra_headers={"traceparent": SAMPLED_PARENT})
         assert {f"{s.context.trace_id:032x}" for s in exporter.get_finished_spans()} == \
