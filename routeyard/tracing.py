@@ -88,6 +88,11 @@ def enabled() -> bool:
     return _active is not None
 
 
+def recording() -> bool:
+    """Tracing is on and the current span records (its request was sampled)."""
+    return _active is not None and _recording()
+
+
 def _recording() -> bool:
     """Whether the current span records: under a request that was not sampled, no stage
     span is made at all (the SDK's non-recording spans still cost several µs each). The

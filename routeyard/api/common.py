@@ -85,18 +85,20 @@ def answer_headers(headers: dict[str, str], model: str | None,
 def begin_trace(request: Request, headers: Mapping[str, str], surface: str
                 ) -> tracing.RequestTrace | None:
     """The request's root span (None when tracing is off), continuing a `traceparent`."""
-    if not tracing.enabled():  # before building anything: request.url parses the URL
+    if not tracing.enabled():
         return None
-    return tracing.begin_request(f"{request.method} {request.url.path}", headers, {
-        "http.request.method": request.method, "url.path": request.url.path,
+    method, path = request.scope["method"], request.scope["path"]  # request.url parses
+    return tracing.begin_request(f"{method} {path}", headers, {
+        "http.request.method": method, "url.path": path,
         "gen_ai.operation.name": "embeddings" if surface == "embeddings" else "chat",
         "routeyard.surface": surface})
 
 
 def trace_plan(trace: tracing.RequestTrace | None, plan: RoutePlan,
                body: Mapping[str, Any]) -> None:
-    """Hang the plan on the request's span: the accounting annotates it when it ends."""
-    if trace is None:
+    """Hang the plan on the request's span, when it records (is sampled): the accounting
+    annotates it when the request ends."""
+    if trace is None or not trace.span.is_recording():
         return
     plan.trace = trace.span
     tracing.set_attributes(trace.span, {

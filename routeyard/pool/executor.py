@@ -212,7 +212,7 @@ class Executor:
                     endpoint.breaker.on_attempt()
                     started = time.monotonic()
                     try:
-                        result = await (call(endpoint, remaining) if not tracing.enabled()
+                        result = await (call(endpoint, remaining) if not tracing.recording()
                                         else _traced(call, endpoint, remaining, model, attempt))
                     except UpstreamError as error:
                         endpoint.outstanding -= 1
