@@ -14,6 +14,7 @@ The tracer has its own provider rather than the process-global one, so that a co
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
@@ -31,10 +32,11 @@ _NO_SPAN: AbstractContextManager[None] = nullcontext(None)
 class Tracing:
     """A tracer, its provider (which batches spans to the exporter) and the W3C propagator."""
 
-    def __init__(self, provider: TracerProvider) -> None:
+    def __init__(self, provider: TracerProvider, sample_ratio: float = 1.0) -> None:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.provider = provider
+        self.sample_ratio = sample_ratio
         self.tracer: Tracer = provider.get_tracer("routeyard")
         self.propagator = TraceContextTextMapPropagator()
 
@@ -48,13 +50,14 @@ class Tracing:
             from opentelemetry.sdk.resources import Resource
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-            from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+            from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
         except ImportError as missing:
             raise RuntimeError("tracing.enabled needs the otel extra: "
                                "pip install 'routeyard[otel]'") from missing
         resource = Resource.create({"service.name": service_name, **resource_attributes})
-        provider = TracerProvider(resource=resource,
-                                  sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
+        # A new trace is sampled in `begin_request`, before any span exists; a continued one
+        # follows its caller's sampled flag.
+        provider = TracerProvider(resource=resource, sampler=ParentBased(ALWAYS_ON))
         if exporter is not None:
             provider.add_span_processor(SimpleSpanProcessor(exporter))
         else:
@@ -62,7 +65,7 @@ class Tracing:
 
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(
                 endpoint=endpoint, headers=dict(headers) or None, timeout=timeout_s)))
-        return cls(provider)
+        return cls(provider, sample_ratio)
 
     def shutdown(self) -> None:
         """Export what is still batched, then stop (blocks up to the export timeout)."""
@@ -213,9 +216,14 @@ class RequestTrace:
 
 def begin_request(name: str, headers: Mapping[str, str],
                   attributes: Mapping[str, AttributeValue]) -> RequestTrace | None:
-    """The request's root span, or None when tracing is off."""
+    """The request's root span; None when tracing is off, or when a request that continues
+    no trace is not sampled (then nothing is traced or propagated: one random draw is all it
+    costs). A caller's `traceparent` is always continued, sampled or not, as it says."""
     tracing = _active
-    return None if tracing is None else RequestTrace(tracing, name, headers, attributes)
+    if tracing is None or ("traceparent" not in headers
+                           and random.random() >= tracing.sample_ratio):
+        return None
+    return RequestTrace(tracing, name, headers, attributes)
 
 
 @contextmanager

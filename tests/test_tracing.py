@@ -257,15 +257,29 @@ async def test_an_unsampled_trace_records_nothing_but_a_sampled_caller_is_follow
     async with _client(_config(sim, sample_ratio=0.0), exporter) as client:
         await client.chat.completions.create(model="auto", messages=PYTHON)
         assert exporter.get_finished_spans() == ()
-        # Not sampled: no stage span is made, but the backend still gets the request's
-        # context, marked not sampled, so that it does not start a trace of its own.
-        [unsampled] = sim.stats()["traceparents"]
-        version, _, _, flags = unsampled.split("-")
-        assert version == "00" and int(flags, 16) & 1 == 0  # the sampled bit is off
+        assert sim.stats()["traceparents"] == []  # a new trace, not sampled: nothing sent
+        # A caller's unsampled trace is continued, unrecorded: the backend gets its trace id
+        # with the sampled bit off, so that it does not start a trace of its own.
+        await client.chat.completions.create(
+            model="auto", messages=PYTHON,
+            extra_headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-00"})
+        assert exporter.get_finished_spans() == ()
+        [continued] = sim.stats()["traceparents"]
+        version, trace_id, _, flags = continued.split("-")
+        assert (version, trace_id) == ("00", TRACE_ID) and int(flags, 16) & 1 == 0
         await client.chat.completions.create(model="auto", messages=PYTHON,
                                              extra_headers={"traceparent": SAMPLED_PARENT})
         assert {f"{s.context.trace_id:032x}" for s in exporter.get_finished_spans()} == \
             {TRACE_ID}
+
+
+async def test_a_sample_ratio_keeps_about_that_share(sim: SimulatorProcess) -> None:
+    exporter = InMemorySpanExporter()
+    async with _client(_config(sim, sample_ratio=0.5), exporter) as client:
+        for _ in range(60):
+            await client.chat.completions.create(model="auto", messages=PYTHON)
+    kept = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert 10 <= len(kept) <= 50  # binomial(60, 0.5): outside this, p < 1e-6
 
 
 async def test_off_by_default_nothing_is_traced_or_propagated(sim: SimulatorProcess) -> None:
