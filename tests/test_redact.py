@@ -141,6 +141,19 @@ async def test_names_are_masked_when_listed() -> None:
         "Dear Maria Gonzalez, see you in Lisbon.")
 
 
+async def test_street_addresses_are_masked_when_listed() -> None:
+    reply = "Sent to <STREET_ADDRESS_1>."
+    async with (echo_backend(reply) as (url, received),
+                redact_router(url, entities=["STREET_ADDRESS", "PHONE_NUMBER"]) as router):
+        result = await router.complete(chat(user(
+            f"Ship it to 8 rue de la Paix, 75002 Paris, or call {PHONE}.")))
+    sent = received[0]["messages"][0]["content"]
+    assert "rue de la Paix" not in sent and "<STREET_ADDRESS_1>" in sent
+    assert "<PHONE_NUMBER_1>" in sent
+    assert result.response["choices"][0]["message"]["content"].startswith(
+        "Sent to 8 rue de la Paix")
+
+
 async def test_many_types_and_text_parts_and_system_role() -> None:
     reply_text = "<CREDIT_CARD_1> <IP_ADDRESS_1> <US_SSN_1> <IBAN_CODE_1>"
     async with (echo_backend(reply_text) as (url, received),

@@ -136,14 +136,17 @@ PII_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP
 # Names, found by the shipped token tagger (`routeyard.signals.names`): opt-in, as they cost
 # ~0.4 ms a short prompt and ~3.5 us a character.
 NAME_ENTITIES = ("PERSON", "LOCATION")
-ALL_PII_ENTITIES = (*PII_ENTITIES, *NAME_ENTITIES)
+# Street addresses, found by an address grammar (`routeyard.signals.pii_address`): opt-in.
+ADDRESS_ENTITIES = ("STREET_ADDRESS",)
+ALL_PII_ENTITIES = (*PII_ENTITIES, *NAME_ENTITIES, *ADDRESS_ENTITIES)
 
 
 class PiiFamily(FamilyPolicy):
     """Names: each entity type found (e.g. EMAIL_ADDRESS), and `any`."""
 
     entities: list[Literal["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE",
-                           "IP_ADDRESS", "US_SSN", "PERSON", "LOCATION"]] = Field(
+                           "IP_ADDRESS", "US_SSN", "PERSON", "LOCATION",
+                           "STREET_ADDRESS"]] = Field(
         default_factory=lambda: list(PII_ENTITIES))
     roles: list[str] = Field(default_factory=lambda: ["user"])  # whose turns are searched
     min_score: Probability = 0.0  # spans scored below it are ignored

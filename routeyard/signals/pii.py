@@ -1,11 +1,13 @@
 """The `pii` family: personal data in the request, found by fast validated patterns.
 
 Offline and cheap (no heavy NER model): e-mail addresses, phone numbers (the `phonenumbers`
-matcher), Luhn-checked card numbers, checksummed IBANs (`stdnum.iban`), IPv4/IPv6 addresses
-(`ipaddress`) and US SSN-shaped ids. PERSON and LOCATION come from a small shipped token tagger
-(`routeyard.signals.names`, numpy only, loaded on first use); they are found only when asked
-for, so the default stays as cheap as the patterns. `find_pii` is the reusable detector; the
-family reports only entity types, counts and character spans, never the matched values.
+matcher and shape rules, `routeyard.signals.pii_phone`), Luhn-checked card numbers, checksummed
+IBANs (`stdnum.iban`), IPv4/IPv6 addresses (`ipaddress`) and US SSN-shaped ids. PERSON and
+LOCATION come from a small shipped token tagger (`routeyard.signals.names`, numpy only, loaded
+on first use), STREET_ADDRESS from an address grammar (`routeyard.signals.pii_address`); they
+are found only when asked for, so the default stays as cheap as the patterns. `find_pii` is the
+reusable detector; the family reports only entity types, counts and character spans, never the
+matched values.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from routeyard.config.signals import ALL_PII_ENTITIES, NAME_ENTITIES, PII_ENTITIES, PiiFamily
 from routeyard.signals.base import Family, FamilyResult, Match, RequestContext, register
-from routeyard.signals.names import find_names
+from routeyard.signals.names import builtin_tagger, find_names
+from routeyard.signals.pii_address import find_addresses
+from routeyard.signals.pii_phone import find_phones
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,97 +109,9 @@ def _ssns(text: str) -> Iterator[Span]:
         yield Span(m.start(), m.end(), "US_SSN", 0.85)
 
 
-_PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "CH", "SE", "IN", "BR", "AU", "ZA")
-_DATE_LIKE = re.compile(r"^\(?\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\)?$")
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}\b")
-_DIGIT_GROUPS = re.compile(r"\d+")
-_DECIMAL_LIKE = re.compile(r"\d[.,]\d{1,2}\s+[-\u2013.]")
-
-
-def _phone_ok(raw: str) -> bool:
-    """Reject what the permissive matcher takes for a number but a reader would not."""
-    digits = sum(c.isdigit() for c in raw)
-    if digits < 7 or digits > 15:
-        return False
-    if _DATE_LIKE.match(raw) or _ISO_DATE.match(raw) or _DECIMAL_LIKE.search(raw):
-        return False
-    # A long unbroken digit run without a country code is more likely an account or card id.
-    return not (raw.isdigit() and digits > 11)
-
-
-# Candidates the matcher examines per region: bounds the worst case (a text of nothing but
-# numbers) to tens of milliseconds; a text past it has its later numbers unchecked.
-_PHONE_MAX_TRIES = 100
-_PHONE_RUN = re.compile(r"[+(]?\d[\d \t().\-/x]*\d")
-_PHONE_RUN_MAX = 64
-# Runs checked per text: a prompt of thousands of numbers (a pasted table) must not cost a
-# second on the request path; numbers past the first 50 candidate runs go unchecked.
-_PHONE_RUNS_CHECKED = 50
-_PHONE_CUE = re.compile(r"\b(?:phone|tel|telephone|call|mobile|cell|fax|contact|number|reach|"
-                        r"ring|dial|text|whatsapp|sms)\b", re.IGNORECASE)
-_MONTH = re.compile(r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s*$",
-                    re.IGNORECASE)
-
-
-def _glued(text: str, start: int, end: int) -> bool:
-    """Whether a match continues a longer token: a URL path, an id, a date like Oct-12-2010."""
-    before = text[start - 1] if start else " "
-    after = text[end] if end < len(text) else " "
-    after2 = text[end + 1] if end + 1 < len(text) else " "
-    if before in "/=#_" or before.isalnum() or after in "/_" or after.isalnum():
-        return True
-    if before == "-" and start >= 2 and text[start - 2].isalnum():
-        return True
-    return after in "-.:" and after2.isdigit()
-
-
 def _phones(text: str) -> Iterator[Span]:
-    """The matcher runs on short runs of digits and separators only: on a long run (a table of
-    numbers) it is slow and not what a phone number looks like, so such runs are skipped."""
-    import phonenumbers
-
-    seen: set[tuple[int, int]] = set()
-    checked = 0
-    for run in _PHONE_RUN.finditer(text):
-        if len(run.group()) > _PHONE_RUN_MAX or sum(c.isdigit() for c in run.group()) < 7:
-            continue
-        checked += 1
-        if checked > _PHONE_RUNS_CHECKED:
-            break
-        offset = run.start()
-        # POSSIBLE leniency: a plausible length for the region. VALID would also need an
-        # allocated range, which drops most invented and many foreign local numbers.
-        for region in _PHONE_REGIONS:
-            for m in phonenumbers.PhoneNumberMatcher(run.group(), region,
-                                                     leniency=phonenumbers.Leniency.POSSIBLE,
-                                                     max_tries=_PHONE_MAX_TRIES):
-                start, end = offset + m.start, offset + m.end
-                span = _phone_span(text, start, end, m, region)
-                if span is not None and (start, end) not in seen:
-                    seen.add((start, end))
-                    yield span
-
-
-def _phone_span(text: str, start: int, end: int, m: Any, region: str) -> Span | None:
-    import phonenumbers
-
-    raw = m.raw_string
-    if not _phone_ok(raw) or _glued(text, start, end):
-        return None  # not shaped like a phone number, or part of a URL, a date or an id
-    if _MONTH.search(text, max(0, start - 5), start):
-        return None  # "Sat Jan 10 2015 12:00"
-    valid = phonenumbers.is_valid_number(m.number)
-    groups = len(_DIGIT_GROUPS.findall(raw))
-    cued = _PHONE_CUE.search(text, max(0, start - 40), start) is not None
-    if raw.startswith("+"):
-        score = 0.85 if valid else 0.6  # an explicit country code
-    elif valid and (region == "US" or groups >= 3 or "(" in raw or raw[0] == "0"):
-        score = 0.85
-    elif groups >= 3 or cued:
-        score = 0.6  # shaped like a phone number, or announced as one
-    else:
-        return None  # "17151 2450": a house number and what follows, more often than not
-    return Span(start, end, "PHONE_NUMBER", score)
+    for s in find_phones(text):
+        yield Span(s.start, s.end, "PHONE_NUMBER", s.score)
 
 
 # Names are searched in the first this many characters of a text only. The tagger costs
@@ -213,24 +128,39 @@ def _named(label: str) -> Callable[[str], Iterable[Span]]:
     return detect
 
 
-# Earlier detectors win overlaps: a card number or IBAN is not also a phone number, and a
-# name inside an e-mail address is part of the address.
+# Addresses are searched in the first this many characters of a text only: the grammar costs
+# about 1 us a character on number-dense text, so the cap bounds it at ~50 ms.
+ADDRESS_SCAN_CHARS = 50_000
+
+
+def _addresses(text: str) -> Iterator[Span]:
+    # Towns and countries that may close an address: the names tagger's GeoNames gazetteer.
+    places = builtin_tagger().cache.gaz.places
+    for s in find_addresses(text[:ADDRESS_SCAN_CHARS], places):
+        yield Span(s.start, s.end, "STREET_ADDRESS", s.score)
+
+
+# Earlier detectors win overlaps: a card number or IBAN is not also a phone number, a name
+# inside an e-mail address is part of the address, and a street address keeps its house number
+# (not a phone number) and its town (not a LOCATION).
 _DETECTORS: dict[str, Callable[[str], Iterable[Span]]] = {
     "EMAIL_ADDRESS": _emails,
     "IBAN_CODE": _ibans,
     "CREDIT_CARD": _cards,
     "IP_ADDRESS": _ips,
     "US_SSN": _ssns,
+    "STREET_ADDRESS": _addresses,
     "PHONE_NUMBER": _phones,
     **{label: _named(label) for label in NAME_ENTITIES},
 }
 assert set(_DETECTORS) == set(ALL_PII_ENTITIES)
+DETECTABLE_ENTITIES = tuple(_DETECTORS)  # every type `find_pii` knows
 
 
 def find_pii(text: str, entities: Iterable[str] | None = None) -> list[Span]:
     """PII spans in `text`, sorted by start, without overlaps (the first detector wins).
-    `entities` defaults to the pattern types (`PII_ENTITIES`); PERSON and LOCATION are
-    searched only when listed (`ALL_PII_ENTITIES` has every type)."""
+    `entities` defaults to the pattern types (`PII_ENTITIES`); PERSON, LOCATION and
+    STREET_ADDRESS are searched only when listed (`DETECTABLE_ENTITIES` has every type)."""
     wanted = set(PII_ENTITIES if entities is None else entities)
     unknown = wanted - set(_DETECTORS)
     if unknown:
