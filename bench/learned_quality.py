@@ -32,12 +32,13 @@ GOALS = {"routerbench": (0.88, 0.90, 0.30), "llmrouter": (0.61, 0.62, 0.20)}  # 
 
 
 def curve(router: TrainableRouter, test: RoutingDataset, embeddings: np.ndarray) -> list:
-    """(cost, quality) per λ, priced by train's mean costs as when serving."""
-    quality = router.predict_quality(embeddings)
+    """(cost, quality) per λ, priced by the costs the router expects, as when serving (train's
+    mean costs, unless the router estimates them per prompt)."""
+    quality, expected = router.predict_with_costs(embeddings, test.prompts)
     rows = np.arange(len(test))
     points = []
     for lam in LAMBDAS:
-        chosen = np.argmax(quality - lam * router.mean_costs[None, :] / router.cost_scale, axis=1)
+        chosen = np.argmax(quality - lam * expected / router.cost_scale, axis=1)
         points.append((float(test.costs[rows, chosen].mean()),
                        float(test.scores[rows, chosen].mean())))
     return sorted(set(points))
@@ -63,14 +64,15 @@ def score(points: list, test: RoutingDataset) -> dict[str, Any]:
     return result
 
 
-def latency_ms(router: TrainableRouter, embedding: np.ndarray, repeats: int = 2000) -> float:
-    one = embedding[None, :]
+def latency_ms(router: TrainableRouter, embedding: np.ndarray, text: str,
+               repeats: int = 2000) -> float:
+    one, texts = embedding[None, :], [text]
     for _ in range(50):
-        router.choose(one, 1.0)
+        router.choose(one, 1.0, texts=texts)
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
-        router.choose(one, 1.0)
+        router.choose(one, 1.0, texts=texts)
         samples.append(time.perf_counter() - start)
     return statistics.median(samples) * 1000
 
@@ -95,7 +97,8 @@ def run(data: Path, datasets: list[str], algorithms: list[str]) -> dict[str, Any
                                "hyper": _hyper(router)}
             if name == "llmrouter":
                 with threadpool_limits(1):  # serving runs one request at a time per worker
-                    report["latency_p50_ms"][algorithm] = latency_ms(router, test_x[0])
+                    report["latency_p50_ms"][algorithm] = latency_ms(router, test_x[0],
+                                                                         test.prompts[0])
             print(f"{name} {algorithm}: {rows[algorithm]}", file=sys.stderr)
         report["datasets"][name] = {
             "n_train": len(train), "n_test": len(test), "best_single": {

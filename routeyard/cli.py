@@ -156,6 +156,18 @@ def _run_train(args: argparse.Namespace) -> int:
     return run_train(args)
 
 
+def _configure_export(parser: argparse.ArgumentParser) -> None:
+    from routeyard.eval.routerarena import configure_export
+
+    configure_export(parser)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from routeyard.eval.routerarena import run_export
+
+    return run_export(args)
+
+
 def _configure_replay(parser: argparse.ArgumentParser) -> None:
     from routeyard.eval.replay import configure_replay
 
@@ -206,6 +218,8 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
               _configure_train, _run_train),
     "eval": ("train on train.jsonl, score on test.jsonl: AIQ, max quality, cost ratio, curve",
              _configure_eval, _run_eval),
+    "export": ("write a trained router's choices in a leaderboard's submission format "
+               "(RouterArena)", _configure_export, _run_export),
     "replay": ("stream a routing dataset as live traffic with feedback; regret plots",
                _configure_replay, _run_replay),
     "safety-eval": ("jailbreak recall/FPR and PII per-label scores on labelled JSONL files",

@@ -16,8 +16,14 @@ from routeyard.eval import runner
 
 
 def configure_eval(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, metavar="DIR",
-                        help="routing dataset folder with train.jsonl and test.jsonl")
+    parser.add_argument("--data", required=True, metavar="DIR|FILE",
+                        help="routing dataset folder with train.jsonl and test.jsonl, or one "
+                             "JSONL file of your own (split into train and test; schema in "
+                             "docs/evaluation.md)")
+    parser.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
+                        help="with a FILE: the share of rows held out for test (default 0.2)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="with a FILE: the seed of the train/test shuffle (default 0)")
     parser.add_argument("--algorithms", metavar="A,B,...",
                         help="comma-separated algorithm names (default: every registered one)")
     parser.add_argument("--out", metavar="DIR",
@@ -30,8 +36,9 @@ def configure_eval(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_train(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, metavar="DIR",
-                        help="routing dataset folder (its train.jsonl is used)")
+    parser.add_argument("--data", required=True, metavar="DIR|FILE",
+                        help="routing dataset folder (its train.jsonl is used), or one JSONL "
+                             "file (every row is used)")
     parser.add_argument("--algorithm", required=True, metavar="NAME")
     parser.add_argument("--out", required=True, metavar="FILE", help="the artifact to write")
 
@@ -55,7 +62,9 @@ def run_eval(args: argparse.Namespace) -> int:
         names = _algorithms(getattr(args, "algorithms", None))
         # Checked before loading anything, so a typo fails in a second, not after training.
         runner.check_algorithms(names if names is not None else [])
-        result = runner.evaluate(args.data, names, progress=not getattr(args, "quiet", False))
+        result = runner.evaluate(args.data, names, progress=not getattr(args, "quiet", False),
+                                 test_fraction=getattr(args, "test_fraction", 0.2),
+                                 seed=getattr(args, "seed", 0))
     except (ValueError, OSError) as error:
         return _fail(str(error))
     if not result["algorithms"]:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from routeyard.dataset import RoutingDataset, load_dataset, load_split
+from routeyard.dataset import RoutingDataset, load_dataset, load_split, split_file
 from routeyard.eval import metrics
 from routeyard.eval.cascade_eval import CascadeEval  # cascade hook
 from routeyard.selection.learned.base import TRAINABLE_ROUTERS, TrainableRouter
@@ -68,17 +68,30 @@ def check_algorithms(algorithms: list[str]) -> None:
                          f"known: {', '.join(known) or 'none registered'}")
 
 
-def load(folder: str | Path) -> tuple[RoutingDataset, RoutingDataset]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: no such dataset folder")
+def load(data: str | Path, *, test_fraction: float = 0.2,
+         seed: int = 0) -> tuple[RoutingDataset, RoutingDataset]:
+    """A dataset folder (train.jsonl + test.jsonl), or one JSONL file split by a seeded
+    shuffle (`test_fraction` of its rows for test). Either way every row is checked against
+    the schema first, and a DatasetError lists every problem with its line and field."""
+    path = Path(data)
+    if path.is_file():
+        return split_file(path, test_fraction=test_fraction, seed=seed)
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such dataset folder or JSONL file")
     for split in ("train.jsonl", "test.jsonl"):
-        if not (folder / split).is_file():
-            raise ValueError(f"{folder}: missing {split}")
-    try:
-        return load_dataset(folder)
-    except (KeyError, TypeError) as error:  # a row without "prompt", or a non-dict field
-        raise ValueError(f"{folder}: malformed routing row ({error!r})") from error
+        if not (path / split).is_file():
+            raise ValueError(f"{path}: missing {split}")
+    return load_dataset(path)
+
+
+def load_train(data: str | Path) -> RoutingDataset:
+    """What `train` fits on: a folder's train.jsonl, or every row of one JSONL file."""
+    path = Path(data)
+    if path.is_file():
+        return load_split(path)
+    if not path.is_dir() or not (path / "train.jsonl").is_file():
+        raise ValueError(f"{path}: no train.jsonl there (nor a JSONL file)")
+    return load_split(path / "train.jsonl")
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -141,18 +154,18 @@ def _trainable_curve(router: TrainableRouter, test: RoutingDataset, embeddings: 
                      name: str) -> list[tuple[float, metrics.Point]]:
     rows = np.arange(len(test))
     # The base choose() predicts again on every call; predict once when it is not overridden.
-    # Either way the router prices by train's mean costs, as when serving: a test row's true
-    # cost is not known before the call.
-    quality = (router.predict_quality(embeddings)
-               if type(router).choose is TrainableRouter.choose else None)
+    # Either way the router prices by the costs it expects (train's mean costs, or its own
+    # estimate from the prompt), as when serving: a test row's true cost is not known before
+    # the call.
+    predicted, expected = router.predict_with_costs(embeddings, test.prompts)
+    quality = predicted if type(router).choose is TrainableRouter.choose else None
     progress.stage(f"{name}: sweep λ")
     points = []
     for lam in lambdas:
         if quality is None:
-            chosen = router.choose(embeddings, lam)
+            chosen = router.choose(embeddings, lam, texts=test.prompts)
         else:
-            chosen = np.argmax(quality - lam * router.mean_costs[None, :] / router.cost_scale,
-                               axis=1)
+            chosen = np.argmax(quality - lam * expected / router.cost_scale, axis=1)
         points.append((lam, (float(test.costs[rows, chosen].mean()),
                              float(test.scores[rows, chosen].mean()))))
         progress.step()
@@ -180,8 +193,10 @@ def _score(curve: list[metrics.Point], singles: list[metrics.SingleModel],
 
 def evaluate(folder: str | Path, algorithms: list[str] | None = None, *,
              lambdas: tuple[float, ...] | list[float] | None = None,
-             progress: bool = True) -> dict[str, Any]:
-    """The Eval JSON for `algorithms` (default: every registered one) on `folder`.
+             progress: bool = True, test_fraction: float = 0.2,
+             seed: int = 0) -> dict[str, Any]:
+    """The Eval JSON for `algorithms` (default: every registered one) on `folder` (a dataset
+    folder, or one JSONL file split into train and test by `test_fraction` and `seed`).
 
     With the default, an output-aware algorithm the dataset cannot score (no recorded
     `responses`) is left out and named under "skipped"; asked for by name, it is an error."""
@@ -189,7 +204,7 @@ def evaluate(folder: str | Path, algorithms: list[str] | None = None, *,
     skipped: dict[str, str] = {}
     check_algorithms(names)
     grid = tuple(LAMBDAS if lambdas is None else lambdas)
-    train, test = load(folder)
+    train, test = load(folder, test_fraction=test_fraction, seed=seed)
     singles = metrics.single_model_points(test)
     best = metrics.best_single(test)
     n_embed = len(list(_batches(train.prompts))) + len(list(_batches(test.prompts)))
@@ -225,8 +240,11 @@ def evaluate(folder: str | Path, algorithms: list[str] | None = None, *,
                              "seconds": round(time.perf_counter() - started, 3)}
     finally:
         bar.close()
+    source = Path(folder).resolve()
+    split = ({"split": {"from_file": str(source), "test_fraction": test_fraction, "seed": seed}}
+             if source.is_file() else {})
     return {
-        "dataset": Path(folder).resolve().name,
+        "dataset": source.stem if source.is_file() else source.name,
         "n_test": len(test),
         "n_train": len(train),
         "models": list(test.models),
@@ -238,6 +256,7 @@ def evaluate(folder: str | Path, algorithms: list[str] | None = None, *,
         "lambdas": list(grid),
         "algorithms": results,
         **({"skipped": skipped} if skipped else {}),
+        **split,
     }
 
 
@@ -248,13 +267,8 @@ def train(folder: str | Path, algorithm: str, out: str | Path) -> dict[str, Any]
         known = ", ".join(sorted(TRAINABLE_ROUTERS)) or "none registered"
         raise ValueError(f"unknown trainable algorithm '{algorithm}'; known: {known}")
     folder, out = Path(folder), Path(out)
-    if not folder.is_dir() or not (folder / "train.jsonl").is_file():
-        raise ValueError(f"{folder}: no train.jsonl there")
     started = time.perf_counter()
-    try:
-        data = load_split(folder / "train.jsonl")
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"{folder}: malformed routing row ({error!r})") from error
+    data = load_train(folder)
     router = TRAINABLE_ROUTERS[algorithm]()
     router.fit(data, embed(data.prompts))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -262,6 +276,8 @@ def train(folder: str | Path, algorithm: str, out: str | Path) -> dict[str, Any]
     partial = out.with_name(out.name + ".partial.npz")
     router.save(partial)
     partial.replace(out)
-    return {"algorithm": algorithm, "dataset": folder.resolve().name, "out": str(out),
+    source = folder.resolve()
+    return {"algorithm": algorithm,
+            "dataset": source.stem if source.is_file() else source.name, "out": str(out),
             "n_train": len(data), "models": list(data.models),
             "seconds": round(time.perf_counter() - started, 3)}

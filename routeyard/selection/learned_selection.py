@@ -1,7 +1,8 @@
 """Serving a trained router: `algorithm: learned` with `algorithm_options: {artifact, lambda}`.
 
-The artifact (from `routeyard train`) predicts each model's quality for the prompt's embedding;
-the candidate with the best `quality - λ·cost` wins. Candidates the artifact does not know are
+The artifact (from `routeyard train`) predicts each model's quality for the last user turn (its
+embedding, and its text for routers that read it) and the cost it expects for it; the candidate
+with the best `quality - λ·cost` wins. Candidates the artifact does not know are
 skipped by it (and still serve as failover); `model_map` renames dataset models to config names.
 """
 
@@ -53,10 +54,11 @@ class LearnedSelection(SelectionAlgorithm):
         if ctx is None or not known:
             return Selection(fitting[0].name, "no learned estimate; first that fits") \
                 if fitting else None
-        quality = self.router.predict_quality(ctx.embedding()[None, :])[0]
+        embedding, text = ctx.embedding()[None, :], [ctx.last_user_text]
+        predicted, expected = self.router.predict_with_costs(embedding, text)
+        quality, cost = predicted[0], expected[0]
         columns = np.array([self.column[c.name] for c in known])
-        value = quality[columns] - self.lam * self.router.mean_costs[columns] \
-            / self.router.cost_scale
+        value = quality[columns] - self.lam * cost[columns] / self.router.cost_scale
         best = int(np.argmax(value))
         return Selection(known[best].name,
                          f"{self.router.kind}: predicted quality {quality[columns[best]]:.2f}, "

@@ -5,7 +5,9 @@ Every trainable router predicts a quality for each (prompt, model) pair; the cho
 argmax over models of `quality - λ · cost / cost_scale`, where λ is the router's cost/quality
 knob (swept offline to draw the curve; fixed per decision when serving) and `cost_scale` the
 mean cost of the dearest model on train, so λ is comparable across datasets. Prompts are seen
-as their embeddings (the bundled static model, `routeyard.signals.embedder`).
+as their embeddings (the bundled static model, `routeyard.signals.embedder`); routers with
+`uses_text` also read the prompt's text (`predict(embeddings, texts)`), and a router may price
+each prompt by the cost it expects for it (`expected_costs`) instead of train's mean costs.
 
 Artifacts are .npz files (numpy arrays only, no pickle) with `kind` naming the class.
 """
@@ -13,6 +15,7 @@ Artifacts are .npz files (numpy arrays only, no pickle) with `kind` naming the c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +26,7 @@ from routeyard.dataset import RoutingDataset
 
 class TrainableRouter(ABC):
     kind: ClassVar[str]
+    uses_text: ClassVar[bool] = False  # predict() reads the prompts' text, not only embeddings
 
     def __init__(self) -> None:
         self.models: list[str] = []
@@ -45,11 +49,30 @@ class TrainableRouter(ABC):
     def predict_quality(self, embeddings: np.ndarray) -> np.ndarray:
         """(n_prompts, n_models) predicted quality."""
 
+    def predict(self, embeddings: np.ndarray,
+                texts: Sequence[str] | None = None) -> np.ndarray:
+        """(n_prompts, n_models) predicted quality; routers that read the prompt's text as
+        well as its embedding (`uses_text`) need `texts`, the others ignore it."""
+        return self.predict_quality(embeddings)
+
+    def expected_costs(self, embeddings: np.ndarray,
+                       texts: Sequence[str] | None = None) -> np.ndarray:
+        """(n_prompts, n_models) cost the router expects each call to have: train's mean cost
+        per model unless the router estimates it from the prompt. A test row's true cost is
+        never used: it is not known before the call."""
+        return np.broadcast_to(self.mean_costs, (len(embeddings), len(self.mean_costs)))
+
+    def predict_with_costs(self, embeddings: np.ndarray, texts: Sequence[str] | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """`predict` and `expected_costs` together (a router may share work between them)."""
+        return self.predict(embeddings, texts), self.expected_costs(embeddings, texts)
+
     def choose(self, embeddings: np.ndarray, lam: float,
-               costs: np.ndarray | None = None) -> np.ndarray:
-        """Index of the chosen model per prompt. `costs` defaults to train's mean costs."""
-        quality = self.predict_quality(embeddings)
-        cost = self.mean_costs[None, :] if costs is None else costs
+               costs: np.ndarray | None = None,
+               texts: Sequence[str] | None = None) -> np.ndarray:
+        """Index of the chosen model per prompt. `costs` defaults to the expected costs."""
+        quality = self.predict(embeddings, texts)
+        cost = self.expected_costs(embeddings, texts) if costs is None else costs
         return np.argmax(quality - lam * cost / self.cost_scale, axis=1)
 
     # -- artifacts ---------------------------------------------------------------------------

@@ -25,17 +25,21 @@ def split_rows(n: int, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def routing_area(predicted: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> float:
+def routing_area(predicted: np.ndarray, scores: np.ndarray, costs: np.ndarray,
+                 expected_costs: np.ndarray | None = None) -> float:
     """Area under the upper hull of the λ-swept (cost, quality) curve, cost in [0, 1].
 
-    The knob is λ over costs scaled by the dearest model's mean, as `TrainableRouter.choose`.
+    The knob is λ over costs scaled by the dearest model's mean, as `TrainableRouter.choose`;
+    choices price each prompt by `expected_costs` (per prompt and model) when given, else by
+    each model's mean cost.
     """
     mean_costs = costs.mean(axis=0)
     scale = float(mean_costs.max()) or 1.0
+    priced = mean_costs[None, :] if expected_costs is None else expected_costs
     rows = np.arange(len(scores))
     points = [(float(mean_costs[j]), float(scores[:, j].mean())) for j in range(scores.shape[1])]
     for lam in LAMBDAS:
-        pick = np.argmax(predicted - lam * mean_costs[None, :] / scale, axis=1)
+        pick = np.argmax(predicted - lam * priced / scale, axis=1)
         points.append((float(costs[rows, pick].mean()), float(scores[rows, pick].mean())))
     low, high = float(mean_costs.min()), float(mean_costs.max())
     if high <= low:  # every model costs the same: the best quality is all that counts
