@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import codecs
+import functools
 import random
 import re
 import subprocess
@@ -245,6 +246,7 @@ def _show(commit: str, path: str) -> str:
                           check=True, capture_output=True, text=True).stdout
 
 
+@functools.cache
 def repo_snippets(commit: str = SNIPPET_COMMIT) -> tuple[list[str], list[str]]:
     """Paragraphs of this repo's docs and chunks of its code (our own Apache-2.0 text), as of
     `commit`."""
@@ -267,10 +269,13 @@ def repo_snippets(commit: str = SNIPPET_COMMIT) -> tuple[list[str], list[str]]:
 
 
 class Synth:
-    def __init__(self, fillers: list[str], seed: int = 0) -> None:
+    def __init__(self, fillers: list[str], seed: int = 0, doc_only: bool = False) -> None:
+        """`doc_only`: every injection sits inside one filler text (documents, e-mails, system
+        prompts): before it, after it, or at a paragraph or sentence break inside it."""
         self.rng = random.Random(seed)
         paragraphs, self.code = repo_snippets()
-        self.fillers = fillers + paragraphs
+        self.fillers = list(fillers) if doc_only else fillers + paragraphs
+        self.doc_only = doc_only
 
     def pick(self, options: list[str]) -> str:
         return self.rng.choice(options)
@@ -329,9 +334,21 @@ class Synth:
             attack = self.encode(attack)
         if self.rng.random() < 0.15:
             attack = attack.upper()
+        if self.doc_only:
+            return self.inside(self.pick(self.fillers), attack)
         frame = self.pick(FRAMES)
         return frame.format(attack=attack, context=self.context(), lang=self.pick(LANGS),
                             n=self.rng.randint(1, 999)).strip()
+
+    def inside(self, document: str, attack: str) -> str:
+        breaks = [m.end() for m in re.finditer(r"\n\n|\n|(?<=[.!?])\s", document)]
+        where = self.rng.random()
+        if where < 0.25 or not breaks:
+            return f"{document.rstrip()}\n\n{attack}"
+        if where < 0.4:
+            return f"{attack}\n\n{document.lstrip()}"
+        cut = self.pick(breaks)
+        return f"{document[:cut].rstrip()}\n{attack}\n{document[cut:].lstrip()}"
 
     def benign(self) -> str:
         template = self.pick(self.pick([BENIGN_META, ACT_AS, CHAT]))
@@ -349,9 +366,9 @@ class Synth:
         return text.strip()
 
 
-def generate(fillers: list[str], n_attack: int, n_benign: int, seed: int = 0
-             ) -> tuple[list[str], list[str]]:
-    synth = Synth(fillers, seed)
+def generate(fillers: list[str], n_attack: int, n_benign: int, seed: int = 0,
+             doc_only: bool = False) -> tuple[list[str], list[str]]:
+    synth = Synth(fillers, seed, doc_only)
     attacks = list(dict.fromkeys(synth.injection() for _ in range(n_attack)))
     benign = list(dict.fromkeys(synth.benign() for _ in range(n_benign)))
     return attacks, benign

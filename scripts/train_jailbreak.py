@@ -1,19 +1,20 @@
-"""Train the shipped jailbreak classifier (routeyard/signals/models/jailbreak/).
+"""Train a shipped jailbreak classifier (routeyard/signals/models/jailbreak/).
 
-    python scripts/train_jailbreak.py [--shared DIR | --data DIR] [--out DIR]
+    python scripts/train_jailbreak.py [--tier fast|accurate] [--recipe NAME] [--shared DIR]
 
---data defaults to data/safety/ in the shared folder (see bench/paths.py).
-
-Only MIT / CC-BY rows train the weights: verazuo/jailbreak_llms and GPTFuzz attacks (jailbreak),
-AdvBench, GPTFuzz questions and the jailbreak_llms forbidden questions (harmful), CLINC150 and
-GSM8K (benign), plus synthetic prompt injections and benign look-alikes written for this
-project (scripts/jailbreak_synthetic.py). Every group is split 60/20/20 (train / calibration /
-test) by a hash of the text.
-The thresholds are set on the calibration part of the ShareGPT + AlpacaEval rows (chat-like
-traffic, licence unclear: they set two numbers, never the weights) for <= 1% false positives
-of the whole family (patterns included); the other half of those rows, the test parts and the
-Tensor Trust hijacks (never trained on) measure it. Writes classifier.npz, PROVENANCE.md and
-split.json (which test rows were held out, by text hash).
+`--tier fast` (default) writes classifier.npz (the builtin static embedding + hashed word and
+char n-grams); `--tier accurate` writes accurate.npz (the int8 MiniLM encoder + the same n-grams;
+needs the `jailbreak-accurate` extra). Rows, licences and splits: scripts/jailbreak_data.py.
+Only shippable rows (MIT, Apache-2.0, CC0-1.0, CC-BY) train the weights: the safety training
+files (benign_train.jsonl, attacks_train_extra.jsonl), verazuo/jailbreak_llms and GPTFuzz
+templates, AdvBench / GPTFuzz / forbidden-question harmful requests, CLINC150 and GSM8K, plus
+synthetic injections and look-alikes written for this project (scripts/jailbreak_synthetic.py).
+Benign rows split 60/20/20 (train / calibration / test) by a hash of the text; attack and
+harmful rows all train (scripts/jailbreak_loso.py measures unseen sources).
+The thresholds are set on the calibration split of the chat-like benign rows (benign_train.jsonl
+plus ShareGPT and AlpacaEval, whose licences allow setting two numbers, never the weights) for
+<= TARGET_FPR false positives of the whole family (patterns included); the test split and the
+Tensor Trust hijacks (never trained on) measure it. Writes the .npz, PROVENANCE*.md, split.json.
 """
 
 from __future__ import annotations
@@ -25,68 +26,27 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import orjson
-from jailbreak_synthetic import generate
-from scipy import sparse
+from jailbreak_data import load_rows, subsample_clinc
+from jailbreak_recipe import RECIPES, feature_matrix, fit_model, to_classifier
 
-from routeyard.safety.jailbreak_eval import read_rows
-from routeyard.signals.embedder import load_embedder
+from routeyard.safety.jailbreak_eval import LabelledRow, calibration_group, is_training_row
 from routeyard.signals.jailbreak import (
-    DEFAULT_PATTERNS,
+    BUILTIN_ENCODER,
+    MINILM_ENCODER,
     MODEL_DIR,
-    JailbreakClassifier,
     JailbreakDetector,
     jailbreak_score,
-    sparse_features,
+    make_detector,
 )
 
 # bench/paths.py is the one place that finds the shared folder beside the repository.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from paths import add_shared_option, shared_dir
 
-BUCKETS = 2**15  # word 1-2-grams
-CHAR_BUCKETS = 2**16  # char 3-5-grams
-SYNTHETIC = (3000, 6000)  # injections, benign look-alikes (before the 60/20/20 split)
-TARGET_FPR = 0.005  # on the calibration chat rows, leaving room for unseen traffic (goal: 1%)
-TRAIN_SOURCES = {  # source prefix → (label, licence)
-    "verazuo/jailbreak_llms": ("jailbreak", "MIT"),
-    "sherdencooper/GPTFuzz": ("jailbreak", "MIT"),
-    "AdvBench": ("harmful", "MIT"),
-    "GPTFuzz question_list": ("harmful", "MIT"),
-    "jailbreak_llms forbidden_question_set": ("harmful", "MIT (verazuo/jailbreak_llms)"),
-    "clinc150": ("benign", "CC-BY-3.0"),
-    "gsm8k": ("benign", "MIT"),
-}
-SYNTHETIC_SOURCE = "scripts/jailbreak_synthetic.py (written for this repo)"
-LICENCE = "Apache-2.0 (this repo)"
-CHAT_SOURCES = ("sharegpt", "alpaca_eval")  # calibration / test only
-MAX_CLINC_TRAIN = 6000  # short intents: more of them adds nothing but fit time
-
-
-def part(text: str) -> str:
-    bucket = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 10
-    return "train" if bucket < 6 else "calib" if bucket < 8 else "test"
-
-
-def train_label(source: str) -> tuple[str, str] | None:
-    for prefix, value in TRAIN_SOURCES.items():
-        if source.startswith(prefix):
-            return value
-    return None
-
-
-def features(texts: list[str], embeddings: np.ndarray, char_buckets: int, power: float
-             ) -> sparse.csr_matrix:
-    rows, cols, vals = [], [], []
-    for i, text in enumerate(texts):
-        index, values = sparse_features(text, BUCKETS, char_buckets, power)
-        rows.append(np.full(len(index), i))
-        cols.append(index)
-        vals.append(values)
-    hashed = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                               shape=(len(texts), BUCKETS + char_buckets))
-    return sparse.hstack([sparse.csr_matrix(embeddings), hashed]).tocsr()
+TARGET_FPR = 0.008  # on the calibration chat rows, leaving room for unseen traffic (goal: 1%)
+TIERS = {"fast": ("static+ngrams", "classifier.npz", ""),
+         "accurate": ("minilm+ngrams", "accurate.npz", "_accurate")}
 
 
 def main() -> None:
@@ -94,98 +54,65 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="default: data/safety/ in the shared folder")
     parser.add_argument("--out", type=Path, default=MODEL_DIR)
-    parser.add_argument("--c", type=float, default=4.0)
-    parser.add_argument("--char-buckets", type=int, default=CHAR_BUCKETS, help="0: no char grams")
-    parser.add_argument("--no-synthetic", action="store_true")
-    parser.add_argument("--power", type=float, default=0.5,
-                        help="n-gram values are n ** -power (0.5: unit length)")
+    parser.add_argument("--tier", choices=sorted(TIERS), default="fast")
+    parser.add_argument("--recipe", default=None, help="default: the tier's; one of "
+                        + ", ".join(RECIPES))
     add_shared_option(parser)
     args = parser.parse_args()
     args.data = args.data or shared_dir(args.shared) / "data" / "safety"
-    rows = [(r, "attacks") for r in read_rows(args.data / "attacks.jsonl")]
-    rows += [(r, "harmful") for r in read_rows(args.data / "harmful_requests.jsonl")]
-    rows += [(r, "benign") for r in read_rows(args.data / "benign.jsonl")]
-    seen: set[str] = set()
-    groups: dict[str, list[tuple[str, str]]] = {"train": [], "calib": [], "test": []}
-    chat: dict[str, list[str]] = {"calib": [], "test": []}
-    counts: Counter[tuple[str, str, str]] = Counter()
-    for row, _file in rows:
-        text, source = row["text"], row["source"]
-        if text in seen or row.get("suspect_jailbreak"):
-            continue
-        seen.add(text)
-        split = part(text)
-        found = train_label(source)
-        if found is not None:
-            label, licence = found
-            groups[split].append((text, label))
-            counts[(source, licence, label)] += 1
-        elif source.startswith(CHAT_SOURCES):
-            chat["calib" if split != "test" else "test"].append(text)
-    made: set[str] = set()  # synthetic rows
-    if not args.no_synthetic:
-        # Fillers from train rows only, so no held-out text leaks into a synthetic train row.
-        fillers = [t for t, lab in groups["train"] if lab == "benign"]
-        attacks, benign = generate(fillers, *SYNTHETIC)
-        for label, texts in (("injection", attacks), ("benign", benign)):
-            for text in texts:
-                if text not in seen:
-                    seen.add(text)
-                    made.add(text)
-                    groups[part(text)].append((text, label))
-                    counts[(SYNTHETIC_SOURCE, LICENCE, label)] += 1
-    rng = np.random.default_rng(0)
-    train = groups["train"]
-    clinc = [i for i, (t, lab) in enumerate(train) if lab == "benign" and len(t) < 120]
-    drop = set(rng.choice(clinc, max(0, len(clinc) - MAX_CLINC_TRAIN), replace=False).tolist())
-    train = [x for i, x in enumerate(train) if i not in drop]
-    embedder = load_embedder("builtin")
-    texts = [t for t, _ in train]
-    labels = [lab for _, lab in train]
-    print("train:", Counter(labels))
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
-
-    model = LogisticRegression(C=args.c, max_iter=3000, class_weight="balanced")
-    with threadpool_limits(1):
-        model.fit(features(texts, embedder.embed(texts), args.char_buckets, args.power), labels)
-    dim = embedder.dimensions
-    coef = model.coef_.astype(np.float32)
-    meta = {"buckets": BUCKETS, "char_buckets": args.char_buckets, "norm_power": args.power,
+    default_recipe, filename, suffix = TIERS[args.tier]
+    recipe = RECIPES[args.recipe or default_recipe]
+    rows = subsample_clinc(load_rows(args.data))
+    train = [r for r in rows if is_training_row(r)]
+    print("train:", Counter(r.label for r in train), flush=True)
+    model = fit_model(recipe, feature_matrix(recipe, [r.text for r in train]),
+                      [r.label for r in train])
+    encoder = MINILM_ENCODER if recipe.dense == "minilm" else BUILTIN_ENCODER
+    dims = 0 if recipe.dense is None else 384 if recipe.dense == "minilm" else 256
+    meta = {"encoder": encoder, "recipe": recipe.name, "c": recipe.c,
             "trained": datetime.date.today().isoformat()}
-    classifier = JailbreakClassifier([str(c) for c in model.classes_], coef[:, :dim],
-                                     coef[:, dim:].astype(np.float16).astype(np.float32),
-                                     model.intercept_, meta)
-    threshold, harmful_threshold = calibrate(classifier, embedder, chat["calib"])
-    classifier.meta = {"threshold": threshold, "harmful_threshold": harmful_threshold, **meta}
+    classifier = to_classifier(recipe, model, dims, meta)
+    calib = [r for r in rows if r.chat and r.label == "benign" and r.split == "calib"]
+    detector = make_detector(classifier)
+    per_group = [calibrate(detector, [r.text for r in calib if calibration_group(r) == group])
+                 for group in sorted({calibration_group(r) for r in calib})]
+    threshold = max(t for t, _ in per_group)
+    harmful_threshold = max(h for _, h in per_group)
+    classifier.meta = {"threshold": threshold, "harmful_threshold": harmful_threshold,
+                       **classifier.meta}
     args.out.mkdir(parents=True, exist_ok=True)
-    classifier.save(args.out / "classifier.npz")
-    detector = JailbreakDetector(classifier, embedder)
-    report = {
-        "chat calib FPR": rate(detector, chat["calib"]),
-        "chat test FPR": rate(detector, chat["test"]),
-        "CLINC/GSM8K calib FPR": rate(detector, [t for t, lab in groups["calib"]
-                                                  if lab == "benign"]),
-        "test attacks recall (real rows)": rate(detector, [t for t, lab in groups["test"]
-                                                           if lab == "jailbreak"
-                                                           and t not in made]),
-        "test harmful recall": rate(detector, [t for t, lab in groups["test"]
-                                               if lab == "harmful"]),
-        "test harmful-name recall": rate(detector, [t for t, lab in groups["test"]
-                                                    if lab == "harmful"], "harmful"),
-        "test synthetic injection recall": rate(detector, [t for t, lab in groups["test"]
-                                                           if lab == "injection"]),
-        "test synthetic look-alike FPR": rate(detector, [t for t, lab in groups["test"]
-                                                         if lab == "benign" and t in made]),
-    }
-    print(threshold, harmful_threshold, report)
-    held = sorted(hashlib.sha256(t.encode()).hexdigest()[:16]
-                  for t in [*chat["test"], *(t for t, _ in groups["test"])])
-    (args.out / "split.json").write_bytes(orjson.dumps({"rule": "sha256(text)[:8] % 10: 0-5 "
-                                                        "train, 6-7 calibration, 8-9 test",
-                                                        "test_sha256_16": held}))
-    write_provenance(args.out, counts, Counter(labels), threshold, harmful_threshold, report,
-                     len(chat["calib"]))
+    classifier.save(args.out / filename)
+    detector = make_detector(classifier)
+    report = measure(detector, rows)
+    print(threshold, harmful_threshold, orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    held = sorted(hashlib.sha256(r.text.encode()).hexdigest()[:16] for r in rows
+                  if r.split == "test" and r.label == "benign")
+    (args.out / "split.json").write_bytes(orjson.dumps({
+        "rule": "sha256(text)[:8] % 10: 0-5 train, 6-7 calibration, 8-9 test (benign rows)",
+        "test_sha256_16": held}))
+    write_provenance(args.out / f"PROVENANCE{suffix}.md", recipe.name, encoder, rows, train,
+                     threshold, harmful_threshold, report, len(calib))
+
+
+def measure(detector: JailbreakDetector, rows: list[LabelledRow]) -> dict[str, float]:
+    """Flagged shares on held-out rows: chat test FPR overall and per source group."""
+    test_chat = [r for r in rows if r.chat and r.label == "benign" and r.split == "test"]
+    report = {"chat test FPR (all)": rate(detector, [r.text for r in test_chat])}
+    for name in ("sharegpt_first_turn", "alpaca_eval"):
+        report[f"chat test FPR ({name}, never trained on)"] = rate(
+            detector, [r.text for r in test_chat if r.source.startswith(name)])
+    for source in sorted({r.source for r in test_chat}):
+        report[f"chat test FPR: {source}"] = rate(
+            detector, [r.text for r in test_chat if r.source == source])
+    report["CLINC/GSM8K test FPR"] = rate(detector, [
+        r.text for r in rows if r.label == "benign" and not r.chat and r.split == "test"
+        and not r.source.startswith("synthetic")])
+    report["synthetic look-alike test FPR"] = rate(detector, [
+        r.text for r in rows if r.label == "benign" and r.split == "test"
+        and r.source.startswith("synthetic")])
+    report["tensor-trust recall (never trained on)"] = rate(detector, [
+        r.text for r in rows if r.source == "tensor-trust"])
+    return report
 
 
 def rate(detector: JailbreakDetector, texts: list[str], name: str | None = None) -> float:
@@ -196,12 +123,11 @@ def rate(detector: JailbreakDetector, texts: list[str], name: str | None = None)
     return round(sum(bool(m) if name is None else name in m for m in hits) / len(texts), 4)
 
 
-def calibrate(classifier: JailbreakClassifier, embedder: object, benign: list[str]
-              ) -> tuple[float, float]:
+def calibrate(detector: JailbreakDetector, benign: list[str]) -> tuple[float, float]:
     """The lowest thresholds whose combined false positives (patterns + both names) on
     the chat rows stay within TARGET_FPR; the harmful name gets a quarter of the budget."""
-    detector = JailbreakDetector(classifier, embedder, DEFAULT_PATTERNS)  # type: ignore[arg-type]
-    probs = [(classifier.probabilities(detector.embedder.embed_one(t), t), detector.pattern(t))
+    classifier = detector.classifier
+    probs = [(classifier.probabilities(detector.embed(t), t), detector.pattern(t))
              for t in benign]
     budget = int(TARGET_FPR * len(benign))
     pattern_hits = sum(hit is not None for _, hit in probs)
@@ -216,35 +142,38 @@ def calibrate(classifier: JailbreakClassifier, embedder: object, benign: list[st
     return round(min(threshold, 0.99999), 6), round(min(harmful_threshold, 0.99999), 6)
 
 
-def write_provenance(out: Path, counts: Counter, train: Counter, threshold: float,
-                     harmful_threshold: float, report: dict[str, float], n_calib: int) -> None:
+def write_provenance(path: Path, recipe: str, encoder: str, rows: list[LabelledRow],
+                     train: list[LabelledRow], threshold: float, harmful_threshold: float,
+                     report: dict[str, float], n_calib: int) -> None:
+    counts = Counter((r.source, r.licence, r.label) for r in train)
     lines = ["# Jailbreak classifier: provenance", "",
-             f"Trained {datetime.date.today().isoformat()} by `scripts/train_jailbreak.py` from "
-             "`shared/data/safety/` and `scripts/jailbreak_synthetic.py` (4-class logistic "
-             "regression: benign / jailbreak / injection / harmful, on the 256-d builtin static "
-             f"embedding + {BUCKETS} hashed word 1-2-gram buckets + {CHAR_BUCKETS} hashed char "
-             "3-5-gram buckets). The `jailbreak` name scores P(jailbreak) + P(injection).",
-             "", "## Rows that trained the weights (MIT / CC-BY only)", "",
-             "| source | licence | label | rows (all splits) |", "|---|---|---|---|"]
+             f"Trained {datetime.date.today().isoformat()} by `scripts/train_jailbreak.py` "
+             f"(recipe `{recipe}`, encoder `{encoder}`) from `shared/data/safety/` and "
+             "`scripts/jailbreak_synthetic.py`: a 4-class logistic regression (benign / "
+             "jailbreak / injection / harmful) on the dense embedding + hashed word 1-2-gram "
+             "and char 3-5-gram buckets. The `jailbreak` name scores P(jailbreak) + "
+             "P(injection).", "",
+             "## Rows that trained the weights (shippable licences only)", "",
+             "| source | licence | label | rows |", "|---|---|---|---|"]
     lines += [f"| {s} | {lic} | {lab} | {n} |" for (s, lic, lab), n in sorted(counts.items())]
-    lines += ["", f"Train split actually used: {dict(train)} (60% of each group by text hash; "
-              f"CLINC150 subsampled to {MAX_CLINC_TRAIN}).", "",
+    lines += ["", f"In all: {dict(Counter(r.label for r in train))}. Benign rows: the train "
+              "split (60% by text hash; CLINC150 subsampled); attack and harmful rows: all.", "",
               "## Not used for the weights", "",
               "- HumanCompatibleAI/tensor-trust-data hijacks: licence not verified; evaluation "
               "only.",
-              "- ShareGPT (ml-energy sample) and AlpacaEval (tatsu-lab, CC-BY-NC): not trained on. "
-              f"{n_calib} of those rows (80% by text hash) set the two thresholds below; the other "
-              "20% are held out.",
-              "- benign rows flagged `suspect_jailbreak`: excluded.",
-              "- Synthetic rows: injection and benign look-alike phrases written for this repo "
-              "(none copied or paraphrased from an evaluation file); fillers from train-split "
-              "CLINC150/GSM8K rows and this repo's own docs and code.", "",
+              "- ShareGPT (ml-energy sample) and AlpacaEval (tatsu-lab, CC-BY-NC): never trained "
+              "on; their calibration split helps set the two thresholds below.",
+              "- benign rows flagged `suspect_jailbreak`: excluded.", "",
               "## Thresholds", "",
               f"- jailbreak: {threshold}, harmful: {harmful_threshold} (combined family FPR "
-              f"<= {TARGET_FPR:.1%} on the calibration chat rows, patterns included)", "",
-              "## Figures at training time", ""]
+              f"<= {TARGET_FPR:.1%} on {n_calib} calibration chat rows, patterns included, in "
+              "each group: the trainable sources' rows and the ShareGPT + AlpacaEval samples; "
+              "the higher group's thresholds are kept)", "",
+              "## Figures at training time (held-out rows)", ""]
     lines += [f"- {k}: {v}" for k, v in report.items()]
-    (out / "PROVENANCE.md").write_text("\n".join(lines) + "\n")
+    lines += ["", "Leave-one-source-out recall: `python scripts/jailbreak_loso.py` "
+              "(docs/signals.md, `jailbreak`)."]
+    path.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

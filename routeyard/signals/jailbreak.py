@@ -1,9 +1,13 @@
 """The jailbreak family: jailbreak / prompt-injection wrappers and plain harmful requests.
 
-A 3-class softmax (benign / jailbreak / harmful) over the prompt's static embedding plus a
-hashed word n-gram block, shipped as numpy arrays in `models/jailbreak/` (trained by
-scripts/train_jailbreak.py; see PROVENANCE.md there). Rule `patterns` force `jailbreak` at
-confidence 1.0. Names: `jailbreak`, `harmful`.
+A 4-class softmax (benign / jailbreak / injection / harmful) over a dense prompt embedding plus
+hashed word 1-2-gram and char 3-5-gram blocks, shipped as numpy arrays in `models/jailbreak/`
+(trained by scripts/train_jailbreak.py; see PROVENANCE.md there). Two tiers:
+- `classifier.npz` (default, "fast"): the builtin static embedding; no extra dependency.
+- `accurate.npz` ("accurate", `artifact: accurate`): the int8 MiniLM encoder under onnxruntime
+  (routeyard.signals.encoder_onnx; the `jailbreak-accurate` extra).
+A classifier's `meta["encoder"]` names the embedding it was trained on. Rule `patterns` force
+`jailbreak` at confidence 1.0. Names: `jailbreak`, `harmful`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from routeyard.signals.embedder import Embedder
 
 MODEL_DIR = Path(__file__).parent / "models" / "jailbreak"
 BUILTIN_ARTIFACT = MODEL_DIR / "classifier.npz"
+ACCURATE_ARTIFACT = MODEL_DIR / "accurate.npz"
+# `artifact:` names of the shipped tiers (anything else is a path to an .npz)
+TIERS = {"fast": BUILTIN_ARTIFACT, "accurate": ACCURATE_ARTIFACT}
+BUILTIN_ENCODER, MINILM_ENCODER = "builtin", "minilm-l6-int8"
 # Used when the config gives no `patterns`; `patterns: []` turns them off.
 DEFAULT_PATTERNS = (
     # Instruction overrides: a verb that drops instructions plus what came before them.
@@ -105,7 +113,10 @@ def char_features(text: str, buckets: int, power: float = 0.5
 def sparse_features(text: str, word_buckets: int, char_buckets: int, power: float = 0.5
                     ) -> tuple[np.ndarray, np.ndarray]:
     """The hashed block: word grams in [0, word_buckets), char grams after them (if any)."""
-    index, values = hashed_features(text, word_buckets, power)
+    if word_buckets:
+        index, values = hashed_features(text, word_buckets, power)
+    else:
+        index, values = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     if char_buckets:
         char_index, char_values = char_features(text, char_buckets, power)
         index = np.concatenate([index, char_index + word_buckets])
@@ -135,6 +146,7 @@ class JailbreakClassifier:
         self.buckets = int(hashed.shape[1]) - self.char_buckets
         # Older files: unit-length blocks (0.5); higher powers damp long prompts' n-gram mass.
         self.norm_power = float(meta.get("norm_power", 0.5))
+        self.encoder = str(meta.get("encoder", BUILTIN_ENCODER))
 
     @property
     def threshold(self) -> float:
@@ -147,7 +159,7 @@ class JailbreakClassifier:
     def logits(self, embedding: np.ndarray, text: str) -> np.ndarray:
         index, values = sparse_features(text, self.buckets, self.char_buckets,
                                         self.norm_power)
-        out = self.dense @ embedding + self.bias
+        out = self.dense @ embedding + self.bias if self.dense.shape[1] else self.bias.copy()
         if len(index):
             out = out + values @ self.hashed_t[index]
         return out
@@ -170,9 +182,45 @@ class JailbreakClassifier:
                        data["bias"], orjson.loads(str(data["meta"])))
 
 
+def load_builtin(tier: str = "fast") -> JailbreakClassifier:
+    """A shipped tier's classifier, loaded once per process."""
+    return _load_shipped(TIERS[tier])
+
+
 @cache
-def load_builtin() -> JailbreakClassifier:
-    return JailbreakClassifier.load(BUILTIN_ARTIFACT)
+def _load_shipped(path: Path) -> JailbreakClassifier:
+    return JailbreakClassifier.load(path)
+
+
+def encoder_for(classifier: JailbreakClassifier) -> Embedder:
+    """The embedder a classifier was trained on (the builtin one, or the int8 MiniLM)."""
+    if classifier.encoder == MINILM_ENCODER:
+        from routeyard.signals.encoder_onnx import load_encoder
+
+        return load_encoder()
+    if classifier.encoder != BUILTIN_ENCODER:
+        raise RuntimeError(f"jailbreak classifier needs unknown encoder {classifier.encoder!r}")
+    from routeyard.signals.embedder import load_embedder
+
+    return load_embedder("builtin")
+
+
+_ODD_SPACE = re.compile(r"[\x0b\x1c-\x1f]")  # whitespace to Python's \s on ASCII, not RE2's
+
+
+def _re2_union(patterns: list[str] | tuple[str, ...]) -> Any:
+    """One case-insensitive RE2 regex for all patterns, or None (no patterns, or one RE2
+    cannot compile, such as a lookaround)."""
+    if not patterns:
+        return None
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        return re2.compile("(?i)" + "|".join(f"(?:{p})" for p in patterns), options)
+    except re2.error:
+        return None
 
 
 class JailbreakDetector:
@@ -184,24 +232,43 @@ class JailbreakDetector:
         self.classifier = classifier
         self.embedder = embedder
         self.patterns = [re.compile(p, re.IGNORECASE) for p in patterns]
+        self._prefilter = _re2_union(patterns)
         self.threshold = classifier.threshold if threshold is None else threshold
         self.harmful_threshold = (classifier.harmful_threshold if harmful_threshold is None
                                   else harmful_threshold)
 
     def pattern(self, text: str) -> str | None:
+        """The first pattern (in list order) that matches text, if any. On ASCII text one RE2
+        pass over the union of the patterns answers "none" (~0.005 ms instead of ~0.4 ms for
+        2,000 characters); Python's re decides everything else (RE2's \\s and \\b are ASCII)."""
+        if (self._prefilter is not None and text.isascii() and not _ODD_SPACE.search(text)
+                and not self._prefilter.search(text)):
+            return None
         for pattern in self.patterns:
             if pattern.search(text):
                 return pattern.pattern
         return None
 
+    @property
+    def uses_shared_embedding(self) -> bool:
+        """True when the classifier reads the request's builtin static embedding."""
+        return self.classifier.encoder == BUILTIN_ENCODER
+
+    def embed(self, text: str) -> np.ndarray:
+        if not self.classifier.dense.shape[1]:
+            return np.zeros(0, dtype=np.float32)
+        return self.embedder.embed_one(text)
+
     def detect(self, text: str, embedding: np.ndarray | None = None) -> FamilyResult:
+        """`embedding`: the builtin static one, if already computed (ignored by classifiers
+        trained on another encoder)."""
         result = FamilyResult()
         hit = self.pattern(text)
         if hit is not None:
             result.values["pattern"] = hit
             result.matches["jailbreak"] = Match(1.0, hit)
-        if embedding is None:
-            embedding = self.embedder.embed_one(text)
+        if embedding is None or not self.uses_shared_embedding:
+            embedding = self.embed(text)
         probs = self.classifier.probabilities(embedding, text)
         result.values.update({label: round(p, 3) for label, p in probs.items()})
         jailbreak, harmful = jailbreak_score(probs), probs.get("harmful", 0.0)
@@ -212,18 +279,30 @@ class JailbreakDetector:
         return result
 
 
+def make_detector(classifier: JailbreakClassifier,
+                  patterns: list[str] | tuple[str, ...] = DEFAULT_PATTERNS,
+                  threshold: float | None = None, harmful_threshold: float | None = None,
+                  embedder: Embedder | None = None) -> JailbreakDetector:
+    """A detector with the embedder its classifier needs (`embedder`: the builtin one, when
+    the caller already holds it)."""
+    if embedder is None or classifier.encoder != BUILTIN_ENCODER:
+        embedder = encoder_for(classifier)
+    return JailbreakDetector(classifier, embedder, patterns, threshold, harmful_threshold)
+
+
 def build_detector(config: JailbreakFamily, embedder: Embedder,
                    base_dir: Path | None = None) -> JailbreakDetector:
-    if config.artifact:
+    """`artifact`: unset or `fast` (the default tier), `accurate`, or a path to an .npz."""
+    if config.artifact and config.artifact not in TIERS:
         path = Path(config.artifact)
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         classifier = JailbreakClassifier.load(path)
     else:
-        classifier = load_builtin()
+        classifier = load_builtin(config.artifact or "fast")
     patterns = DEFAULT_PATTERNS if config.patterns is None else config.patterns
-    return JailbreakDetector(classifier, embedder, patterns, config.threshold,
-                             config.harmful_threshold)
+    return make_detector(classifier, patterns, config.threshold, config.harmful_threshold,
+                         embedder)
 
 
 @register
@@ -249,4 +328,7 @@ class JailbreakSignals(Family):
         return set(JAILBREAK_NAMES)
 
     def evaluate(self, ctx: RequestContext) -> FamilyResult:
-        return self.detector.detect(ctx.last_user_text, ctx.embedding())
+        text = ctx.last_user_text
+        if self.detector.uses_shared_embedding:
+            return self.detector.detect(text, ctx.embedding())
+        return self.detector.detect(text)
