@@ -180,6 +180,18 @@ def _run_replay(args: argparse.Namespace) -> int:
     return run_replay(args)
 
 
+def _configure_evaluate_policy(parser: argparse.ArgumentParser) -> None:
+    from routeyard.eval.offpolicy_command import configure_parser
+
+    configure_parser(parser)
+
+
+def _run_evaluate_policy(args: argparse.Namespace) -> int:
+    from routeyard.eval.offpolicy_command import run_command
+
+    return run_command(args)
+
+
 def _configure_safety_eval(parser: argparse.ArgumentParser) -> None:
     from routeyard.safety.command import configure_parser
 
@@ -190,6 +202,18 @@ def _run_safety_eval(args: argparse.Namespace) -> int:
     from routeyard.safety.command import run_command
 
     return run_command(args)
+
+
+def _configure_advise(parser: argparse.ArgumentParser) -> None:
+    from routeyard.eval.advise import configure_advise
+
+    configure_advise(parser)
+
+
+def _run_advise(args: argparse.Namespace) -> int:
+    from routeyard.eval.advise import run_advise
+
+    return run_advise(args)
 
 
 def _configure_db(parser: argparse.ArgumentParser) -> None:
@@ -222,8 +246,14 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
                "(RouterArena)", _configure_export, _run_export),
     "replay": ("stream a routing dataset as live traffic with feedback; regret plots",
                _configure_replay, _run_replay),
+    "evaluate-policy": ("estimate a candidate policy's quality, cost and latency off-policy "
+                        "from a decision log (IPS, SNIPS, DM, DR; intervals)",
+                        _configure_evaluate_policy, _run_evaluate_policy),
     "safety-eval": ("jailbreak recall/FPR and PII per-label scores on labelled JSONL files",
                     _configure_safety_eval, _run_safety_eval),
+    "advise": ("per decision and slice: each model's cost and quality from the decision log "
+               "and its feedback, with intervals; the frontier; cheaper-model suggestions",
+               _configure_advise, _run_advise),
     "db": ("the durable store: `db upgrade` (PostgreSQL migrations), `db export` (the "
            "decision log as Parquet or JSONL)", _configure_db, _run_db),
 }
