@@ -10,13 +10,15 @@ a kept model are dropped too), so that every algorithm is scored on the same com
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+
+from routeyard.jsonl import jsonl_lines
 
 MAX_REPORTED = 200  # problems listed in an error's message (all are kept on the error)
 
@@ -149,23 +151,12 @@ def check_row(row: Any, line: int) -> list[Problem]:
     return problems
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    try:
-        handle = path.open("rb")
-    except OSError as error:
-        raise ValueError(f"{path}: cannot read: {error.strerror}") from error
-    with handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                yield number, line
-
-
 def read_rows(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, row) of a routing JSONL file; DatasetError lists every problem in it."""
     path = Path(path)
     rows: list[tuple[int, dict[str, Any]]] = []
     problems: list[Problem] = []
-    for number, line in _lines(path):
+    for number, line in jsonl_lines(path):
         try:
             row = orjson.loads(line)
         except orjson.JSONDecodeError as error:
