@@ -154,22 +154,23 @@ def start_simulator(config: dict[str, Any], tmp: Path) -> Iterator[tuple[str, in
 @contextlib.contextmanager
 def start_routeyard(config: dict[str, Any], tmp: Path, workers: int = 1, *,
                     name: str = "routeyard", source: Path | None = None,
-                    script: Path | None = None) -> Iterator[Target]:
+                    script: Path | None = None, wrapper: list[str] | None = None,
+                    timeout: float = 30.0) -> Iterator[Target]:
     """`routeyard serve` with a generated config; the yielded Target has model `auto`.
     `source`: a checkout whose `routeyard` package runs instead of the installed one (an A/B
     run against another commit, with the same venv). It runs in `tmp`: `python -m` puts the
     working directory first on sys.path, so started from the repository it would import the
-    working tree whatever PYTHONPATH says."""
+    working tree whatever PYTHONPATH says. `wrapper` prefixes the command (valgrind, say)."""
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "routeyard.yaml"
     path.write_text(yaml.safe_dump(config))
     entry = [str(script)] if script is not None else ["-m", "routeyard"]
-    command = [sys.executable, *entry, "serve", "--config", str(path), "--port", "0",
-               "--workers", str(workers)]
+    command = [*(wrapper or []), sys.executable, *entry, "serve", "--config", str(path),
+               "--port", "0", "--workers", str(workers)]
     env = {"XDG_STATE_HOME": str(tmp / "xdg-state")}
     if source is not None:
         env["PYTHONPATH"] = str(source)
-    with _server(command, _ROUTER_READY, env=env, cwd=tmp) as (process, url):
+    with _server(command, _ROUTER_READY, env=env, cwd=tmp, timeout=timeout) as (process, url):
         yield Target(name, url + "/v1", "auto", process.pid)
 
 

@@ -24,7 +24,9 @@ def known_names() -> Catalog:
     from routeyard.state import STORE_BACKENDS
 
     return Catalog(plugins=frozenset(PLUGINS), algorithms=frozenset(SELECTION_ALGORITHMS),
-                   stores=frozenset(STORE_BACKENDS))
+                   stores=frozenset(STORE_BACKENDS),
+                   scoring_algorithms=frozenset(
+                       name for name, cls in SELECTION_ALGORITHMS.items() if cls.gives_scores))
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *,

@@ -216,6 +216,18 @@ def _run_advise(args: argparse.Namespace) -> int:
     return run_advise(args)
 
 
+def _configure_shadow_report(parser: argparse.ArgumentParser) -> None:
+    from routeyard.eval.shadow_report import configure_shadow_report
+
+    configure_shadow_report(parser)
+
+
+def _run_shadow_report(args: argparse.Namespace) -> int:
+    from routeyard.eval.shadow_report import run_shadow_report
+
+    return run_shadow_report(args)
+
+
 def _configure_db(parser: argparse.ArgumentParser) -> None:
     from routeyard.dbtools import configure_parser
 
@@ -254,6 +266,9 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
     "advise": ("per decision and slice: each model's cost and quality from the decision log "
                "and its feedback, with intervals; the frontier; cheaper-model suggestions",
                _configure_advise, _run_advise),
+    "shadow-report": ("per decision: the shadow model's win, tie and loss rates against the "
+                      "served answers, its failure rate and cost delta, with intervals",
+                      _configure_shadow_report, _run_shadow_report),
     "db": ("the durable store: `db upgrade` (PostgreSQL migrations), `db export` (the "
            "decision log as Parquet or JSONL)", _configure_db, _run_db),
 }

@@ -70,6 +70,24 @@ class Metrics:
             "routeyard_feedback", "Feedback events counted, by decision.",
             ["decision"], registry=r,
         )
+        self.implicit_feedback = Counter(
+            "routeyard_implicit_feedback",
+            "Implicit feedback counted (feedback.implicit), by kind (regeneration, "
+            "abandoned_stream) and decision.",
+            ["kind", "decision"], registry=r,
+        )
+        self.shadow_requests = Counter(
+            "routeyard_shadow_requests",
+            "Shadow traffic: mirrored requests by decision, shadow model and status (ok, "
+            "failed, timeout, error) and outcome (win, tie, loss, none).",
+            ["decision", "model", "status", "outcome"], registry=r,
+        )
+        self.shadow_cost = Counter(
+            "routeyard_shadow_cost_dollars",
+            "Shadow traffic's spend by decision and kind (shadow, judge); not in "
+            "routeyard_cost_dollars.",
+            ["decision", "kind"], registry=r,
+        )
         self.endpoint_up = Gauge(
             "routeyard_endpoint_up", "1 when an endpoint is healthy and its breaker closed.",
             ["model", "endpoint"], registry=r,

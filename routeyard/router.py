@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,18 +35,23 @@ from routeyard.plugins import PluginBuild
 from routeyard.pool import Pool
 from routeyard.pool.latency import LatencyTracker
 from routeyard.selection import AlgorithmBuild, OnlineAlgorithm
+from routeyard.selection.exploration import spend_recorder
 from routeyard.selection.ledger import BudgetLedger
 from routeyard.serving.accounting import Accountant
 from routeyard.serving.cascade import CascadeHandler, cascade_options
+from routeyard.serving.collaborate import collaborate_handlers
 from routeyard.serving.continuation import any_can_continue
 from routeyard.serving.direct import DirectHandler
 from routeyard.serving.embeddings import Embeddings
+from routeyard.serving.ensemble import ensemble_handlers
 from routeyard.serving.feedback import FeedbackService, parse_feedback
 from routeyard.serving.handler import Accounted, Answer, Handler
+from routeyard.serving.implicit import ImplicitFeedback
 from routeyard.serving.planner import DIRECT, Planner, RoutePlan
 from routeyard.serving.plugin_chain import Chain, PluginChain, build_plugins
 from routeyard.serving.relay import StreamRelay
 from routeyard.serving.request import validate_chat_request
+from routeyard.serving.shadow import ShadowMirror
 from routeyard.state import Store, StoreUnavailable, make_store
 from routeyard.tasks import TaskSet
 from routeyard.tokens import load_tokenizer
@@ -87,9 +93,26 @@ class Router:
         self.accountant = Accountant(self.metrics, self.store, self.feedback,
                                      self.budget_ledger, self.background.spawn,
                                      log_content=config.state.log_content)
+        if self.planner.explorers:  # explored spend counts against each decision's daily cap
+            self.accountant.observe(spend_recorder(self.budget_ledger))
+        implicit = config.feedback.implicit
+        if ImplicitFeedback.wanted(implicit):  # off: nothing built, no embedder loaded
+            self.accountant.observe(ImplicitFeedback.build(
+                implicit, config.signals.embedding_model.model, self.feedback, self.store,
+                self.metrics, self.background.spawn).observe)
         decisions = self.planner.decisions
         self.plugins: dict[str, Chain] = build_plugins(decisions, PluginBuild(self.store))
         self.stacks: dict[str, Handler] = self._stacks(decisions)
+        # Shadow traffic: mirrors sampled requests once they are answered; with its own draws,
+        # and its own tasks, which closing cancels (a hanging shadow never holds up a reload).
+        self.shadow_tasks = TaskSet()
+        self.shadow = ShadowMirror.build(decisions, self.pool, self.store, self.plugins,
+                                         self.shadow_tasks.spawn,
+                                         rng=random.Random(secrets.randbits(64)),
+                                         keep_answers=config.state.log_content,
+                                         metrics=self.metrics)
+        if self.shadow is not None:
+            self.accountant.observe(self.shadow, wants_text=True)
         self.embeddings = GatedEmbeddings(self.planner, self.pool, self.accountant,
                                           self.gateway)
         self.in_flight = 0  # requests being served; a replaced Router closes at zero
@@ -102,11 +125,16 @@ class Router:
         """Each decision's handler stack, and the one for requests that name a model."""
         direct = DirectHandler(self.pool.executor, self.accountant)
         cascades = cascade_options(self.pool, decisions)
+        ensembles = ensemble_handlers(self.pool, decisions, self.accountant,
+                                      self.config.signals.embedding_model.model)
+        collaborations = collaborate_handlers(self.pool, decisions, self.accountant, direct)
         stacks: dict[str, Handler] = {DIRECT: Accounted(direct, self.accountant)}
         for decision in decisions:
             options = cascades.get(decision.name)
             handler: Handler = direct if options is None else CascadeHandler(
                 options, self.pool, self.accountant)
+            handler = ensembles.get(decision.name, handler)
+            handler = collaborations.get(decision.name, handler)
             if decision.name in self.plugins:
                 handler = PluginChain(self.plugins[decision.name], handler, self.accountant)
             stacks[decision.name] = Accounted(handler, self.accountant)
@@ -140,6 +168,7 @@ class Router:
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)
             self._refresher = None
+        await self.shadow_tasks.cancel()  # mirrors still under way are dropped, not awaited
         await self.background.drain()  # context writes and ledger flushes still under way
         if self._started:
             await self.gateway.close()  # settlements still queued

@@ -262,3 +262,60 @@ def test_a_trained_router_on_logged_prompts(tmp_path: Path,
     assert dr["low"] <= 1.0 <= dr["high"] + 1e-9
     assert everything["cost"]["estimates"]["snips"]["value"] == pytest.approx(0.0055, abs=1e-3)
     assert everything["quality"]["logging"] < 0.9
+
+
+def test_a_config_whose_rules_are_re_run_on_logged_prompts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The log has one decision, `chat`, that tried both models at random. The candidate config
+    splits the traffic: its keyword rule sends Python questions to `large`, the rest to
+    `small` through its default. Small fails Python questions and answers the rest: with its
+    rules re-run, the candidate is right on every request; without, its decisions are not
+    those of the log."""
+    code_prompts = [f"Write a python function number {i}" for i in range(10)]
+    chat_prompts = [f"Say hello to my friend number {i}" for i in range(10)]
+    rng = np.random.default_rng(1)
+    records, feedback = [], {}
+    for i in range(200):
+        prompt = (code_prompts + chat_prompts)[i % 20]
+        model = "small" if rng.random() < 0.5 else "large"
+        record = _record(i, "chat", ["small", "large"], model, 0.5, {})
+        assert record.detail is not None
+        record.detail["content"] = {"prompt": [{"role": "user", "content": prompt}],
+                                    "answer": "..."}
+        records.append(record)
+        feedback[record.request_id] = 0.0 if (prompt in code_prompts and model == "small") \
+            else 1.0
+    path = tmp_path / "content.db"
+    asyncio.run(_write(path, records, feedback))
+    config = tmp_path / "split.yaml"
+    config.write_text(
+        "models:\n"
+        "  - {name: small, pricing: {input_per_mtok: 1, output_per_mtok: 1},\n"
+        "     endpoints: [{base_url: 'http://127.0.0.1:1/v1'}]}\n"
+        "  - {name: large, pricing: {input_per_mtok: 10, output_per_mtok: 10},\n"
+        "     endpoints: [{base_url: 'http://127.0.0.1:1/v1'}]}\n"
+        "decisions:\n"
+        "  - {name: code, when: {keywords_any: [python]}, candidates: [large, small]}\n"
+        "default: {candidates: [small, large]}\n")
+    code, out, err = _run(capsys, str(path), "--config", str(config), "--rerun-rules",
+                          "--json", "--resamples", "100")
+    assert code == 0, err
+    result = orjson.loads(out)
+    assert result["policy"].endswith("(rules re-run)")
+    everything = result["groups"]["all"]
+    assert everything["quality"]["estimates"]["snips"]["value"] == pytest.approx(1.0)
+    # Half the requests (the Python ones) on large: the mean of the two models' costs.
+    assert everything["cost"]["estimates"]["snips"]["value"] == pytest.approx(
+        (COST["small"] + COST["large"]) / 2, rel=0.15)
+    code, out, err = _run(capsys, str(path), "--config", str(config))
+    assert code == 2 and "decision 'chat' of the log is not in" in err
+
+
+def test_rules_cannot_be_re_run_without_logged_prompts(
+        log_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path / "candidate.yaml")
+    code, out, err = _run(capsys, str(log_file), "--config", str(config), "--rerun-rules")
+    assert code == 2 and out == ""
+    assert "rules can only be re-run on logged prompts: 600 of 600 events" in err
+    code, out, err = _run(capsys, str(log_file), "--algorithm", "static", "--rerun-rules")
+    assert code == 2 and "--rerun-rules needs a candidate --config" in err

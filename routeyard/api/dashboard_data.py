@@ -5,7 +5,8 @@ dashboard.py): what the query API (/v1/decisions, /v1/stats) does not answer in 
   savings, latency, errors, cache over time), plus failovers counted from the records;
 - `quality`: per decision, each model's (mean cost, mean feedback) point;
 - `signals`: each signal family's latency, from this process's Prometheus histogram;
-- `config`: the loaded decisions as a tree, with nothing secret in it.
+- `config`: the loaded decisions as a tree, with nothing secret in it;
+- `frontier`: `routeyard advise`'s cost/quality frontier per decision (dashboard_frontier.py).
 
 They read through the store's query methods only. Parameters are checked as strictly as the
 query API's: a bad one is a 400 in OpenAI's error schema, naming it.
@@ -21,6 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from routeyard.api.dashboard_frontier import frontier
 from routeyard.api.decisions import (
     json_response,
     query_filters,
@@ -256,4 +258,5 @@ async def config(request: Request) -> Response:
 
 ENDPOINTS: dict[str, Callable[[Request], Awaitable[Response]]] = {
     "series": series, "quality": quality, "signals": signals, "config": config,
+    "frontier": frontier,
 }

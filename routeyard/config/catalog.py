@@ -14,3 +14,5 @@ class Catalog:
     plugins: frozenset[str] = frozenset()
     algorithms: frozenset[str] = frozenset()
     stores: frozenset[str] = frozenset()
+    # Algorithms whose selections score every candidate (a softmax exploration needs them).
+    scoring_algorithms: frozenset[str] = frozenset()

@@ -50,6 +50,7 @@ def check_references(data: dict[str, Any], catalog: Catalog | None = None) -> li
     for index, decision in decisions:
         problems += _decision_references(f"decisions[{index}]", decision, known, chat,
                                          catalog)
+        problems += _collaborate_references(f"decisions[{index}]", decision, models)
         if "rules" in decision:
             problems += _signal_references(f"decisions[{index}].rules", decision["rules"],
                                            signals)
@@ -57,6 +58,7 @@ def check_references(data: dict[str, Any], catalog: Catalog | None = None) -> li
     default_name = "default"
     if isinstance(default, dict):
         problems += _decision_references("default", default, known, chat, catalog)
+        problems += _collaborate_references("default", default, models)
         if isinstance(default.get("name"), str):
             default_name = default["name"]
     for index, decision in decisions:
@@ -101,13 +103,84 @@ def _decision_references(where: str, decision: dict[str, Any], known: set[str],
     if isinstance(cascade, dict):
         problems += _unknown_models(f"{where}.cascade.models", _list(cascade.get("models")),
                                     known)
+    ensemble = decision.get("ensemble")
+    if isinstance(ensemble, dict):  # its members and its judge: chat models
+        named = [(f"members[{i}]", n) for i, n in enumerate(_list(ensemble.get("members")))]
+        for part, name in [*named, ("judge", ensemble.get("judge"))]:
+            if isinstance(name, str) and name not in chat:
+                problems.append((f"{where}.ensemble.{part}", f"unknown model '{name}'"
+                                 if name not in known else f"'{name}' is an embedding model, "
+                                 "not a chat model"))
+    shadow = decision.get("shadow")
+    if isinstance(shadow, dict):  # the candidate it mirrors to, and its judge: chat models
+        for part in ("model", "judge"):
+            name = shadow.get(part)
+            if isinstance(name, str) and name not in chat:
+                problems.append((f"{where}.shadow.{part}", f"unknown model '{name}'"
+                                 if name not in known else f"'{name}' is an embedding model, "
+                                 "not a chat model"))
     algorithm = decision.get("algorithm", "static")
     if catalog is not None and isinstance(algorithm, str) \
             and algorithm not in catalog.algorithms:
         choices = ", ".join(sorted(catalog.algorithms))
         problems.append((f"{where}.algorithm", f"unknown algorithm '{algorithm}' "
                          f"(known: {choices})"))
+    exploration = decision.get("exploration")
+    if catalog is not None and isinstance(exploration, dict) \
+            and exploration.get("temperature") is not None \
+            and algorithm in catalog.algorithms and algorithm not in catalog.scoring_algorithms:
+        scoring = ", ".join(sorted(catalog.scoring_algorithms))
+        problems.append((f"{where}.exploration.temperature",
+                         f"a softmax exploration needs an algorithm that scores its candidates "
+                         f"({scoring}), not '{algorithm}'; use epsilon instead"))
     return problems
+
+
+def _collaborate_references(where: str, decision: dict[str, Any],
+                            models: list[tuple[int, dict[str, Any]]]) -> list[Problem]:
+    """A collaborate's small and large must be chat models that can continue a partial answer
+    (each step continues the transcript), and the small one must declare logprobs."""
+    collaborate = decision.get("collaborate")
+    if not isinstance(collaborate, dict):
+        return []
+    by_name = {m.get("name"): m for _, m in models if isinstance(m.get("name"), str)}
+    name_of = decision.get("name", where)
+    problems: list[Problem] = []
+    for part in ("small", "large"):
+        name = collaborate.get(part)
+        if not isinstance(name, str):
+            continue
+        model = by_name.get(name)
+        at = f"{where}.collaborate.{part}"
+        if model is None:
+            problems.append((at, f"unknown model '{name}'"))
+        elif model.get("kind") == "embedding":
+            problems.append((at, f"'{name}' is an embedding model, not a chat model"))
+        elif not _continues(model):
+            problems.append((at, f"decision '{name_of}': model '{name}' cannot continue a "
+                             "partial answer; set its `continuation` to continue_final_message "
+                             "(vLLM, the simulator) or prefill (Anthropic)"))
+        elif part == "small" and not _declares_logprobs(model):
+            problems.append((at, f"decision '{name_of}': model '{name}' does not return "
+                             "logprobs; step-level collaboration reads the small model's "
+                             "first-token logprobs (declare `capabilities: {logprobs: true}` "
+                             "if its backend gives them)"))
+    return problems
+
+
+def _continues(model: dict[str, Any]) -> bool:
+    """Whether every endpoint of a model can continue an answer (see serving/continuation.py:
+    an unset mode follows the provider, and only Anthropic's default continues)."""
+    mode = model.get("continuation")
+    if mode is not None:
+        return mode != "none"
+    endpoints = _dicts(model.get("endpoints"))
+    return bool(endpoints) and all(e.get("provider") == "anthropic" for _, e in endpoints)
+
+
+def _declares_logprobs(model: dict[str, Any]) -> bool:
+    capabilities = model.get("capabilities")
+    return isinstance(capabilities, dict) and capabilities.get("logprobs") is True
 
 
 def _signal_references(where: str, rule: Any, signals: dict[str, Any]) -> list[Problem]:

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from routeyard import tracing
-from routeyard.config.schema import DecisionConfig, DefaultDecisionConfig, RouteyardConfig
+from routeyard.config.schema import (
+    CollaborateConfig,
+    DecisionConfig,
+    DefaultDecisionConfig,
+    EnsembleConfig,
+    ExplorationConfig,
+    RouteyardConfig,
+    ShadowConfig,
+)
 from routeyard.config.signals import (
     ContextLengthFamily,
     KeywordFamily,
@@ -42,6 +50,10 @@ class Decision:
     options: dict[str, Any] = field(default_factory=dict)  # the algorithm's options
     plugins: tuple[dict[str, Any], ...] = ()  # {type, ...options}, built by the Router
     cascade: dict[str, Any] | None = None  # its cascade's options, built by the Router
+    exploration: ExplorationConfig | None = None  # see selection/exploration.py
+    shadow: ShadowConfig | None = None  # see serving/shadow.py
+    ensemble: EnsembleConfig | None = None  # see serving/ensemble.py
+    collaborate: CollaborateConfig | None = None  # see serving/collaborate.py
 
 
 @dataclass(slots=True)
@@ -209,4 +221,8 @@ def _decision(config: DecisionConfig | DefaultDecisionConfig) -> Decision:
         priority=getattr(config, "priority", 0),
         plugins=tuple(p.model_dump() for p in config.plugins),
         cascade=config.cascade,
+        exploration=config.exploration,
+        shadow=config.shadow,
+        ensemble=config.ensemble,
+        collaborate=config.collaborate,
     )

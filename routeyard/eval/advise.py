@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from routeyard.eval.policy import add_implicit_argument, with_implicit
 from routeyard.state import SQLiteStore, Store, StoreUnavailable, make_store
 from routeyard.state.base import DecisionRecord
 from routeyard.state.query import DecisionQuery
@@ -400,6 +401,7 @@ def configure_advise(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR",
                         help="write advise.json, advise.png and a self-contained advise.html "
                              "(needs the eval extra)")
+    add_implicit_argument(parser)
 
 
 def run_advise(args: argparse.Namespace) -> int:
@@ -417,12 +419,14 @@ def run_advise(args: argparse.Namespace) -> int:
             advise_report.check_plots()
         since = parse_time(args.since) if args.since else None
         until = parse_time(args.until) if args.until else None
-        records = load({"sqlite": args.log, "redis": args.redis, "postgres": args.postgres,
-                        "key_prefix": args.key_prefix}, since, until, args.decision)
+        records = with_implicit(load({"sqlite": args.log, "redis": args.redis,
+                                      "postgres": args.postgres, "key_prefix": args.key_prefix},
+                                     since, until, args.decision), args.implicit)
         settings = Settings(args.min_feedback, args.min_keep, 0.95, args.resamples, args.seed)
         report = advise(records, tuple(args.slice), settings)
         report["source"] = sources[0] if args.log else ("redis" if args.redis else "postgres")
         report["window"] = {"since": since, "until": until}
+        report["implicit_feedback"] = args.implicit
         written = advise_report.write_all(report, args.out) if args.out else []
     except (AdviseError, advise_report.PlotsUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -16,6 +16,15 @@ estimator is the same for each.
 Each estimate carries a seeded bootstrap 95% interval over events (scipy.stats.bootstrap,
 percentile method; paired for SNIPS's ratio) and the effective sample size (Σw)²/Σw².
 
+`VARIANTS` holds variance-controlled forms of DR, measured by bench/offpolicy_validation.py but
+not reported by `evaluate-policy` (they did not lower the error with honest intervals; see
+docs/benchmarks.md): `sndr` (dm + Σ w·(y - ŷ) / Σ w), `dr-clip` (weights clipped at
+`CLIP`) and `dr-switch` (the correction dropped where w > `CLIP`: the direct method there).
+
+`crossfit_reward` is a richer reward model for DM/DR: a per-cell mean (in-sample) plus a ridge
+on per-event features shared by every action, cross-fitted so no event's correction is
+predicted by a fit that saw it. Also measured, and not used by `evaluate-policy`.
+
 **Support.** An event whose logged propensity is missing, zero or not in (0, 1] while the
 target gives its action positive probability, or whose logged action had probability 1 (so
 every other action had 0) while the target puts mass on another action, or where the target
@@ -28,6 +37,7 @@ figure, since any number would be silently wrong.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +46,8 @@ import numpy as np
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 1000
+# The variants' fixed weight cap: a rule stated before any measurement, not tuned on the truth.
+CLIP = 10.0
 # Target mass below this on the other actions counts as none (float noise from a mixture).
 _MASS_EPS = 1e-9
 
@@ -182,8 +194,38 @@ def _dr(log: LoggedBandit) -> Terms:
     return (direct + log.weights() * residual,), _mean
 
 
+def _sndr_statistic(direct: np.ndarray, weighted: np.ndarray, w: np.ndarray,
+                    axis: int = -1) -> Any:
+    return np.mean(direct, axis=axis) + _ratio(weighted, w, axis=axis)
+
+
+def _sndr(log: LoggedBandit) -> Terms:
+    predicted = _needs_model(log)
+    w = log.weights()
+    residual = log.outcome - predicted[log.rows, log.actions]
+    return (np.sum(log.target * predicted, axis=1), w * residual, w), _sndr_statistic
+
+
+def _capped_dr(log: LoggedBandit, cap: Callable[[np.ndarray], np.ndarray]) -> Terms:
+    predicted = _needs_model(log)
+    direct = np.sum(log.target * predicted, axis=1)
+    residual = log.outcome - predicted[log.rows, log.actions]
+    return (direct + cap(log.weights()) * residual,), _mean
+
+
+def _dr_clip(log: LoggedBandit) -> Terms:
+    return _capped_dr(log, lambda w: np.minimum(w, CLIP))
+
+
+def _dr_switch(log: LoggedBandit) -> Terms:
+    return _capped_dr(log, lambda w: np.where(w > CLIP, 0.0, w))
+
+
 ESTIMATORS: dict[str, Callable[[LoggedBandit], Terms]] = {
     "ips": _ips, "snips": _snips, "dm": _dm, "dr": _dr}
+VARIANTS: dict[str, Callable[[LoggedBandit], Terms]] = {
+    "sndr": _sndr, "dr-clip": _dr_clip, "dr-switch": _dr_switch}
+_ALL = {**ESTIMATORS, **VARIANTS}
 MODEL_FREE = ("ips", "snips")
 
 
@@ -192,14 +234,14 @@ def estimate(log: LoggedBandit, estimator: str, *, seed: int = 0,
              method: str = "percentile") -> Estimate:
     """One estimator's figure with its bootstrap interval; raises `UnsupportedPolicy` when
     any event lacks support (see the module doc) and `KeyError` for an unknown name."""
-    if estimator not in ESTIMATORS:
-        known = ", ".join(ESTIMATORS)
+    if estimator not in _ALL:
+        known = ", ".join(_ALL)
         raise KeyError(f"unknown estimator {estimator!r} (known: {known})")
     if check_support:
         problems = int(log.support_problems().sum())
         if problems:
             raise UnsupportedPolicy(problems, len(log.actions))
-    samples, statistic = ESTIMATORS[estimator](log)
+    samples, statistic = _ALL[estimator](log)
     samples = tuple(np.asarray(s, dtype=float) for s in samples)
     value = float(statistic(*samples, axis=-1))
     low, high = _bootstrap(samples, statistic, seed, n_resamples, method)
@@ -231,3 +273,53 @@ def estimate_all(log: LoggedBandit, *, seed: int = 0, n_resamples: int = N_RESAM
                                 if n in MODEL_FREE or log.predicted is not None)
     return Report({name: estimate(log, name, seed=seed, n_resamples=n_resamples,
                                   check_support=False) for name in names})
+
+
+# -- the reward model ---------------------------------------------------------------------------
+
+RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+FOLDS = 5
+
+
+def _ridge_gcv(x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A ridge fit whose penalty is chosen by exact leave-one-out error on (x, y) alone."""
+    x_mean, y_mean = x.mean(axis=0), float(y.mean())
+    u, s, vt = np.linalg.svd(x - x_mean, full_matrices=False)
+    uty = u.T @ (y - y_mean)
+    best = (math.inf, np.zeros(x.shape[1]))  # (leave-one-out error, coefficients)
+    for alpha in RIDGE_ALPHAS:
+        shrink = s ** 2 / (s ** 2 + alpha)
+        leverage = (u ** 2) @ shrink + 1.0 / len(y)
+        fitted = u @ (shrink * uty) + y_mean
+        loo = float(np.mean(((y - fitted) / np.maximum(1.0 - leverage, 1e-9)) ** 2))
+        if loo < best[0]:
+            best = (loo, vt.T @ (s / (s ** 2 + alpha) * uty))
+    coef = best[1]
+    return lambda z: y_mean + (z - x_mean) @ coef
+
+
+def crossfit_reward(base: np.ndarray, logged: np.ndarray, outcome: np.ndarray,
+                    features: np.ndarray | None, *, cells: np.ndarray | None = None,
+                    folds: int = FOLDS, seed: int = 0) -> np.ndarray:
+    """(n, K) predictions: `base` (n, K; e.g. each event's per-(decision, model) mean) plus a
+    per-event shift fitted by ridge on `features` (n, d; say the prompt's embedding and length)
+    to the residual outcome - base[logged]. The shift is shared by every action (a prompt that
+    is hard is hard for every model) so all n events train it, and it is cross-fitted over
+    `folds` seeded folds. It is then centred within each of `cells` (n,; default the logged
+    action), so the predictions of what was logged still average to each cell's observed mean
+    (a policy that does what the log did gets its realised mean from DM too). Predictions stay
+    within the observed outcomes' range."""
+    n = len(outcome)
+    if features is None or features.shape[1] == 0 or n < 2 * folds:
+        return base
+    scale = features.std(axis=0)
+    x = (features - features.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
+    residual = outcome - base[np.arange(n), logged]
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    shift = np.zeros(n)
+    for f in range(folds):
+        held = fold == f
+        shift[held] = _ridge_gcv(x[~held], residual[~held])(x[held])
+    groups = np.unique(logged if cells is None else cells, return_inverse=True)[1]
+    shift -= (np.bincount(groups, shift) / np.bincount(groups))[groups]
+    return np.clip(base + shift[:, None], outcome.min(), outcome.max())

@@ -13,12 +13,13 @@ logged with `state.log_content`). `--epsilon` mixes any of them with a uniform c
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,31 @@ def read_log(source: str, key_prefix: str = "routeyard") -> list[DecisionRecord]
     return _read_sqlite(Path(source))
 
 
+# -- implicit feedback --------------------------------------------------------------------------
+
+# What the offline commands do with implicit feedback (inferred from a regeneration or an
+# abandoned stream, docs/learning.md): count it as the request's quality, or treat the request
+# as one without feedback. Explicit feedback given for the same request replaced it already.
+IMPLICIT_MODES = ("include", "exclude")
+
+
+def add_implicit_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--implicit", choices=IMPLICIT_MODES, default="include",
+                        help="implicit feedback (regenerations, abandoned streams): count it "
+                             "(include, the default) or leave those requests without "
+                             "feedback (exclude)")
+
+
+def with_implicit(records: Sequence[DecisionRecord], mode: str) -> list[DecisionRecord]:
+    """The records, their implicit feedback dropped when `mode` is "exclude"."""
+    if mode not in IMPLICIT_MODES:
+        raise PolicyInputError(f"--implicit must be one of {', '.join(IMPLICIT_MODES)}")
+    if mode == "include":
+        return list(records)
+    return [replace(r, feedback=None, feedback_implicit=False) if r.feedback_implicit else r
+            for r in records]
+
+
 # -- events -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +129,8 @@ class Event:
     signals: dict[str, float]
     prompt: str | None  # the last user turn, when content was logged
     prompt_tokens: int = 0
+    implicit: bool = False  # the quality is implicit feedback (a regeneration, an abandon)
+    messages: Any = None  # the messages sent, when content was logged (rules re-run on them)
 
 
 def _last_user_text(messages: Any) -> str | None:
@@ -132,11 +160,12 @@ def _event(record: DecisionRecord) -> Event | None:
     p = selection.get("probability")
     propensity = float(p) if isinstance(p, (int, float)) and not isinstance(p, bool) else math.nan
     content = detail.get("content") or {}
+    prompt = content.get("prompt") if isinstance(content, dict) else None
     return Event(str(record.decision), candidates, chosen, propensity, record.feedback,
                  float(record.cost_usd or 0.0), float(record.latency_ms or 0.0),
                  dict(detail.get("signals") or {}),
-                 _last_user_text(content.get("prompt") if isinstance(content, dict) else None),
-                 int(record.prompt_tokens or 0))
+                 _last_user_text(prompt), int(record.prompt_tokens or 0),
+                 record.feedback_implicit, prompt if isinstance(prompt, list) else None)
 
 
 def events_of(records: Sequence[DecisionRecord]) -> list[Event]:

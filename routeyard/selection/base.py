@@ -54,6 +54,8 @@ class Selection:
 class SelectionAlgorithm(ABC):
     name: ClassVar[str]
     needs_embedding: ClassVar[bool] = False  # the planner then loads the embedding model
+    # Whether its selections carry every candidate's score (a softmax exploration needs them).
+    gives_scores: ClassVar[bool] = False
 
     def __init__(self, options: dict[str, Any] | None = None,
                  build: AlgorithmBuild | None = None):

@@ -73,6 +73,7 @@ class BudgetSelection(QualityCostSelection):
     """quality - λ·relative cost, with λ driven by how much of the tightest budget is spent."""
 
     name = "budget"
+    gives_scores = False  # its λ moves with the budget; its selections carry no scores
 
     def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
         options = {"lambda": 0.2, **(options or {})}  # a gentler default than quality_cost's

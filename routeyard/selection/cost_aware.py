@@ -52,6 +52,7 @@ class QualityCostSelection(_CostAware):
     """argmax of prior quality - λ·(expected cost / the dearest candidate's expected cost)."""
 
     name = "quality_cost"
+    gives_scores = True
 
     def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
         super().__init__(options, build)

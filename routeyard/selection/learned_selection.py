@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 class LearnedSelection(SelectionAlgorithm):
     name = "learned"
     needs_embedding = True
+    gives_scores = True
 
     def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
         super().__init__(options, build)
@@ -62,4 +63,5 @@ class LearnedSelection(SelectionAlgorithm):
         best = int(np.argmax(value))
         return Selection(known[best].name,
                          f"{self.router.kind}: predicted quality {quality[columns[best]]:.2f}, "
-                         f"λ={self.lam:g}")
+                         f"λ={self.lam:g}",
+                         scores=dict(zip([c.name for c in known], value.tolist(), strict=True)))

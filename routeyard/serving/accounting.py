@@ -25,6 +25,10 @@ from routeyard.wire import completion_text, usage
 log = logging.getLogger("routeyard")
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
+# Told of every finished request, after its record is written: exploration's spend, shadow
+# traffic, implicit feedback. Called on the event loop, so they must only schedule work.
+# The answer's text is given when some observer asked for it (`wants_text`), else None.
+Observer = Callable[[RoutePlan, DecisionRecord, "str | None"], None]
 
 
 class Accountant:
@@ -38,6 +42,13 @@ class Accountant:
         self.feedback = feedback
         self.ledger = ledger
         self.spawn = spawn
+        self.observers: list[Observer] = []
+        self.keeps_text = log_content  # whether handlers pass the answer's text to record()
+
+    def observe(self, observer: Observer, *, wants_text: bool = False) -> None:
+        """Tell `observer` of every finished request (see `Observer`)."""
+        self.observers.append(observer)
+        self.keeps_text = self.keeps_text or wants_text
 
     # -- usage -----------------------------------------------------------------------------
 
@@ -106,6 +117,8 @@ class Accountant:
             found["skipped"] = plan.skipped
         if plan.plugins:
             found["plugins"] = plan.plugins
+        if plan.handled:
+            found.update(plan.handled)
         if detail:
             found.update(detail)
         if self.log_content:
@@ -120,7 +133,7 @@ class Accountant:
         if model is not None:
             dearest = max([m.config.pricing.cost(prompt, completion) for m in plan.candidates]
                           or [cost])
-        self.store.record_decision(DecisionRecord(
+        record = DecisionRecord(
             request_id=plan.request_id, time=time.time() - latency, decision=plan.decision,
             model=model.name if model else None,
             endpoint=served.endpoint.name if served is not None else None,
@@ -130,7 +143,10 @@ class Accountant:
             tenant=caller.tenant if caller is not None else None,
             ttft_ms=ttft_s * 1000 if ttft_s is not None else None, cache=plan.cache,
             dearest_cost_usd=dearest,
-        ))
+        )
+        self.store.record_decision(record)
+        for observer in self.observers:
+            observer(plan, record, answer_text)
 
     def rejected(self, error: RouteyardError) -> None:
         """A request refused before it was planned (bad input, auth): a metric only."""

@@ -129,23 +129,14 @@ class FeedbackService:
         if model is None:
             raise InvalidRequest("that request was not answered, so it takes no feedback",
                                  param="request_id")
-        if not await self.store.claim(f"feedback:{feedback.request_id}", FEEDBACK_TTL_S):
+        if not await self.store.claim(_explicit_key(feedback.request_id), FEEDBACK_TTL_S):
             raise DuplicateFeedback(f"feedback for {feedback.request_id} was already counted",
                                     param="request_id")
         learner = self.learners.get(decision)
         reward = feedback.reward()
         if learner is not None:
-            context = await self._context(feedback.request_id, learner)
-            async with self._updating(decision):
-                state = await self.store.get_value(_state_key(decision))
-                # No await until the new state is taken: a refresh cannot land in between.
-                if state is not None:
-                    learner.set_state(state)  # pick up other replicas' updates first
-                if other is not None and other[1] is not None:
-                    learner.update_preference(model, other[1])
-                elif reward is not None:
-                    learner.update(model, reward, context)
-                await self.store.set_value(_state_key(decision), learner.get_state())
+            await self._learn(decision, learner, feedback.request_id, model, reward,
+                              other[1] if other is not None else None)
         try:  # joined to the decision record (a preference counts 1 for the preferred answer)
             await self.store.record_feedback(feedback.request_id,
                                              reward if reward is not None else 1.0)
@@ -154,6 +145,43 @@ class FeedbackService:
                         feedback.request_id)
         return {"request_id": feedback.request_id, "decision": decision, "model": model,
                 "reward": reward, "learner": learner.name if learner is not None else None}
+
+    async def submit_implicit(self, request_id: str, decision: str, model: str,
+                              reward: float) -> bool:
+        """Feedback inferred from behaviour (serving/implicit.py), for a request a model
+        answered; True when it counted. It never goes over explicit feedback: it is dropped
+        when the request has some (claimed or kept), while explicit feedback that comes later
+        still counts (its claim is its own) and replaces it in the log. A request takes
+        implicit feedback once. The learner learns from it as from explicit feedback (it
+        cannot unlearn it when explicit feedback follows). Raises StoreUnavailable."""
+        if await self.store.get_value(_explicit_key(request_id)) is not None:
+            return False
+        if not await self.store.claim(f"implicit:{request_id}", FEEDBACK_TTL_S):
+            return False
+        # Kept only where the log has no feedback yet (atomic in the store): an explicit
+        # feedback that raced in since the check above wins, and the learner is left alone.
+        if not await self.store.record_feedback(request_id, reward, implicit=True):
+            return False
+        learner = self.learners.get(decision)
+        if learner is not None:
+            await self._learn(decision, learner, request_id, model, reward)
+        return True
+
+    async def _learn(self, decision: str, learner: OnlineAlgorithm, request_id: str,
+                     model: str, reward: float | None, other_model: str | None = None) -> None:
+        """One update of the decision's learned state: a reward, or a preference of `model`
+        over `other_model`."""
+        context = await self._context(request_id, learner)
+        async with self._updating(decision):
+            state = await self.store.get_value(_state_key(decision))
+            # No await until the new state is taken: a refresh cannot land in between.
+            if state is not None:
+                learner.set_state(state)  # pick up other replicas' updates first
+            if other_model is not None:
+                learner.update_preference(model, other_model)
+            elif reward is not None:
+                learner.update(model, reward, context)
+            await self.store.set_value(_state_key(decision), learner.get_state())
 
     @contextlib.asynccontextmanager
     async def _updating(self, decision: str) -> AsyncIterator[None]:
@@ -189,3 +217,8 @@ class FeedbackService:
 
 def _state_key(decision: str) -> str:
     return f"online:{decision}"
+
+
+def _explicit_key(request_id: str) -> str:
+    """The claim that counts a request's explicit feedback once."""
+    return f"feedback:{request_id}"

@@ -78,7 +78,7 @@ class Accounted(Handler):
         accountant.record(plan, served=answer.served, usage_=answer.usage,
                           status=answer.status, stream=False, cost_usd=answer.cost_usd,
                           answer_text=completion_text(answer.response)
-                          if accountant.log_content else None)
+                          if accountant.keeps_text else None)
         return answer
 
     async def open_stream(self, plan: RoutePlan, body: dict[str, Any],

@@ -9,6 +9,7 @@ candidate and failover target is checked against its model's capabilities and co
 
 from __future__ import annotations
 
+import random
 import secrets
 import time
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from routeyard.errors import (
 from routeyard.gateway import Caller, SoftBudgetSteer, Ticket
 from routeyard.pool import Pool, PooledModel
 from routeyard.selection import AlgorithmBuild, make_algorithm
+from routeyard.selection.exploration import Explorer, make_explorer
 from routeyard.serving.capabilities import Needs, Skips
 from routeyard.signals import RequestContext, SignalReport
 from routeyard.tokens import prompt_size_upper_bound
@@ -54,6 +56,8 @@ class RoutePlan:
     # How the model was chosen: algorithm, λ, rule confidence, scores, the choice's probability.
     selection: dict[str, Any] | None = None
     plugins: list[str] | None = None  # the plugins whose request hooks ran
+    # What a multi-model handler did ({"ensemble": ...}, {"collaborate": ...}): its calls.
+    handled: dict[str, Any] | None = None
     cache: str | None = None  # the semantic cache's status, when one ran
     sent: Any = None  # the messages sent upstream (after redaction), with log_content only
     answer_text: str | None = None  # the answer before plugins restored it (log_content)
@@ -91,6 +95,11 @@ class Planner:
         self.decisions = [c.decision for c in self.engine.decisions()] + [self.engine.default]
         self.algorithms = {d.name: make_algorithm(d.algorithm, d.options, build)
                            for d in self.decisions}
+        # Decisions with an `exploration:` block; their draws are seeded like the algorithms'.
+        self.explorers: dict[str, Explorer] = {
+            d.name: make_explorer(d.exploration, d.name, random.Random(
+                f"{build.entropy}:{d.name}"), build.ledger)
+            for d in self.decisions if d.exploration is not None}
 
     async def plan(self, body: dict[str, Any], headers: dict[str, str] | None = None, *,
                    explain: bool = False, prefer: str | None = None,
@@ -156,11 +165,21 @@ class Planner:
         skips = Skips(needs, tokens)
         # Selection only ever sees the candidates that can serve the request.
         servable = skips.servable(candidates)
+        exploration = None
         with tracing.span("routeyard.selection") as span:
             selection = (self.algorithms[decision.name].select(servable, tokens, ctx)
                          if servable else None)
             if steer is not None and selection is not None:
-                selection = steer.adjust(selection, servable, tokens, ctx)
+                steered = steer.adjust(selection, servable, tokens, ctx)
+                # A caller short of budget is never explored away from the cheaper choice.
+                steer_kept = steered is selection
+                selection = steered
+            else:
+                steer_kept = True
+            explorer = self.explorers.get(decision.name) if self.explorers else None
+            if explorer is not None and selection is not None and steer_kept:
+                drawn = explorer.apply(selection, servable)
+                selection, exploration = drawn.selection, drawn.record
             if span is not None:
                 tracing.set_attributes(span, {
                     "routeyard.decision": decision.name,
@@ -201,6 +220,8 @@ class Planner:
                           "lambda": decision.options.get("lambda"),
                           "rule": outcome.reason, "confidence": outcome.confidence,
                           "why": why, "probability": probability, "scores": scores}
+        if exploration is not None and selection is not None and chosen.name == selection.model:
+            plan.selection["exploration"] = exploration
         if skips.found:
             plan.skipped = skips.records()
         if explain:

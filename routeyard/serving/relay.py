@@ -273,7 +273,7 @@ class StreamRelay:
         self.accountant.record(self.plan, served=self.served, usage_=usage_, status=self.status,
                                stream=True, cost_usd=cost, detail=detail, ttft_s=self.ttft_s,
                                answer_text="".join(self.text_parts)
-                               if self.accountant.log_content else None)
+                               if self.accountant.keeps_text else None)
         if self.span is not None:
             tracing.set_attributes(self.span, {
                 "routeyard.status": self.status, "routeyard.chunks": self.chunks_relayed,

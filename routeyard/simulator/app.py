@@ -18,7 +18,14 @@ from routeyard.simulator.embeddings import (
     EmbeddingsAnswer,
     is_embedding_model,
 )
-from routeyard.simulator.engine import FAULT_OVERRIDES, ModelState, Plan, SimulatorEngine
+from routeyard.simulator.engine import (
+    FAULT_OVERRIDES,
+    NO_SAMPLING,
+    ModelState,
+    Plan,
+    Sampling,
+    SimulatorEngine,
+)
 from routeyard.simulator.profiles import SimulatorConfig, demo_config
 from routeyard.simulator.replay import ReplayIndex
 from routeyard.simulator.runner import Receive, Scope, Send, run_plan, send_json
@@ -104,6 +111,35 @@ def _prefill(messages: list[Any]) -> str | None:
         raise _BadRequest(400, "messages: final assistant content cannot end with trailing "
                           "whitespace")
     return prefix
+
+
+def _sampling(request: dict[str, Any]) -> Sampling:
+    """`stop` and `logprobs`/`top_logprobs` of an OpenAI chat request, checked as OpenAI
+    does."""
+    stop = request.get("stop")
+    if stop is None:
+        stops: tuple[str, ...] = ()
+    elif isinstance(stop, str):
+        stops = (stop,) if stop else ()
+    elif isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop):
+        stops = tuple(s for s in stop if s)
+    else:
+        raise _BadRequest(400, "stop must be a string or a list of at most 4 strings",
+                          "invalid_value")
+    logprobs = request.get("logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise _BadRequest(400, "logprobs must be a boolean", "invalid_type")
+    top = request.get("top_logprobs")
+    if top is not None:
+        if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
+            raise _BadRequest(400, "top_logprobs must be an integer from 0 to 20",
+                              "invalid_value")
+        if logprobs is not True:
+            raise _BadRequest(400, "top_logprobs requires logprobs to be true",
+                              "invalid_value")
+    if not stops and logprobs is not True:
+        return NO_SAMPLING
+    return Sampling(stops, (top or 0) if logprobs else None)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -206,6 +242,7 @@ class SimulatorApp:
             stream,
             include_usage,
             _continued_prefix(request, messages),
+            _sampling(request),
         )
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
@@ -246,8 +283,10 @@ class SimulatorApp:
         stream: bool,
         include_usage: bool,
         prefix: str | None,
+        sampling: Sampling = NO_SAMPLING,
     ) -> None:
-        """`prefix`: the start of the answer, to continue (None: answer anew)."""
+        """`prefix`: the start of the answer, to continue (None: answer anew); `sampling`:
+        stop strings and logprobs (OpenAI surface)."""
         fault = _fault_header(scope, self.traceparents)
         engine = self.engine
         state = engine.state_for(model)
@@ -257,7 +296,8 @@ class SimulatorApp:
             raise _BadRequest(404, f"`{model}` is an embedding model, not a chat model: "
                               "use /v1/embeddings", "model_not_supported")
         prompt_tokens, last_user = estimate_prompt_tokens(messages, system)
-        plan = engine.plan(model, state, prompt_tokens, last_user, max_tokens, fault, prefix)
+        plan = engine.plan(model, state, prompt_tokens, last_user, max_tokens, fault, prefix,
+                           sampling)
         await run_plan(plan, surface, stream, include_usage, receive, send)
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:

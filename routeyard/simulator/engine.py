@@ -7,14 +7,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from routeyard.simulator.logprobs import answer_logprobs
 from routeyard.simulator.profiles import FAULT_ORDER, ModelProfile, SimulatorConfig
 from routeyard.simulator.replay import ReplayIndex
 from routeyard.simulator.text import (
     continue_after,
     encode_piece,
+    filler_pieces,
     filler_pieces_json,
     filler_text,
     split_pieces,
+    stepped_text,
 )
 
 # Values accepted in the `x-sim-fault` request header.
@@ -54,6 +57,17 @@ class ModelState:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """What a chat request asks of the answer besides its length (OpenAI surface)."""
+
+    stop: tuple[str, ...] = ()  # the answer ends before the first of these
+    top_logprobs: int | None = None  # None: no logprobs asked; else this many alternatives
+
+
+NO_SAMPLING = Sampling()
+
+
 @dataclass(slots=True)
 class Plan:
     """What the simulator will answer to one request, before timing and wire encoding."""
@@ -69,6 +83,12 @@ class Plan:
     # being continued.
     answer: str | None
     replay: bytes | None  # value of the x-sim-replay header, None outside replay mode
+    # vLLM's `stop_reason`, given when the request set `stop`: the stop string matched, or
+    # None when the answer ended by itself. Unset (False) when no `stop` was asked.
+    stop_reason: str | bool | None = False
+    top_logprobs: int | None = None  # logprobs to give, with this many alternatives
+    prefix: str = ""  # the answer's start this plan continues
+    prompt: str = ""  # the last user message (seeds the step entropies)
 
     def text(self) -> str:
         if self.answer is None:
@@ -82,6 +102,27 @@ class Plan:
         if self.answer is None:
             return filler_pieces_json(self.completion_tokens)
         return [encode_piece(p) for p in split_pieces(self.answer)[: self.completion_tokens]]
+
+    def pieces(self) -> list[str]:
+        if self.answer is None:
+            return filler_pieces(self.completion_tokens)
+        return split_pieces(self.answer)[: self.completion_tokens]
+
+    def logprobs(self) -> list[dict[str, Any]] | None:
+        """`choices[].logprobs.content` of the answer, or None when none are to be given."""
+        if self.top_logprobs is None or not self.profile.logprobs:
+            return None
+        return answer_logprobs(self.pieces(), self.prefix, self.prompt,
+                               self.profile.step_entropy, self.top_logprobs)
+
+
+def _stopped(text: str, stops: tuple[str, ...]) -> tuple[str, str | None]:
+    """The text before the first stop string found, and that string (None: none found)."""
+    found = [(text.find(stop), stop) for stop in stops if stop in text]
+    if not found:
+        return text, None
+    at, stop = min(found)
+    return text[:at], stop
 
 
 class SimulatorEngine:
@@ -112,9 +153,11 @@ class SimulatorEngine:
         max_tokens: int | None,
         fault: str | None,
         prefix: str | None = None,
+        sampling: Sampling = NO_SAMPLING,
     ) -> Plan:
         """`prefix`: the start of the answer, given back to be continued (None: answer anew);
-        the plan is then for the rest, and `max_tokens` caps the rest."""
+        the plan is then for the rest, and `max_tokens` caps the rest. `sampling`: stop
+        strings and logprobs."""
         state.requests += 1
         if fault is None:
             fault = state.draw_fault()
@@ -123,17 +166,27 @@ class SimulatorEngine:
             answers = self.replay.lookup(last_user)
             answer = answers.get(model) if answers else None
             replay = b"miss" if answer is None else b"hit"
+        profile = state.profile
         if answer is None:
-            n = state.profile.latency.sample_output_tokens(state.length_rng)
+            n = profile.latency.sample_output_tokens(state.length_rng)
+            if profile.step_tokens:
+                answer = stepped_text(n, profile.step_tokens)
         else:
             n = len(split_pieces(answer))
         if prefix is not None:
             answer = continue_after(prefix, answer, n)
             n = len(split_pieces(answer))
+        stop_reason: str | bool | None = False
+        if sampling.stop:
+            answer, stop_reason = _stopped(answer if answer is not None else filler_text(n),
+                                           sampling.stop)
+            n = len(split_pieces(answer))
         finish = "stop"
         if max_tokens is not None and n > max_tokens:
             n, finish = max_tokens, "length"
-        return Plan(model, state, state.profile, fault, prompt_tokens, n, finish, answer, replay)
+            stop_reason = None if stop_reason is not False else False
+        return Plan(model, state, profile, fault, prompt_tokens, n, finish, answer, replay,
+                    stop_reason, sampling.top_logprobs, prefix or "", last_user)
 
     def set_profile(self, model: str, updates: Mapping[str, Any]) -> ModelProfile:
         """Merge `updates` into a model's profile; an unknown model starts being served."""

@@ -12,6 +12,7 @@ import orjson
 import yaml
 
 from routeyard.simulator.latency import LatencyModel
+from routeyard.simulator.logprobs import StepEntropy
 
 _LATENCY_KEYS = frozenset(f.name for f in dataclasses.fields(LatencyModel))
 _RATE_KEYS = (
@@ -23,7 +24,8 @@ _RATE_KEYS = (
 )
 # Fault kinds in the order a single uniform draw walks through their rates.
 FAULT_ORDER = ("503", "429", "hang", "disconnect", "disconnect_first")
-_FLAG_KEYS = frozenset({"omit_usage", "embedding"})
+_FLAG_KEYS = frozenset({"omit_usage", "embedding", "logprobs"})
+_INT_KEYS = frozenset({"output_tokens_min", "output_tokens_max", "step_tokens"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,13 @@ class ModelProfile:
     omit_usage: bool = False
     # Serves /v1/embeddings (and refuses chat); a name containing "embed" does so too.
     embedding: bool = False
+    # Answers `logprobs: true` with token logprobs; false: with `logprobs: null`, as a backend
+    # that has none does.
+    logprobs: bool = True
+    # > 0: answers are reasoning steps of this many words, separated by blank lines.
+    step_tokens: int = 0
+    # The first token's entropy of each step (see logprobs.py); None: as any other token's.
+    step_entropy: StepEntropy | None = None
 
     def __post_init__(self) -> None:
         for key in _RATE_KEYS:
@@ -48,6 +57,8 @@ class ModelProfile:
                 raise ValueError(f"{key} must be in [0, 1]")
         if self.retry_after_s < 0 or self.hang_s < 0:
             raise ValueError("retry_after_s and hang_s must be >= 0")
+        if self.step_tokens < 0:
+            raise ValueError("step_tokens must be >= 0")
 
     @property
     def fault_rates(self) -> tuple[float, ...]:
@@ -59,6 +70,8 @@ class ModelProfile:
         for f in dataclasses.fields(self):
             if f.name != "latency":
                 out[f.name] = getattr(self, f.name)
+        if self.step_entropy is not None:
+            out["step_entropy"] = self.step_entropy.to_wire()
         return out
 
     def merged(self, updates: Mapping[str, Any]) -> ModelProfile:
@@ -74,7 +87,7 @@ class ModelProfile:
                 self.latency, **{k: _number(k, v) for k, v in updates.items() if k in _LATENCY_KEYS}
             )
             rest = {
-                k: (bool(v) if k in _FLAG_KEYS else _number(k, v))
+                k: _own_value(k, v)
                 for k, v in updates.items()
                 if k in own
             }
@@ -87,11 +100,19 @@ class ModelProfile:
         return (base or cls()).merged(data)
 
 
+def _own_value(key: str, value: Any) -> Any:
+    if key in _FLAG_KEYS:
+        return bool(value)
+    if key == "step_entropy":
+        return None if value is None else StepEntropy.parse(value)
+    return _number(key, value)
+
+
 def _number(key: str, value: Any) -> float | int:
     # bool is an int subclass; refuse it so `ttft_ms: true` is reported, not read as 1.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{key} must be a number")
-    if key in ("output_tokens_min", "output_tokens_max"):
+    if key in _INT_KEYS:
         return int(value)
     return float(value)
 

@@ -71,6 +71,17 @@ def filler_pieces_json(n: int) -> list[bytes]:
     return [*encoded, *map(encode_piece, filler_pieces(n)[len(encoded) :])]
 
 
+@functools.lru_cache(maxsize=64)
+def stepped_text(n: int, step_tokens: int) -> str:
+    """The first n filler words laid out as reasoning steps of `step_tokens` words each,
+    separated by blank lines (a step's first word carries the blank line before it)."""
+    words = _FILLER_SOURCE.split()
+    return "".join(
+        words[i % len(words)] if i == 0
+        else ("\n\n" if i % step_tokens == 0 else " ") + words[i % len(words)]
+        for i in range(n))
+
+
 def split_pieces(text: str) -> list[str]:
     """Split recorded text into streamable word pieces that join back to the same text."""
     pieces = _PIECE_RE.findall(text)
@@ -86,13 +97,15 @@ def continue_after(prefix: str, recorded: str | None, n: int) -> str:
     """What follows `prefix`, the start of an answer given back to be continued (vLLM's
     `continue_final_message`, Anthropic's assistant prefill): the rest of the recorded answer,
     or of the first `n` filler tokens. A prefix that ends mid-word gets at least the rest of
-    that word (so a prefix as long as the answer gets nothing more: it is complete). A prefix
-    that is not the start of the answer gets the whole answer after it, as a model answering
-    anew would."""
+    that word (so a prefix as long as the answer gets nothing more: it is complete, as is the
+    whole answer followed by whitespace). A prefix that is not the start of the answer gets the
+    whole answer after it, as a model answering anew would."""
     # The filler as long as the answer, or as the prefix if that is longer.
     answer = recorded if recorded is not None else filler_text(max(n, len(split_pieces(prefix))))
     if answer.startswith(prefix):
         return answer[len(prefix):]
+    if prefix.rstrip() == answer:  # the whole answer given back, then a blank line: complete
+        return ""
     whole = recorded if recorded is not None else filler_text(n)
     return whole if not prefix or prefix[-1].isspace() else " " + whole
 

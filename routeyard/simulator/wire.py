@@ -68,25 +68,30 @@ class OpenAISurface:
         return orjson.dumps({"error": error})
 
     def completion(self, plan: Plan) -> bytes:
+        content = plan.logprobs()
+        choice: dict[str, object] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": plan.text(), "refusal": None},
+            "logprobs": None if content is None else {"content": content, "refusal": None},
+            "finish_reason": plan.finish,
+        }
+        if plan.stop_reason is not False:
+            choice["stop_reason"] = plan.stop_reason
         body: dict[str, object] = {
             "id": self._id(),
             "object": "chat.completion",
             "created": int(time.time()),
             "model": plan.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": plan.text(), "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": plan.finish,
-                }
-            ],
+            "choices": [choice],
         }
         if not plan.profile.omit_usage:
             body["usage"] = _openai_usage(plan)
         return orjson.dumps(body)
 
     def stream(self, plan: Plan, include_usage: bool) -> _OpenAIStream:
+        content = plan.logprobs()
+        if content is not None:
+            return _OpenAILogprobStream(plan, self._id(), include_usage, content)
         return _OpenAIStream(plan, self._id(), include_usage)
 
 
@@ -133,10 +138,39 @@ class _OpenAIStream:
 
     def tail(self) -> bytes:
         out = self._chunk({}, self._plan.finish)
+        if self._plan.stop_reason is not False:  # vLLM's: on the chunk that finishes
+            ended = orjson.loads(out[6:])
+            ended["choices"][0]["stop_reason"] = self._plan.stop_reason
+            out = b"data: " + orjson.dumps(ended) + b"\n\n"
         if self._usage:
             last = {**self._base, "choices": [], "usage": _openai_usage(self._plan)}
             out += b"data: " + orjson.dumps(last) + b"\n\n"
         return out + b"data: [DONE]\n\n"
+
+
+class _OpenAILogprobStream(_OpenAIStream):
+    """A stream whose content chunks carry each token's logprobs: a chunk built per token,
+    which only requests that ask for logprobs pay for."""
+
+    __slots__ = ("_content", "_next")
+
+    def __init__(self, plan: Plan, rid: str, include_usage: bool,
+                 content: list[dict[str, object]]) -> None:
+        super().__init__(plan, rid, include_usage)
+        self._content = content
+        self._next = 0
+
+    def piece(self, piece_json: bytes) -> bytes:
+        index, self._next = self._next, self._next + 1
+        chunk: dict[str, object] = {
+            **self._base,
+            "choices": [{"index": 0, "delta": {"content": orjson.loads(piece_json)},
+                         "logprobs": {"content": [self._content[index]], "refusal": None},
+                         "finish_reason": None}],
+        }
+        if self._usage:
+            chunk["usage"] = None
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
 _ANTHROPIC_ERROR_TYPES = {

@@ -76,9 +76,13 @@ class Store(ABC):
         key id or tenant, or the hour as int(time // 3600); None without group_by)."""
 
     @abstractmethod
-    async def record_feedback(self, request_id: str, score: float) -> None:
-        """Keep a request's feedback (a reward in [0, 1]) beside its record, joined on read;
-        written through. Later feedback for the same id replaces it."""
+    async def record_feedback(self, request_id: str, score: float, *,
+                              implicit: bool = False) -> bool:
+        """Keep a request's feedback (a reward in [0, 1]) beside its record, joined on read
+        (with `feedback_implicit`); written through. Explicit feedback replaces whatever the
+        id had. Implicit feedback (inferred from behaviour) is kept only when the id has none
+        yet, atomically: it never replaces explicit feedback, nor other implicit feedback.
+        True when the feedback was kept."""
 
     @abstractmethod
     async def ping(self) -> bool:

@@ -44,7 +44,8 @@ class MemoryStore(Store):
         # flat however many requests pass through.
         self._records: deque[DecisionRecord] = deque()
         self._by_id: dict[str, DecisionRecord] = {}
-        self._feedback: dict[str, float] = {}  # request id → score, for records still held
+        # request id → (score, implicit), for records still held
+        self._feedback: dict[str, tuple[float, bool]] = {}
 
     def record_decision(self, record: DecisionRecord) -> None:
         records = self._records
@@ -64,8 +65,9 @@ class MemoryStore(Store):
         return None
 
     def _joined(self, record: DecisionRecord) -> DecisionRecord:
-        score = self._feedback.get(record.request_id)
-        return record if score is None else replace(record, feedback=score)
+        found = self._feedback.get(record.request_id)
+        return record if found is None else replace(record, feedback=found[0],
+                                                    feedback_implicit=found[1])
 
     async def get_decision(self, request_id: str) -> DecisionRecord | None:
         found = self._by_id.get(request_id)
@@ -87,12 +89,16 @@ class MemoryStore(Store):
         return aggregate_records((r for r in self._current() if matches(r, query)),
                                  query.group_by)
 
-    async def record_feedback(self, request_id: str, score: float) -> None:
+    async def record_feedback(self, request_id: str, score: float, *,
+                              implicit: bool = False) -> bool:
         feedback = self._feedback
+        if implicit and request_id in feedback:
+            return False
         feedback.pop(request_id, None)
-        feedback[request_id] = float(score)
+        feedback[request_id] = (float(score), implicit)
         while len(feedback) > self.max_records:  # ids whose records are gone, or never came
             del feedback[next(iter(feedback))]
+        return True
 
     async def ping(self) -> bool:
         return True

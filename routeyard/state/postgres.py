@@ -48,7 +48,7 @@ from routeyard.state.pg_schema import (
     where,
 )
 from routeyard.state.query import Aggregate, DecisionPage, DecisionQuery, StatsQuery, page_of
-from routeyard.state.record import to_json
+from routeyard.state.record import FEEDBACK_FIELDS, to_json
 
 _UNAVAILABLE = (*PG_ERRORS, SchemaMismatch)
 # Each record field's column type; a field added to DecisionRecord needs a migration and a row
@@ -77,11 +77,16 @@ _INSERT_ONE = (f"INSERT INTO decisions ({_COLUMNS}) VALUES ("
 # What one bad value in a batch raises: the server's data errors (NUL in text, \u0000 in
 # jsonb), and the client's, when COPY encodes a value of the wrong type or size.
 _BAD_ROW_ERRORS = (asyncpg.DataError, TypeError, ValueError, OverflowError)
-_SELECT = ("SELECT " + ", ".join(f"d.{f}" for f in DECISION_FIELDS) + ", f.score FROM "
-           "decisions AS d LEFT JOIN decision_feedback AS f ON f.request_id = d.request_id")
-_FEEDBACK_SET = ("INSERT INTO decision_feedback (request_id, score, time) VALUES ($1, $2, $3) "
-                 "ON CONFLICT (request_id) DO UPDATE SET score = EXCLUDED.score, "
-                 "time = EXCLUDED.time")
+_SELECT = ("SELECT " + ", ".join(f"d.{f}" for f in DECISION_FIELDS) + ", f.score, "
+           "f.implicit FROM decisions AS d "
+           "LEFT JOIN decision_feedback AS f ON f.request_id = d.request_id")
+_FEEDBACK_SET = ("INSERT INTO decision_feedback (request_id, score, time, implicit) "
+                 "VALUES ($1, $2, $3, false) ON CONFLICT (request_id) DO UPDATE SET "
+                 "score = EXCLUDED.score, time = EXCLUDED.time, implicit = false RETURNING 1")
+# Implicit feedback never replaces feedback already kept (explicit or not).
+_FEEDBACK_ADD_IMPLICIT = ("INSERT INTO decision_feedback (request_id, score, time, implicit) "
+                          "VALUES ($1, $2, $3, true) ON CONFLICT (request_id) DO NOTHING "
+                          "RETURNING 1")
 _RETAIN = ("DELETE FROM decisions WHERE request_id IN (SELECT request_id FROM decisions "
            "WHERE time < $1 LIMIT 10000)")
 _RETAIN_FEEDBACK = "DELETE FROM decision_feedback WHERE time < $1"
@@ -343,8 +348,11 @@ class PostgresStore(BufferedStore):
             merge(groups, rows)
         return groups
 
-    async def record_feedback(self, request_id: str, score: float) -> None:
-        await self._query(_FEEDBACK_SET, _check_key(request_id), float(score), self.clock())
+    async def record_feedback(self, request_id: str, score: float, *,
+                              implicit: bool = False) -> bool:
+        rows = await self._query(_FEEDBACK_ADD_IMPLICIT if implicit else _FEEDBACK_SET,
+                                 _check_key(request_id), float(score), self.clock())
+        return bool(rows)
 
     async def ping(self) -> bool:
         try:
@@ -425,7 +433,8 @@ def _scrub_nul(value: object) -> object:
 
 
 def _record(row: asyncpg.Record) -> DecisionRecord:
-    values = dict(zip((*DECISION_FIELDS, "feedback"), row, strict=True))
+    values = dict(zip((*DECISION_FIELDS, *FEEDBACK_FIELDS), row, strict=True))
+    values["feedback_implicit"] = bool(values["feedback_implicit"])
     detail = values["detail"]
     values["detail"] = orjson.loads(detail) if detail is not None else None
     return DecisionRecord(**values)

@@ -50,6 +50,9 @@ class DecisionRecord:
     # Feedback joined on read (kept beside the record, never written with it): the reward in
     # [0, 1], or None when no feedback came.
     feedback: float | None = None
+    # True when that feedback was inferred from behaviour (a regeneration, an abandoned
+    # stream: docs/learning.md), not given; explicit feedback replaces implicit feedback.
+    feedback_implicit: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,9 +64,11 @@ class DecisionRecord:
 
 
 _ALL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DecisionRecord))
+# The fields joined on read from the feedback kept beside a record, in order.
+FEEDBACK_FIELDS: tuple[str, ...] = ("feedback", "feedback_implicit")
 # The stored columns, in order, for row-shaped stores (SQLite, PostgreSQL, exports): every
 # field but the joined feedback. The dataclass is the single source of truth.
-DECISION_FIELDS: tuple[str, ...] = tuple(f for f in _ALL_FIELDS if f != "feedback")
+DECISION_FIELDS: tuple[str, ...] = tuple(f for f in _ALL_FIELDS if f not in FEEDBACK_FIELDS)
 # The statuses the stats count as errors (the request got no whole answer by our fault or a
 # backend's).
 ERROR_STATUSES = frozenset({"upstream_failed", "stream_broken", "shutdown"})

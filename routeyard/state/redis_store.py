@@ -153,8 +153,7 @@ class RedisStore(BufferedStore):
             raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
         if raw is None:
             return None
-        record = DecisionRecord.from_dict(orjson.loads(raw))
-        return record if score is None else replace(record, feedback=float(score))
+        return _joined(DecisionRecord.from_dict(orjson.loads(raw)), score)
 
     # -- the query API: a bounded scan of the time index (docs/state.md) -----------------
 
@@ -184,8 +183,7 @@ class RedisStore(BufferedStore):
                 if raw is None:
                     continue
                 seen += 1
-                record = DecisionRecord.from_dict(orjson.loads(raw))
-                yield record if score is None else replace(record, feedback=float(score))
+                yield _joined(DecisionRecord.from_dict(orjson.loads(raw)), score)
             if len(ids) < _SLICE:
                 return
         self.scan_truncated = True
@@ -204,12 +202,16 @@ class RedisStore(BufferedStore):
         found = [r async for r in self._scan(query.since, query.until) if matches(r, query)]
         return aggregate_records(found, query.group_by)
 
-    async def record_feedback(self, request_id: str, score: float) -> None:
+    async def record_feedback(self, request_id: str, score: float, *,
+                              implicit: bool = False) -> bool:
+        # Implicit feedback is marked by a prefix, and set only where none is (NX).
+        value = (_IMPLICIT_MARK.decode() if implicit else "") + repr(float(score))
         try:
-            await self._redis.set(self._feedback_prefix + request_id, repr(float(score)),
-                                  ex=self.ttl_seconds)
+            kept = await self._redis.set(self._feedback_prefix + request_id, value,
+                                         ex=self.ttl_seconds, nx=implicit)
         except _CONNECTION_ERRORS as exc:
             raise StoreUnavailable(f"redis store unavailable: {exc}") from exc
+        return bool(kept)
 
     async def recent_decisions(self, limit: int = 100) -> list[DecisionRecord]:
         if limit <= 0:
@@ -302,3 +304,19 @@ class RedisStore(BufferedStore):
 def _glob_escape(text: str) -> str:
     """`text` as a literal inside a Redis MATCH pattern."""
     return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+# A feedback value that starts with it was inferred (implicit); the rest is the score. A sign,
+# so that a replica of an earlier version (a rolling upgrade) still reads the score: repr()
+# never writes a leading "+", and scores are never negative.
+_IMPLICIT_MARK = b"+"
+
+
+def _joined(record: DecisionRecord, feedback: bytes | None) -> DecisionRecord:
+    """The record with its stored feedback joined (a value of an earlier version, a bare
+    score, was explicit)."""
+    if feedback is None:
+        return record
+    implicit = feedback.startswith(_IMPLICIT_MARK)
+    return replace(record, feedback=float(feedback[1:] if implicit else feedback),
+                   feedback_implicit=implicit)

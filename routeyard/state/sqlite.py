@@ -221,6 +221,7 @@ class SQLiteStore(BufferedStore):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         for statement in q.V2_SCHEMA:
             conn.execute(statement)
+        q.add_feedback_columns(conn)
         if version < q.SCHEMA_VERSION:  # roll-ups made again from the records, when first read
             # (time, request_id) serves every query the time index did: one index less to
             # keep up on each insert.
@@ -443,11 +444,12 @@ class SQLiteStore(BufferedStore):
         except _KV_ERRORS as exc:
             raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
 
-    async def record_feedback(self, request_id: str, score: float) -> None:
+    async def record_feedback(self, request_id: str, score: float, *,
+                              implicit: bool = False) -> bool:
         await super().flush()  # its record first, if it still waits in the buffer
         try:
-            await self._in_writer(lambda: q.set_feedback(self._writer_conn(), request_id,
-                                                         float(score), self.clock()))
+            return await self._in_writer(lambda: q.set_feedback(
+                self._writer_conn(), request_id, float(score), self.clock(), implicit))
         except _KV_ERRORS as exc:
             raise StoreUnavailable(f"sqlite store unavailable: {exc}") from exc
 

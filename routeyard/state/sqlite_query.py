@@ -32,6 +32,7 @@ from routeyard.state.query import (
     bucket,
     page_of,
 )
+from routeyard.state.record import FEEDBACK_FIELDS
 
 SCHEMA_VERSION = 3  # 3: roll-ups made from the table, up to a mark
 # Schema v2: the query API's tables and indexes (created at open; the columns are added by
@@ -46,7 +47,8 @@ V2_SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS decision_feedback (
         request_id TEXT PRIMARY KEY,
         score REAL NOT NULL,
-        time REAL NOT NULL
+        time REAL NOT NULL,
+        implicit INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS decision_feedback_time ON decision_feedback (time)",
     # The rowid of the last record the roll-ups count.
@@ -93,7 +95,10 @@ _ROLLUP_FEEDBACK = ("UPDATE decision_rollups SET feedback_count = feedback_count
 # What the stats read of each record on the raw path (feedback comes from its own query).
 _RAW_COLUMNS = ("d.status, d.latency_ms, d.ttft_ms, d.prompt_tokens, d.completion_tokens, "
                 "d.cost_usd, d.dearest_cost_usd, d.cache")
-_SELECT = ", ".join(f"d.{f}" for f in DECISION_FIELDS) + ", f.score"
+_SELECT = ", ".join(f"d.{f}" for f in DECISION_FIELDS) + ", f.score, f.implicit"
+# What a file written before implicit feedback holds, opened read-only (so not upgraded): its
+# feedback is all explicit.
+_SELECT_BEFORE_IMPLICIT = _SELECT.replace("f.implicit", "0")
 _FROM = "decisions AS d LEFT JOIN decision_feedback AS f ON f.request_id = d.request_id"
 _CHUNK = 500
 _FEEDBACK_MARGIN_S = 3600.0
@@ -210,18 +215,33 @@ def _add_to_rollups(conn: sqlite3.Connection, fine: dict[tuple[Any, ...], Aggreg
                                       pack(agg.latency), pack(agg.ttft)))
 
 
-def set_feedback(conn: sqlite3.Connection, request_id: str, score: float, now: float) -> None:
+def add_feedback_columns(conn: sqlite3.Connection) -> None:
+    """Bring a `decision_feedback` table made by an earlier version up to date (in the
+    caller's transaction): its rows were all explicit."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(decision_feedback)")}
+    if "implicit" not in present:
+        conn.execute("ALTER TABLE decision_feedback ADD COLUMN implicit INTEGER NOT NULL "
+                     "DEFAULT 0")
+
+
+def set_feedback(conn: sqlite3.Connection, request_id: str, score: float, now: float,
+                 implicit: bool = False) -> bool:
     """Keep (or replace) a request's feedback, and count it in its record's roll-ups. Before
-    its record is rolled up, it is kept only, and counted when the record is."""
+    its record is rolled up, it is kept only, and counted when the record is. Implicit
+    feedback is kept only when the id has none (see Store.record_feedback); True when kept."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         record = conn.execute(f"SELECT time, {_DIM_FIELDS}, rowid FROM decisions "
                               "WHERE request_id = ?", (request_id,)).fetchone()
         old = conn.execute("SELECT score FROM decision_feedback WHERE request_id = ?",
                            (request_id,)).fetchone()
-        conn.execute("INSERT OR REPLACE INTO decision_feedback (request_id, score, time) "
-                     "VALUES (?, ?, ?)", (request_id, score,
-                                          record[0] if record is not None else now))
+        if implicit and old is not None:
+            conn.execute("COMMIT")
+            return False
+        conn.execute("INSERT OR REPLACE INTO decision_feedback (request_id, score, time, "
+                     "implicit) VALUES (?, ?, ?, ?)",
+                     (request_id, score, record[0] if record is not None else now,
+                      int(implicit)))
         if record is not None and record[-1] <= rolled_through(conn):
             hour = int(record[0] // 3600)
             count, delta = (1, score) if old is None else (0, score - old[0])
@@ -235,6 +255,7 @@ def set_feedback(conn: sqlite3.Connection, request_id: str, score: float, now: f
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    return True
 
 
 def prune_older(conn: sqlite3.Connection, cutoff: float, limit: int = 10_000) -> int:
@@ -259,8 +280,9 @@ def prune_older(conn: sqlite3.Connection, cutoff: float, limit: int = 10_000) ->
 
 
 def record_of(row: tuple[Any, ...]) -> DecisionRecord:
-    values = dict(zip((*DECISION_FIELDS, "feedback"), row, strict=True))
+    values = dict(zip((*DECISION_FIELDS, *FEEDBACK_FIELDS), row, strict=True))
     values["stream"] = bool(values["stream"])
+    values["feedback_implicit"] = bool(values["feedback_implicit"])
     detail = values["detail"]
     values["detail"] = orjson.loads(detail) if detail else None
     return DecisionRecord(**values)
@@ -292,16 +314,25 @@ def query_page(conn: sqlite3.Connection, query: DecisionQuery) -> DecisionPage:
         terms.append("d.time <= ? AND (d.time < ? OR d.request_id < ?)")
         args += [query.after[0], query.after[0], query.after[1]]
     where = (" WHERE " + " AND ".join(terms)) if terms else ""
-    rows = conn.execute(f"SELECT {_SELECT} FROM {_FROM}{where} "
-                        "ORDER BY d.time DESC, d.request_id DESC LIMIT ?",
-                        (*args, query.limit + 1)).fetchall()
+    rows = _select(conn, f"FROM {_FROM}{where} ORDER BY d.time DESC, d.request_id DESC "
+                   "LIMIT ?", (*args, query.limit + 1))
     return page_of([record_of(row) for row in rows], query.limit)
 
 
 def get_one(conn: sqlite3.Connection, request_id: str) -> DecisionRecord | None:
-    rows = conn.execute(f"SELECT {_SELECT} FROM {_FROM} WHERE d.request_id = ?",
-                        (request_id,)).fetchall()
+    rows = _select(conn, f"FROM {_FROM} WHERE d.request_id = ?", (request_id,))
     return record_of(rows[0]) if rows else None
+
+
+def _select(conn: sqlite3.Connection, tail: str, args: tuple[Any, ...]) -> list[Any]:
+    """The records' rows, feedback joined; from a file older than implicit feedback too
+    (opened read-only by evaluate-policy or advise, so never upgraded)."""
+    try:
+        return conn.execute(f"SELECT {_SELECT} {tail}", args).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "f.implicit" not in str(exc):
+            raise
+        return conn.execute(f"SELECT {_SELECT_BEFORE_IMPLICIT} {tail}", args).fetchall()
 
 
 def _aggregate(row: tuple[Any, ...]) -> Aggregate:

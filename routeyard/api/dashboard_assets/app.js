@@ -6,6 +6,7 @@ import { LiveView } from "./live.js";
 import { CacheView, CostView, ErrorsView, LatencyView, TrafficView } from "./views.js";
 import { QualityView, SignalsView } from "./quality.js";
 import { ConfigView } from "./config.js";
+import { FrontierView } from "./frontier.js";
 
 const TABS = [
   ["live", "Live", LiveView],
@@ -15,6 +16,7 @@ const TABS = [
   ["errors", "Errors & failover", ErrorsView],
   ["cache", "Cache", CacheView],
   ["quality", "Quality", QualityView],
+  ["frontier", "Frontier", FrontierView],
   ["signals", "Signals", SignalsView],
   ["config", "Config", ConfigView],
 ];

@@ -65,6 +65,8 @@ def check_reward(reward: float) -> float:
 class OnlineAlgorithm(SelectionAlgorithm):
     """A selection algorithm that learns from rewards in [0, 1] while serving."""
 
+    gives_scores = True  # Elo's first games excepted: then a softmax keeps its choice
+
     def __init__(self, options: dict[str, Any] | None = None, build: AlgorithmBuild | None = None):
         super().__init__(options, build)
         self.lam = number(self.options, "lambda", 0.0)
