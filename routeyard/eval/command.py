@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from routeyard.eval import runner
+from routeyard.eval import ensemble_sweep, runner
 
 
 def configure_eval(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +33,7 @@ def configure_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true",
                         help="with --out, write eval.json only (no matplotlib/plotly needed)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    ensemble_sweep.add_options(parser)
 
 
 def configure_train(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +63,9 @@ def run_eval(args: argparse.Namespace) -> int:
         names = _algorithms(getattr(args, "algorithms", None))
         # Checked before loading anything, so a typo fails in a second, not after training.
         runner.check_algorithms(names if names is not None else [])
+        # Before training, so that a bad ensemble option fails in seconds.
+        ensembles = (ensemble_sweep.from_args(args) if getattr(args, "ensembles", False)
+                     else None)
         result = runner.evaluate(args.data, names, progress=not getattr(args, "quiet", False),
                                  test_fraction=getattr(args, "test_fraction", 0.2),
                                  seed=getattr(args, "seed", 0))
@@ -69,6 +73,8 @@ def run_eval(args: argparse.Namespace) -> int:
         return _fail(str(error))
     if not result["algorithms"]:
         return _fail("no algorithm is registered")
+    if ensembles is not None:
+        result["ensembles"] = ensembles
     status = 0
     if getattr(args, "out", None):
         out = Path(args.out)
@@ -83,6 +89,8 @@ def run_eval(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(result).decode() + "\n")
     else:
         sys.stdout.write(summary(result))
+        if ensembles is not None:
+            sys.stdout.write(ensemble_sweep.summary(ensembles))
     return status
 
 
