@@ -30,6 +30,7 @@ from routeyard.catalog import load_config
 from routeyard.config import RouteyardConfig
 from routeyard.decisions import Decision
 from routeyard.gateway import Gateway
+from routeyard.gateway.sessions import SessionTracker
 from routeyard.metrics import Metrics
 from routeyard.plugins import PluginBuild
 from routeyard.pool import Pool
@@ -38,6 +39,7 @@ from routeyard.selection import AlgorithmBuild, OnlineAlgorithm
 from routeyard.selection.exploration import spend_recorder
 from routeyard.selection.ledger import BudgetLedger
 from routeyard.serving.accounting import Accountant
+from routeyard.serving.affinity import EndpointAffinity
 from routeyard.serving.cascade import CascadeHandler, cascade_options
 from routeyard.serving.collaborate import collaborate_handlers
 from routeyard.serving.continuation import any_can_continue
@@ -85,7 +87,7 @@ class Router:
         # random draws.
         self.planner = Planner(config, self.pool, AlgorithmBuild(
             base_dir, entropy=secrets.randbits(64), ledger=self.budget_ledger,
-            tracker=self.tracker))
+            tracker=self.tracker), store=self.store)
         self.aliases = self.planner.aliases
         self.feedback = FeedbackService(self.store, {
             name: algorithm for name, algorithm in self.planner.algorithms.items()
@@ -100,9 +102,22 @@ class Router:
             self.accountant.observe(ImplicitFeedback.build(
                 implicit, config.signals.embedding_model.model, self.feedback, self.store,
                 self.metrics, self.background.spawn).observe)
+        # Agent sessions' state and budgets (off: nothing built, nothing read).
+        self.sessions = SessionTracker(config.sessions, self.store, self.background.spawn) \
+            if SessionTracker.wanted(config.sessions) else None
+        if self.sessions is not None:
+            self.accountant.observe(self.sessions.observe)
         decisions = self.planner.decisions
-        self.plugins: dict[str, Chain] = build_plugins(decisions, PluginBuild(self.store))
+        self.plugins: dict[str, Chain] = build_plugins(decisions, PluginBuild(
+            self.store, reasoning_models=frozenset(
+                m.name for m in config.models if m.capabilities.reasoning)))
         self.stacks: dict[str, Handler] = self._stacks(decisions)
+        # Session affinity (off: nothing built): each stack prefers the session's endpoint.
+        self.affinity = EndpointAffinity.build(config.sessions, self.store,
+                                               self.background.spawn)
+        if self.affinity is not None:
+            self.stacks = {name: self.affinity.wrap(stack) for name, stack in self.stacks.items()}
+            self.accountant.observe(self.affinity.observe)
         # Shadow traffic: mirrors sampled requests once they are answered; with its own draws,
         # and its own tasks, which closing cancels (a hanging shadow never holds up a reload).
         self.shadow_tasks = TaskSet()
@@ -196,10 +211,15 @@ class Router:
         model a conversation is on, kept while its decision still lists it. The caller's key
         (from `headers`) must allow the model asked for and the decision that routes it."""
         caller = await self.gateway.caller(headers, body["model"])
+        session, session_steer = None, None
+        if self.sessions is not None:  # its id (400 if bad), its budgets (429 if spent)
+            session, session_steer = await self.sessions.begin(body, headers or {}, caller)
         plan = await self.planner.plan(body, headers, explain=explain, prefer=prefer,
-                                       steer=self.gateway.steer(caller))
+                                       steer=self.gateway.steer(caller),
+                                       session_steer=session_steer)
         caller.check_decision(plan.decision)
         plan.caller = caller
+        plan.session = session
         return plan
 
     async def route(self, request: str | dict[str, Any],

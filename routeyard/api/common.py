@@ -28,6 +28,7 @@ from routeyard.serving.handler import Answer
 from routeyard.serving.planner import RoutePlan
 from routeyard.serving.relay import StreamRelay
 from routeyard.serving.request import wants_stream
+from routeyard.signals.session import CHAIN_HEADER
 
 JSON = "application/json"
 
@@ -53,6 +54,7 @@ def request_headers(request: Request) -> dict[str, str]:
                for key, value in request.scope["headers"]}
     if "authorization" not in headers and "x-api-key" in headers:
         headers["authorization"] = f"Bearer {headers['x-api-key']}"
+    headers.pop(CHAIN_HEADER, None)  # the Responses surface sets it; never a client
     return headers
 
 

@@ -36,31 +36,39 @@ class ErrorStyle:
     """OpenAI's error schema; subclasses render another surface's."""
 
     def body(self, status: int, message: str, *, type_: str | None = None,
-             code: str | None = None, param: str | None = None) -> bytes:
+             code: str | None = None, param: str | None = None,
+             extra: Mapping[str, object] | None = None) -> bytes:
         return orjson.dumps({"error": {
             "message": message, "type": type_ or _OPENAI_TYPE_BY_STATUS.get(status,
                                                                             "server_error"),
-            "param": param, "code": code}})
+            "param": param, "code": code, **(extra or {})}})
 
     def response(self, status: int, message: str, *, type_: str | None = None,
                  code: str | None = None, param: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> Response:
-        return Response(self.body(status, message, type_=type_, code=code, param=param),
+                 headers: Mapping[str, str] | None = None,
+                 extra: Mapping[str, object] | None = None) -> Response:
+        return Response(self.body(status, message, type_=type_, code=code, param=param,
+                                  extra=extra),
                         status_code=status, headers=dict(headers or {}), media_type=_JSON)
 
     def for_error(self, error: RouteyardError,
                   extra_headers: Mapping[str, str] | None = None) -> Response:
+        """`error.extra`, where an error has one (a session budget's figures), adds fields to
+        the error object beside message, type, param and code."""
         return self.response(error.status, error.message, type_=error.type, code=error.code,
                              param=error.param, headers={**error.headers,
-                                                         **(extra_headers or {})})
+                                                         **(extra_headers or {})},
+                             extra=getattr(error, "extra", None))
 
 
 class AnthropicErrorStyle(ErrorStyle):
     def body(self, status: int, message: str, *, type_: str | None = None,
-             code: str | None = None, param: str | None = None) -> bytes:
+             code: str | None = None, param: str | None = None,
+             extra: Mapping[str, object] | None = None) -> bytes:
         # Anthropic's types are few and fixed: ours (an OpenAI type) is mapped by status.
         kind = _ANTHROPIC_TYPE_BY_STATUS.get(status, "api_error")
-        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message,
+                                                        **(extra or {})}})
 
 
 OPENAI = ErrorStyle()

@@ -47,6 +47,7 @@ from routeyard.errors import InvalidRequest, RouteyardError
 from routeyard.router import Router
 from routeyard.serving.planner import RoutePlan
 from routeyard.serving.relay import StreamFailure, StreamRelay
+from routeyard.signals.session import CHAIN_HEADER
 from routeyard.state import StoreUnavailable
 
 log = logging.getLogger("routeyard.api.responses")
@@ -76,12 +77,13 @@ class _Saver:
     """Keeps a finished turn, when it is to be stored."""
 
     def __init__(self, router: Router, turn: Turn, owner: str, plan: RoutePlan,
-                 history: list[JSONDict]) -> None:
+                 history: list[JSONDict], chain_root: str | None = None) -> None:
         self.store = _store(router)
         self.turn = turn
         self.owner = owner
         self.plan = plan
         self.history = history
+        self.chain_root = chain_root  # the first response of the chain this turn continues
 
     async def save(self, response: JSONDict, message: JSONDict, model: str | None) -> None:
         """Store the response; a store that is down loses it (logged, and the response says
@@ -93,6 +95,10 @@ class _Saver:
             conversation=[*self.history, *self.turn.messages, message])
         try:
             await self.store.save(record)
+            if self.chain_root is not None:
+                await self.store.store.set_value(_chain_key(response["id"]),
+                                                 self.chain_root.encode(),
+                                                 ttl_s=self.store.ttl_s)
         except StoreUnavailable as error:
             log.warning("response %s not stored: %s", response["id"], error)
             response["store"] = False
@@ -105,6 +111,7 @@ async def create_response(request: Request) -> Response:
     router.in_flight += 1
     streaming = False
     headers = request_headers(request)
+    headers.pop(CHAIN_HEADER, None)  # ours to set, never a client's
     trace = begin_trace(request, headers, "responses")
     status = 500
     try:
@@ -117,13 +124,17 @@ async def create_response(request: Request) -> Response:
                 if previous_id is not None else None
             history = previous.conversation if previous is not None else []
             turn = translate_request(data, history)
+            root = None
+            if previous_id is not None and previous is not None and router.sessions is not None:
+                root = await _chain_root(router, previous_id, previous)
+                headers[CHAIN_HEADER] = root  # the session: docs/sessions.md
             plan = await plan_turn(router, turn.body, headers, previous)
         except RouteyardError as error:
             router.accountant.rejected(error)
             status = error.status
             raise
         trace_plan(trace, plan, turn.body)
-        saver = _Saver(router, turn, owner, plan, history) if turn.store else None
+        saver = _Saver(router, turn, owner, plan, history, root) if turn.store else None
         out_headers = decision_headers(plan)
         try:
             if turn.stream:
@@ -151,6 +162,20 @@ async def create_response(request: Request) -> Response:
             trace.detach()
             if not streaming:
                 trace.end(status)
+
+
+def _chain_key(response_id: str) -> str:
+    return f"response-chain:{response_id}"
+
+
+async def _chain_root(router: Router, previous_id: str, previous: StoredResponse) -> str:
+    """The id of the first response of the chain `previous` ends: itself when it chained on
+    nothing, else what was kept beside it (itself again for a chain stored while sessions
+    were off: the session then begins there)."""
+    if previous.response.get("previous_response_id") is None:
+        return previous_id
+    raw = await router.store.get_value(_chain_key(previous_id))
+    return raw.decode() if raw is not None else previous_id
 
 
 async def _events(relay: StreamRelay, turn: Turn, plan: RoutePlan, saver: _Saver | None

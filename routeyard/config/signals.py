@@ -6,6 +6,7 @@ mapping from each signal's name to its settings. A rule leaf references `family:
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -176,6 +177,61 @@ class GuardFamily(FamilyPolicy):
                         "prompt injection or a harmful request). Answer 'safe' or 'unsafe'.")
 
 
+# `session_risk` levels when the config names none: cumulative risk at which each name holds.
+# From bench/session_risk_eval.py (decay 0.5): about 5% and 1% of benign multi-turn chats.
+SESSION_RISK_LEVELS = {"elevated": 1.2, "high": 1.4}
+
+
+class SessionRiskFamily(FamilyPolicy):
+    """A session's decayed cumulative jailbreak and PII risk (docs/sessions.md#session-risk).
+    Names: the keys of `levels`; each holds once the risk, this turn included, reaches its
+    value. It reads and writes the store, so its `timeout_ms` budget applies."""
+
+    levels: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: dict(SESSION_RISK_LEVELS))
+    decay: Probability = 0.5  # the previous risk's weight one turn later
+    half_life_s: Annotated[float, Field(gt=0)] | None = None  # also decay with idle time
+    jailbreak_weight: Annotated[float, Field(ge=0)] = 1.0  # times the turn's attack score
+    pii_weight: Annotated[float, Field(ge=0)] = 0.3  # times the turn's strongest PII span
+    pii_entities: list[Literal["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE",
+                               "IP_ADDRESS", "US_SSN", "PERSON", "LOCATION",
+                               "STREET_ADDRESS"]] = Field(
+        default_factory=lambda: list(PII_ENTITIES))
+    artifact: str | None = None  # the jailbreak classifier, as for the jailbreak family
+
+    @model_validator(mode="after")
+    def _some_level(self) -> SessionRiskFamily:
+        if not self.levels:
+            raise ValueError("give at least one level")
+        return self
+
+
+class StepTypeFamily(FamilyPolicy):
+    """Which step of an agent loop a request is (`routeyard/signals/step_type.py`). Names:
+    planning, tool_result, final, error_recovery; at most one holds."""
+
+    # Extra regexes (case-insensitive) that mark a tool result as an error, on top of the
+    # built-in markers (is_error, an `error` key, a traceback, `Error:`, a non-zero exit code).
+    error_patterns: list[str] = Field(default_factory=list)
+    # Regexes (case-insensitive) on the last user turn that ask the agent to conclude; None:
+    # the built-in list ("final answer", "wrap up", "summari[sz]e your findings", ...).
+    final_patterns: list[str] | None = None
+    # Characters read from each end of a tool result: errors show in its first or last lines,
+    # and a long file listing is not worth scanning whole.
+    scan_chars: Annotated[int, Field(ge=64)] = 1500
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> StepTypeFamily:
+        for field_name in ("error_patterns", "final_patterns"):
+            for index, pattern in enumerate(getattr(self, field_name) or ()):
+                try:
+                    re.compile(pattern)
+                except re.error as error:
+                    raise ValueError(f"{field_name}[{index}] is not a valid regex: {error}"
+                                     ) from None
+        return self
+
+
 class EmbeddingModelConfig(Strict):
     # "builtin" is the bundled static model (no torch); anything else is a sentence-transformers
     # model name or path, which needs the `embeddings-st` extra.
@@ -196,6 +252,8 @@ class SignalsConfig(Strict):
     jailbreak: JailbreakFamily | None = None
     pii: PiiFamily | None = None
     guard: GuardFamily | None = None
+    session_risk: SessionRiskFamily | None = None
+    step: StepTypeFamily | None = None
     embedding_model: EmbeddingModelConfig = EmbeddingModelConfig()
 
     def families(self) -> dict[str, FamilyPolicy]:
@@ -205,7 +263,8 @@ class SignalsConfig(Strict):
 
 FAMILY_NAMES = _FAMILY_FIELDS = (
     "keyword", "context_length", "language", "conversation", "modality", "authz", "metadata",
-    "embedding", "domain", "complexity", "jailbreak", "pii", "guard",
+    "embedding", "domain", "complexity", "jailbreak", "pii", "guard", "session_risk",
+    "step",
 )
 
 
@@ -246,6 +305,7 @@ CONVERSATION_NAMES = frozenset({"multi_turn", "long_conversation", "has_tools", 
 MODALITY_NAMES = frozenset({"image", "audio", "file", "text_only"})
 COMPLEXITY_NAMES = frozenset({"easy", "medium", "hard"})
 JAILBREAK_NAMES = frozenset({"jailbreak", "harmful"})
+STEP_NAMES = frozenset({"planning", "tool_result", "final", "error_recovery"})
 # Families whose names are the keys of one mapping in their config.
 _NAMED_BY = {"keyword": "sets", "context_length": "bands", "authz": "roles", "metadata": "hints",
              "embedding": "sets"}
@@ -262,8 +322,13 @@ def declared_names(family: str, raw: dict[str, Any]) -> set[str] | None:
         return set(MODALITY_NAMES)
     if family == "guard":
         return {"unsafe"}
+    if family == "session_risk":
+        levels = raw.get("levels", SESSION_RISK_LEVELS)
+        return set(levels) if isinstance(levels, dict) else set()
     if family == "jailbreak":
         return set(JAILBREAK_NAMES)
+    if family == "step":
+        return set(STEP_NAMES)
     if family == "pii":
         entities = raw.get("entities", PII_ENTITIES)
         return set(entities if isinstance(entities, list | tuple) else PII_ENTITIES) | {"any"}

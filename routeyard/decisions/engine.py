@@ -37,6 +37,7 @@ from routeyard.signals import RequestContext, SignalEngine, SignalReport
 
 if TYPE_CHECKING:
     from routeyard.pool import Pool
+    from routeyard.state import Store
 
 
 @dataclass(slots=True, frozen=True)
@@ -74,8 +75,9 @@ class _CompiledDecision:
 
 class DecisionEngine:
     def __init__(self, config: RouteyardConfig, base_dir: Path | None = None, *,
-                 pool: Pool | None = None) -> None:
-        """`pool`: for signal families that call a model (guard)."""
+                 pool: Pool | None = None, store: Store | None = None) -> None:
+        """`pool`: for signal families that call a model (guard); `store`: for those that keep
+        state (session_risk)."""
         signals, rules = desugar(config)
         ordered = sorted(range(len(config.decisions)),
                          key=lambda i: (-config.decisions[i].priority, i))
@@ -101,7 +103,7 @@ class DecisionEngine:
                     family, name = when.split(":", 1)
                     referenced.setdefault(family, set()).add(name)
         self.signals = SignalEngine(signals, referenced, base_dir,
-                                    embedder_needed=needs_embedding, pool=pool)
+                                    embedder_needed=needs_embedding, pool=pool, store=store)
 
     def decisions(self) -> list[_CompiledDecision]:
         return list(self._decisions)

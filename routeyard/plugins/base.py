@@ -35,6 +35,8 @@ class PluginBuild:
     """What a plugin is built with besides its options."""
 
     store: Store | None = None  # the Router's state store (a Redis-shared cache uses it)
+    # The models whose capabilities.reasoning is true (step_effort's default `models`).
+    reasoning_models: frozenset[str] | None = None
 
 
 @dataclass(slots=True)

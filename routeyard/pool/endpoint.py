@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from routeyard.config.schema import ModelConfig
+from routeyard.pool.preference import EndpointPreference
 from routeyard.pool.providers.base import EndpointTarget, Provider
 
 
@@ -90,8 +91,24 @@ class PooledModel:
     def fits(self, prompt_tokens: int) -> bool:
         return prompt_tokens <= self.config.context_window
 
-    def endpoints_in_order(self) -> list[Endpoint]:
-        """Endpoints by weighted load, lowest first. The executor skips unavailable ones."""
+    def endpoints_in_order(self, prefer: EndpointPreference | None = None) -> list[Endpoint]:
+        """Endpoints by weighted load, lowest first; a session's preferred endpoint of this
+        model first when it may be (see preference.py). The executor skips unavailable ones."""
         if len(self.endpoints) == 1:
             return self.endpoints
-        return sorted(self.endpoints, key=Endpoint.load)
+        ordered = sorted(self.endpoints, key=Endpoint.load)
+        if prefer is None or prefer.model != self.name:
+            return ordered
+        return _preferred_first(ordered, prefer)
+
+
+def _preferred_first(ordered: list[Endpoint], prefer: EndpointPreference) -> list[Endpoint]:
+    """`ordered` (by load, lowest first) with the preferred endpoint moved to the front, or
+    unchanged: when it is gone (a reload removed it), unavailable, or overloaded."""
+    preferred = next((e for e in ordered if e.name == prefer.endpoint), None)
+    if preferred is None or preferred is ordered[0] or not preferred.is_available():
+        return ordered
+    least = next((e for e in ordered if e.is_available()), preferred)
+    if preferred.load() - least.load() > prefer.max_extra_load:
+        return ordered  # a hot session endpoint: spread the load; the cache rebuilds elsewhere
+    return [preferred, *(e for e in ordered if e is not preferred)]

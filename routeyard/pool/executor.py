@@ -28,6 +28,7 @@ from routeyard.config.schema import PoolConfig
 from routeyard.metrics import Metrics
 from routeyard.pool.endpoint import Endpoint, PooledModel
 from routeyard.pool.latency import LatencyTracker
+from routeyard.pool.preference import current_preference
 from routeyard.pool.providers.base import (
     ChatStream,
     EndpointTarget,
@@ -196,8 +197,9 @@ class Executor:
         deadline = time.monotonic() + self.timeouts.total_s
         attempts: list[AttemptLog] = []
         last: UpstreamError | None = None
+        prefer = current_preference()  # a session's endpoint (affinity), usually None
         for model in models:
-            for endpoint in model.endpoints_in_order():
+            for endpoint in model.endpoints_in_order(prefer):
                 if usable is not None and not usable(endpoint):
                     attempts.append(AttemptLog(model.name, endpoint.name, "skipped:unusable"))
                     continue

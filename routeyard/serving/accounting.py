@@ -142,7 +142,7 @@ class Accountant:
             key_id=caller.key_id if caller is not None else None,
             tenant=caller.tenant if caller is not None else None,
             ttft_ms=ttft_s * 1000 if ttft_s is not None else None, cache=plan.cache,
-            dearest_cost_usd=dearest,
+            dearest_cost_usd=dearest, session=plan.session,
         )
         self.store.record_decision(record)
         for observer in self.observers:

@@ -25,11 +25,13 @@ from routeyard.errors import (
     ModelNotFound,
 )
 from routeyard.gateway import Caller, SoftBudgetSteer, Ticket
+from routeyard.gateway.session_budget import SessionSteer
 from routeyard.pool import Pool, PooledModel
 from routeyard.selection import AlgorithmBuild, make_algorithm
 from routeyard.selection.exploration import Explorer, make_explorer
 from routeyard.serving.capabilities import Needs, Skips
 from routeyard.signals import RequestContext, SignalReport
+from routeyard.state import Store
 from routeyard.tokens import prompt_size_upper_bound
 
 DIRECT = "direct"  # the decision name shown when a concrete model was asked for
@@ -50,6 +52,7 @@ class RoutePlan:
     skipped: list[dict[str, str]] = field(default_factory=list)
     caller: Caller | None = None  # whose key (the gateway's)
     ticket: Ticket | None = None  # its admission, settled by the accounting
+    session: str | None = None  # its agent session, when sessions are tracked (gateway)
     # -- for the decision log (filled as the request goes; see accounting.py) --
     surface: str = "chat"  # the API surface it came in on
     candidates: list[PooledModel] = field(default_factory=list)  # the decision's candidates
@@ -84,14 +87,16 @@ class RoutePlan:
 
 
 class Planner:
-    def __init__(self, config: RouteyardConfig, pool: Pool, build: AlgorithmBuild) -> None:
-        """`build` carries what the decisions' algorithms are built with (the Router's)."""
+    def __init__(self, config: RouteyardConfig, pool: Pool, build: AlgorithmBuild,
+                 store: Store | None = None) -> None:
+        """`build` carries what the decisions' algorithms are built with (the Router's);
+        `store` is for signal families that keep state (the Router's)."""
         self.pool = pool
         self.aliases = frozenset(config.aliases)
         self.model_routes = [(r.match, r.decision) for r in config.model_routes]
         self._routed_names: dict[str, tuple[bool, str | None]] = {}  # name → (routed, forced)
         self.allow_direct = config.allow_direct_models
-        self.engine = DecisionEngine(config, build.base_dir, pool=pool)
+        self.engine = DecisionEngine(config, build.base_dir, pool=pool, store=store)
         self.decisions = [c.decision for c in self.engine.decisions()] + [self.engine.default]
         self.algorithms = {d.name: make_algorithm(d.algorithm, d.options, build)
                            for d in self.decisions}
@@ -103,20 +108,23 @@ class Planner:
 
     async def plan(self, body: dict[str, Any], headers: dict[str, str] | None = None, *,
                    explain: bool = False, prefer: str | None = None,
-                   steer: SoftBudgetSteer | None = None) -> RoutePlan:
+                   steer: SoftBudgetSteer | None = None,
+                   session_steer: SessionSteer | None = None) -> RoutePlan:
         """`prefer`: the model a conversation was on (a stored Responses chain): kept when the
         decision still lists it and it can take the request. `steer`: the caller's soft
-        budget, which may shift the selection to a cheaper candidate."""
+        budget, which may shift the selection to a cheaper candidate; `session_steer` the
+        session's draining budget, after it (cheaper candidates, lower effort)."""
         started = time.monotonic()
         ctx = self.engine.context(body, headers)
         name = body["model"]
         if name in self.aliases:
-            return await self._plan_routed(ctx, started, explain, prefer=prefer, steer=steer)
+            return await self._plan_routed(ctx, started, explain, prefer=prefer, steer=steer,
+                                           session_steer=session_steer)
         # A configured model's own name wins over a pattern that would also match it.
         routed, forced = (False, None) if name in self.pool.models else self.route_of(name)
         if routed:
             return await self._plan_routed(ctx, started, explain, forced, prefer=prefer,
-                                           steer=steer)
+                                           steer=steer, session_steer=session_steer)
         if not self.allow_direct:
             raise Forbidden(
                 f"This router routes every request: use an alias "
@@ -155,7 +163,8 @@ class Planner:
 
     async def _plan_routed(self, ctx: RequestContext, started: float, explain: bool,
                            forced: str | None = None, *, prefer: str | None = None,
-                           steer: SoftBudgetSteer | None = None) -> RoutePlan:
+                           steer: SoftBudgetSteer | None = None,
+                           session_steer: SessionSteer | None = None) -> RoutePlan:
         outcome = await self.engine.decide(ctx, explain=explain, force=forced)
         decision = outcome.decision
         needs = Needs.of(ctx.body)
@@ -176,6 +185,10 @@ class Planner:
                 selection = steered
             else:
                 steer_kept = True
+            if session_steer is not None and selection is not None:
+                steered = session_steer.adjust(selection, servable, tokens, ctx)
+                if steered is not selection:  # neither explored nor kept on `prefer`
+                    selection, steer_kept, prefer = steered, False, None
             explorer = self.explorers.get(decision.name) if self.explorers else None
             if explorer is not None and selection is not None and steer_kept:
                 drawn = explorer.apply(selection, servable)
@@ -201,6 +214,8 @@ class Planner:
             if chosen is None:
                 raise skips.error(decision.name)
         effort = decision.efforts.get(chosen.name)
+        if session_steer is not None:
+            effort = session_steer.effort(effort)
         # Failover order: the chosen model, the other candidates, then the fallbacks; each
         # gets the same body, so the chosen candidate's reasoning effort too.
         failover_needs, why_failover = needs, ""

@@ -10,6 +10,8 @@ from routeyard.signals import (  # noqa: F401 - importing registers the families
     pii,
     request_signals,
     semantic_signals,
+    session_risk,
+    step_type,
     text_signals,
 )
 from routeyard.signals.base import FAMILIES, FamilyResult, Match, RequestContext

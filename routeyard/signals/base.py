@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from routeyard.pool import Pool
     from routeyard.signals.embedder import Embedder
+    from routeyard.state import Store
 
 
 @dataclass(slots=True)
@@ -94,6 +95,7 @@ class FamilyBuild:
     embedder: Embedder | None = None  # the shared embedding model, when some family needs it
     base_dir: Path | None = None  # files a family names resolve against it
     pool: Pool | None = None  # the Router's pool, for families that call a model (guard)
+    store: Store | None = None  # the Router's store, for families that keep state (session_risk)
 
 
 class Family(ABC):

@@ -18,6 +18,7 @@ from routeyard.signals.embedder import Embedder, load_embedder
 
 if TYPE_CHECKING:
     from routeyard.pool import Pool
+    from routeyard.state import Store
 
 log = logging.getLogger("routeyard.signals")
 
@@ -56,17 +57,17 @@ class SignalReport:
 class SignalEngine:
     def __init__(self, config: SignalsConfig, referenced: Mapping[str, set[str]],
                  base_dir: Path | None = None, *, embedder_needed: bool = False,
-                 pool: Pool | None = None) -> None:
+                 pool: Pool | None = None, store: Store | None = None) -> None:
         """`referenced` maps each family that some rule uses to the names it uses;
         `embedder_needed` loads the embedding model for others (learned selection); `pool`
-        is for families that call a model (guard)."""
+        is for families that call a model (guard); `store` for those that keep state."""
         configured = config.families()
         self.referenced = {f: names for f, names in referenced.items() if f in configured}
         needs_embedder = embedder_needed or any(
             FAMILIES[f].needs_embedder for f in self.referenced)
         self.embedder: Embedder | None = (
             load_embedder(config.embedding_model.model) if needs_embedder else None)
-        build = FamilyBuild(self.embedder, base_dir, pool)
+        build = FamilyBuild(self.embedder, base_dir, pool, store)
         self.families: list[Family] = [
             FAMILIES[name].build(configured[name], build)
             for name in configured if name in self.referenced

@@ -29,6 +29,12 @@ MAX_SESSION_ID_CHARS = 128
 _VALID = re.compile(r"[A-Za-z0-9._:@/+=-]+")
 
 
+def session_key(session: str, part: str) -> str:
+    """The store key of one part of a session's state (`budget`, `endpoint`, `risk`, ...):
+    every part expires after `sessions.idle_ttl_s` without a request."""
+    return f"session:{session}:{part}"
+
+
 def _checked(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidRequest(f"{where} must be a non-empty string", param=where)

@@ -26,6 +26,7 @@ from routeyard.simulator.engine import (
     Sampling,
     SimulatorEngine,
 )
+from routeyard.simulator.prefix_cache import prompt_blocks
 from routeyard.simulator.profiles import SimulatorConfig, demo_config
 from routeyard.simulator.replay import ReplayIndex
 from routeyard.simulator.runner import Receive, Scope, Send, run_plan, send_json
@@ -160,6 +161,8 @@ class SimulatorApp:
             replay = ReplayIndex.load(config.replay)
         self.engine = SimulatorEngine(config, replay)
         self.traceparents: deque[str] = deque(maxlen=64)  # the last ones received
+        # [model, reasoning_effort or None] of the last chat requests: what a router sent.
+        self.efforts: deque[tuple[str, Any]] = deque(maxlen=64)
         self.openai = OpenAISurface()
         self.anthropic = AnthropicSurface()
         self._routes: dict[str, Handler] = {
@@ -225,6 +228,7 @@ class SimulatorApp:
             max_tokens, name = request.get("max_tokens"), "max_tokens"
         if max_tokens is not None:
             max_tokens = _positive_int(max_tokens, name)
+        self.efforts.append((model, request.get("reasoning_effort")))
         stream = request.get("stream") is True
         options = request.get("stream_options")
         include_usage = (
@@ -296,8 +300,10 @@ class SimulatorApp:
             raise _BadRequest(404, f"`{model}` is an embedding model, not a chat model: "
                               "use /v1/embeddings", "model_not_supported")
         prompt_tokens, last_user = estimate_prompt_tokens(messages, system)
+        # Only a profile that models prefill pays for hashing the prompt's blocks.
+        blocks = prompt_blocks(messages, system) if state.profile.models_prefill else None
         plan = engine.plan(model, state, prompt_tokens, last_user, max_tokens, fault, prefix,
-                           sampling)
+                           sampling, blocks)
         await run_plan(plan, surface, stream, include_usage, receive, send)
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
@@ -344,13 +350,15 @@ class SimulatorApp:
 
     async def _stats(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         await send_json(send, 200, orjson.dumps({**self.engine.stats(),
-                                                 "traceparents": list(self.traceparents)}))
+                                                 "traceparents": list(self.traceparents),
+                                                 "reasoning_efforts": list(self.efforts)}))
 
     async def _reset(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         if scope["method"] != "POST":
             raise _BadRequest(405, "use POST here", "method_not_allowed")
         self.engine.reset()
         self.traceparents.clear()
+        self.efforts.clear()
         await send_json(send, 200, b'{"reset":true}')
 
     async def _profiles(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:

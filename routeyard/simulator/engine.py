@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from routeyard.simulator.logprobs import answer_logprobs
+from routeyard.simulator.prefix_cache import Block, PrefixCache
 from routeyard.simulator.profiles import FAULT_ORDER, ModelProfile, SimulatorConfig
 from routeyard.simulator.replay import ReplayIndex
 from routeyard.simulator.text import (
@@ -32,7 +34,8 @@ OUTCOMES = (
 class ModelState:
     """One served model: its current profile, its own RNGs and its counters."""
 
-    __slots__ = ("fault_rng", "length_rng", "outcomes", "profile", "rates", "requests")
+    __slots__ = ("cache", "cached_tokens", "fault_rng", "length_rng", "outcomes",
+                 "prefill_free_at", "prefilled_tokens", "profile", "rates", "requests")
 
     def __init__(self, name: str, profile: ModelProfile, seed: int) -> None:
         # Seeded per model so one model's draws do not depend on another model's traffic.
@@ -40,11 +43,46 @@ class ModelState:
         self.length_rng = random.Random(f"{seed}:{name}:length")
         self.requests = 0
         self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        self.cache: PrefixCache | None = None
+        self.prefill_free_at = 0.0  # when this endpoint's prefill is free again (clock time)
+        self.cached_tokens = 0  # prompt tokens served from the prefix cache, in all
+        self.prefilled_tokens = 0  # prompt tokens prefilled, in all
         self.set_profile(profile)
 
     def set_profile(self, profile: ModelProfile) -> None:
         self.profile = profile
         self.rates = profile.fault_rates if any(profile.fault_rates) else None
+        capacity = profile.prefix_cache_tokens
+        if not capacity:
+            self.cache = None
+        elif self.cache is None:
+            self.cache = PrefixCache(capacity)
+        else:
+            self.cache.resize(capacity)
+
+    def prefill(self, blocks: list[Block], prompt_tokens: int, now: float
+                ) -> tuple[float, int]:
+        """Prefill a prompt arriving at `now`: its time to first token (the base, the wait
+        for this endpoint's earlier prefills, its uncached tokens' prefill) and its cached
+        tokens. Afterwards the cache holds the whole prompt."""
+        cached = 0
+        if self.cache is not None:
+            cached = min(prompt_tokens, self.cache.cached_tokens(blocks))
+            self.cache.admit(blocks)
+        uncached = prompt_tokens - cached
+        self.cached_tokens += cached
+        self.prefilled_tokens += uncached
+        latency = self.profile.latency
+        prefill_s = uncached * latency.prefill_ms_per_1k_tokens / 1_000_000
+        start = max(now, self.prefill_free_at)
+        if prefill_s:
+            self.prefill_free_at = start + prefill_s
+        return latency.ttft_s + (start - now) + prefill_s, cached
+
+    def cache_stats(self) -> dict[str, int]:
+        found = self.cache.stats() if self.cache is not None else {}
+        return {**found, "cached_tokens": self.cached_tokens,
+                "prefilled_tokens": self.prefilled_tokens}
 
     def draw_fault(self) -> str | None:
         if self.rates is None:
@@ -89,6 +127,18 @@ class Plan:
     top_logprobs: int | None = None  # logprobs to give, with this many alternatives
     prefix: str = ""  # the answer's start this plan continues
     prompt: str = ""  # the last user message (seeds the step entropies)
+    ttft_s: float | None = None  # with a prefill model: this request's (None: the profile's)
+    cached_tokens: int | None = None  # with a prefill model: prompt tokens from the cache
+
+    @property
+    def first_token_s(self) -> float:
+        return self.ttft_s if self.ttft_s is not None else self.profile.latency.ttft_s
+
+    @property
+    def total_s(self) -> float:
+        """Time until the last token: the first costs ttft, each later one tpot."""
+        return self.first_token_s + max(0, self.completion_tokens - 1) * \
+            self.profile.latency.tpot_s
 
     def text(self) -> str:
         if self.answer is None:
@@ -128,8 +178,11 @@ def _stopped(text: str, stops: tuple[str, ...]) -> tuple[str, str | None]:
 class SimulatorEngine:
     """Holds the mutable state behind one simulator app."""
 
-    def __init__(self, config: SimulatorConfig, replay: ReplayIndex | None = None) -> None:
+    def __init__(self, config: SimulatorConfig, replay: ReplayIndex | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock` times prefills (the event loop's clock is monotonic too)."""
         self.config = config
+        self.clock = clock
         self.replay = replay
         self.states: dict[str, ModelState] = {}
         for name in replay.models if replay else ():
@@ -154,10 +207,12 @@ class SimulatorEngine:
         fault: str | None,
         prefix: str | None = None,
         sampling: Sampling = NO_SAMPLING,
+        blocks: list[Block] | None = None,
     ) -> Plan:
         """`prefix`: the start of the answer, given back to be continued (None: answer anew);
         the plan is then for the rest, and `max_tokens` caps the rest. `sampling`: stop
-        strings and logprobs."""
+        strings and logprobs. `blocks`: the prompt's prefix blocks, for a profile that
+        models prefill (`ModelProfile.models_prefill`)."""
         state.requests += 1
         if fault is None:
             fault = state.draw_fault()
@@ -185,8 +240,12 @@ class SimulatorEngine:
         if max_tokens is not None and n > max_tokens:
             n, finish = max_tokens, "length"
             stop_reason = None if stop_reason is not False else False
+        ttft_s = cached = None
+        if blocks is not None and fault is None and profile.models_prefill:
+            ttft_s, cached = state.prefill(blocks, prompt_tokens, self.clock())
         return Plan(model, state, profile, fault, prompt_tokens, n, finish, answer, replay,
-                    stop_reason, sampling.top_logprobs, prefix or "", last_user)
+                    stop_reason, sampling.top_logprobs, prefix or "", last_user, ttft_s,
+                    cached)
 
     def set_profile(self, model: str, updates: Mapping[str, Any]) -> ModelProfile:
         """Merge `updates` into a model's profile; an unknown model starts being served."""
@@ -204,9 +263,15 @@ class SimulatorEngine:
         return {
             "requests": {name: s.requests for name, s in self.states.items()},
             "outcomes": {name: dict(s.outcomes) for name, s in self.states.items()},
+            "prefix_cache": {name: s.cache_stats() for name, s in self.states.items()
+                             if s.profile.models_prefill},
         }
 
     def reset(self) -> None:
         for state in self.states.values():
             state.requests = 0
             state.outcomes = dict.fromkeys(OUTCOMES, 0)
+            state.cached_tokens = state.prefilled_tokens = 0
+            state.prefill_free_at = 0.0
+            if state.cache is not None:  # a reset backend starts cold
+                state.cache = PrefixCache(state.profile.prefix_cache_tokens)

@@ -19,10 +19,13 @@ class LatencyModel:
     output_tokens_sd: float = 0.0
     output_tokens_min: int = 1
     output_tokens_max: int = 4096
+    # Prefill: each prompt token the backend's prefix cache does not hold adds this much to
+    # the time to first token (per 1000 tokens); one endpoint prefills one prompt at a time.
+    prefill_ms_per_1k_tokens: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.ttft_ms < 0 or self.tpot_ms < 0:
-            raise ValueError("ttft_ms and tpot_ms must be >= 0")
+        if self.ttft_ms < 0 or self.tpot_ms < 0 or self.prefill_ms_per_1k_tokens < 0:
+            raise ValueError("ttft_ms, tpot_ms and prefill_ms_per_1k_tokens must be >= 0")
         if self.output_tokens_sd < 0:
             raise ValueError("output_tokens_sd must be >= 0")
         if not 0 <= self.output_tokens_min <= self.output_tokens_max:

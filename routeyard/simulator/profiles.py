@@ -25,7 +25,8 @@ _RATE_KEYS = (
 # Fault kinds in the order a single uniform draw walks through their rates.
 FAULT_ORDER = ("503", "429", "hang", "disconnect", "disconnect_first")
 _FLAG_KEYS = frozenset({"omit_usage", "embedding", "logprobs"})
-_INT_KEYS = frozenset({"output_tokens_min", "output_tokens_max", "step_tokens"})
+_INT_KEYS = frozenset({"output_tokens_min", "output_tokens_max", "step_tokens",
+                       "prefix_cache_tokens"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,8 @@ class ModelProfile:
     step_tokens: int = 0
     # The first token's entropy of each step (see logprobs.py); None: as any other token's.
     step_entropy: StepEntropy | None = None
+    # The prefix cache's capacity, in prompt tokens (see prefix_cache.py); 0: no cache.
+    prefix_cache_tokens: int = 0
 
     def __post_init__(self) -> None:
         for key in _RATE_KEYS:
@@ -59,6 +62,14 @@ class ModelProfile:
             raise ValueError("retry_after_s and hang_s must be >= 0")
         if self.step_tokens < 0:
             raise ValueError("step_tokens must be >= 0")
+        if self.prefix_cache_tokens < 0:
+            raise ValueError("prefix_cache_tokens must be >= 0")
+
+    @property
+    def models_prefill(self) -> bool:
+        """Whether requests pay prefill time or hit a prefix cache (their prompt's blocks
+        are then hashed)."""
+        return self.latency.prefill_ms_per_1k_tokens > 0 or self.prefix_cache_tokens > 0
 
     @property
     def fault_rates(self) -> tuple[float, ...]:

@@ -120,7 +120,6 @@ async def _play(
     peer: Peer,
 ) -> str:
     fault, profile = plan.fault, plan.profile
-    latency = profile.latency
     extra = [(b"x-sim-replay", plan.replay)] if plan.replay else []
     if fault is None:
         pass
@@ -145,13 +144,13 @@ async def _play(
         return "hang"
     elif fault == "disconnect_first" or not stream:
         # The backend accepted the call and died during prefill: no status, no bytes.
-        if await peer.pause(latency.ttft_s):
+        if await peer.pause(plan.first_token_s):
             return "client_disconnect"
         await abort_connection(receive, send, peer)
         return fault
     if stream:
         return await _stream(plan, surface, include_usage, receive, send, peer, extra)
-    if await peer.pause(latency.total_s(plan.completion_tokens)):
+    if await peer.pause(plan.total_s):
         return "client_disconnect"
     await send_json(send, 200, surface.completion(plan), extra)
     return "ok"
@@ -175,7 +174,7 @@ async def _stream(
     headers = [(b"content-type", surface.sse_content_type), (b"cache-control", b"no-cache"), *extra]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     latency = plan.profile.latency
-    ttft, tpot = latency.ttft_s, latency.tpot_s
+    ttft, tpot = plan.first_token_s, latency.tpot_s
     loop = asyncio.get_running_loop()
     start = loop.time()
     if await peer.pause(ttft):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -95,12 +95,15 @@ class OpenAISurface:
         return _OpenAIStream(plan, self._id(), include_usage)
 
 
-def _openai_usage(plan: Plan) -> dict[str, int]:
-    return {
+def _openai_usage(plan: Plan) -> dict[str, Any]:
+    found: dict[str, Any] = {
         "prompt_tokens": plan.prompt_tokens,
         "completion_tokens": plan.completion_tokens,
         "total_tokens": plan.prompt_tokens + plan.completion_tokens,
     }
+    if plan.cached_tokens is not None:  # a prefill model: as vLLM and OpenAI report it
+        found["prompt_tokens_details"] = {"cached_tokens": plan.cached_tokens}
+    return found
 
 
 class _OpenAIStream:

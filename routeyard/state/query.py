@@ -27,8 +27,9 @@ from routeyard.state.record import ERROR_STATUSES, DecisionRecord
 
 # The record fields the query API filters on, by query parameter name.
 FILTER_FIELDS: dict[str, str] = {"decision": "decision", "model": "model", "key": "key_id",
-                                 "tenant": "tenant", "status": "status", "surface": "surface"}
-GROUP_BY = ("model", "decision", "key", "tenant", "hour")
+                                 "tenant": "tenant", "status": "status", "surface": "surface",
+                                 "session": "session"}
+GROUP_BY = ("model", "decision", "key", "tenant", "hour", "session")
 MAX_PAGE = 1000
 # Histogram buckets: bucket b holds values v (ms) with floor(ln(1 + v) * 20) == b, so each is
 # ~5% wide above a few ms (and 0.05 ms wide below), and every store buckets the same way.

@@ -47,6 +47,7 @@ class DecisionRecord:
     cache: str | None = None  # the semantic cache's status (hit, miss, bypass), if one ran
     # What the answer would have cost on the dearest candidate of its decision (same tokens).
     dearest_cost_usd: float | None = None
+    session: str | None = None  # the agent session it belongs to (docs/sessions.md)
     # Feedback joined on read (kept beside the record, never written with it): the reward in
     # [0, 1], or None when no feedback came.
     feedback: float | None = None

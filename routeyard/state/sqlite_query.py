@@ -43,6 +43,8 @@ V2_SCHEMA: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS decisions_tenant ON decisions (tenant, time)",
     "CREATE INDEX IF NOT EXISTS decisions_model ON decisions (model, time)",
     "CREATE INDEX IF NOT EXISTS decisions_decision ON decisions (decision, time)",
+    # Sessions are too many to roll up: their stats read the records, through this index.
+    "CREATE INDEX IF NOT EXISTS decisions_session ON decisions (session, time)",
     # `time` is the record's (so retention and windows apply to feedback as to its record).
     """CREATE TABLE IF NOT EXISTS decision_feedback (
         request_id TEXT PRIMARY KEY,
@@ -99,6 +101,9 @@ _SELECT = ", ".join(f"d.{f}" for f in DECISION_FIELDS) + ", f.score, f.implicit"
 # What a file written before implicit feedback holds, opened read-only (so not upgraded): its
 # feedback is all explicit.
 _SELECT_BEFORE_IMPLICIT = _SELECT.replace("f.implicit", "0")
+# ... and before sessions (no `session` column), with or without implicit feedback.
+_OLDER_SELECTS = (_SELECT.replace("d.session", "NULL"),
+                  _SELECT_BEFORE_IMPLICIT.replace("d.session", "NULL"))
 _FROM = "decisions AS d LEFT JOIN decision_feedback AS f ON f.request_id = d.request_id"
 _CHUNK = 500
 _FEEDBACK_MARGIN_S = 3600.0
@@ -330,9 +335,16 @@ def _select(conn: sqlite3.Connection, tail: str, args: tuple[Any, ...]) -> list[
     try:
         return conn.execute(f"SELECT {_SELECT} {tail}", args).fetchall()
     except sqlite3.OperationalError as exc:
+        if "f.implicit" not in str(exc) and "d.session" not in str(exc):
+            raise
+        if "d.session" not in str(exc):
+            return conn.execute(f"SELECT {_SELECT_BEFORE_IMPLICIT} {tail}", args).fetchall()
+    try:
+        return conn.execute(f"SELECT {_OLDER_SELECTS[0]} {tail}", args).fetchall()
+    except sqlite3.OperationalError as exc:
         if "f.implicit" not in str(exc):
             raise
-        return conn.execute(f"SELECT {_SELECT_BEFORE_IMPLICIT} {tail}", args).fetchall()
+        return conn.execute(f"SELECT {_OLDER_SELECTS[1]} {tail}", args).fetchall()
 
 
 def _aggregate(row: tuple[Any, ...]) -> Aggregate:
@@ -428,12 +440,15 @@ def _glob_literal(text: str) -> str:
 
 def _rollup_plan(query: StatsQuery) -> tuple[str, str | None] | None:
     """The roll-up dimension (and value) that answers the query, or None when none does."""
+    if query.group_by not in ROLLUP_DIMS and query.group_by != "hour" \
+            and query.group_by is not None:
+        return None  # a dimension not rolled up (session)
     if not query.filters:
         return ("all", None) if query.group_by in (None, "hour") else (query.group_by, None)
     if len(query.filters) == 1:
         field, value = query.filters[0]
-        dim = _FIELD_DIM[field]
-        if query.group_by in (None, "hour", dim):
+        dim = _FIELD_DIM.get(field)
+        if dim is not None and query.group_by in (None, "hour", dim):
             return dim, value
     if query.group_by in _CUBE_GROUPS and all(f in CUBE_FIELDS for f, _ in query.filters):
         return CUBE, None
