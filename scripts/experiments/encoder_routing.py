@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 nice -n 19 python scripts/experiments/encoder_routing.py \
         [--datasets llmrouter,routerbench] [--routers knn,mlp,irt,mf,ensemble] \
-        [--features static,encoder,static+encoder] [--cache /work/exp] [--json FILE]
+        [--features static,encoder,static+encoder] [--cache DIR] [--json FILE]
 
 Every router reads prompts as unit rows (`embeddings`); this swaps that matrix and nothing else:
 - `static`: the bundled static embedding, what `routeyard eval` uses (the baseline, re-measured
@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -130,7 +131,9 @@ def main() -> None:
     parser.add_argument("--datasets", default="llmrouter,routerbench")
     parser.add_argument("--routers", default=",".join(ROUTERS))
     parser.add_argument("--features", default=",".join(FEATURES))
-    parser.add_argument("--cache", type=Path, default=Path("/work/exp"))
+    parser.add_argument("--cache", type=Path,
+                        default=Path(tempfile.gettempdir()) / "routeyard-encoder-routing",
+                        help="where the encoded matrices are kept between runs")
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     add_shared_option(parser)
     args = parser.parse_args()
