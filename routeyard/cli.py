@@ -228,6 +228,18 @@ def _run_shadow_report(args: argparse.Namespace) -> int:
     return run_shadow_report(args)
 
 
+def _configure_fleet_sim(parser: argparse.ArgumentParser) -> None:
+    from routeyard.fleet.command import configure_parser
+
+    configure_parser(parser)
+
+
+def _run_fleet_sim(args: argparse.Namespace) -> int:
+    from routeyard.fleet.command import run_command
+
+    return run_command(args)
+
+
 def _configure_db(parser: argparse.ArgumentParser) -> None:
     from routeyard.dbtools import configure_parser
 
@@ -269,6 +281,9 @@ COMMANDS: dict[str, tuple[str, Configure, Run]] = {
     "shadow-report": ("per decision: the shadow model's win, tie and loss rates against the "
                       "served answers, its failure rate and cost delta, with intervals",
                       _configure_shadow_report, _run_shadow_report),
+    "fleet-sim": ("simulate a workload (a trace or synthetic) on a GPU pool: TTFT, TPOT, SLO "
+                  "attainment, utilisation, energy and cost; --find-min-gpus; export-trace",
+                  _configure_fleet_sim, _run_fleet_sim),
     "db": ("the durable store: `db upgrade` (PostgreSQL migrations), `db export` (the "
            "decision log as Parquet or JSONL)", _configure_db, _run_db),
 }

@@ -62,6 +62,12 @@ class Metrics:
             "routeyard_cost_dollars", "Dollars spent by model, at configured prices.",
             ["model"], registry=r,
         )
+        self.energy = Counter(
+            "routeyard_energy_joules",
+            "Estimated joules by model, from its (or its endpoint's) energy figures; models "
+            "without figures are not counted.",
+            ["model"], registry=r,
+        )
         self.errors = Counter(
             "routeyard_errors", "Errors by kind (client input, upstream kinds, stream breaks).",
             ["kind"], registry=r,

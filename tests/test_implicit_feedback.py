@@ -17,7 +17,7 @@ from stores import DOWN_URL, fresh_database
 
 from routeyard import Router
 from routeyard.catalog import build_config
-from routeyard.config.schema import ImplicitFeedbackConfig
+from routeyard.config.sessions import ImplicitFeedbackConfig
 from routeyard.eval.policy import events_of, read_log, with_implicit
 from routeyard.metrics import Metrics
 from routeyard.serving.feedback import FeedbackBody, FeedbackService

@@ -24,7 +24,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "routeyard"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points", ("routeyard.cli", "routeyard.__main__", "routeyard.serve")),
     ("HTTP edge and offline tools", ("routeyard.api", "routeyard.reload", "routeyard.eval",
-                                     "routeyard.safety", "routeyard.dbtools")),
+                                     "routeyard.safety", "routeyard.dbtools",
+                                     "routeyard.fleet")),
     ("composition root", ("routeyard.router", "routeyard.preflight")),
     ("catalog", ("routeyard.catalog",)),
     ("serving", ("routeyard.serving",)),

@@ -19,7 +19,7 @@ from simproc import SimulatorProcess, start_simulator
 
 from routeyard import Router
 from routeyard.catalog import build_config
-from routeyard.config.schema import SessionBudgetConfig
+from routeyard.config.sessions import SessionBudgetConfig
 from routeyard.errors import InvalidRequest
 from routeyard.gateway.session_budget import Curve, SessionBudgetExceeded
 from routeyard.gateway.sessions import SessionState

@@ -211,6 +211,8 @@ def stats_row(agg: Aggregate, pricing: Any) -> dict[str, Any]:
         "cost_usd": round(agg.cost_usd, 10),
         "baseline_cost_usd": round(baseline, 10),
         "savings_usd": round(baseline - agg.cost_usd, 10),
+        "energy_j": round(agg.energy_j, 6),  # estimated (docs/routing.md#energy)
+        "energy_j_per_request": round(agg.energy_j / n, 6) if n else None,
         "latency_ms": {"mean": round(agg.latency_sum / n, 3) if n else None,
                        "p50": percentile(agg.latency, 0.5),
                        "p95": percentile(agg.latency, 0.95)},

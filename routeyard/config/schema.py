@@ -21,16 +21,16 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from routeyard.config.catalog import Catalog
+from routeyard.config.decision_handlers import (
+    CollaborateConfig,
+    EnsembleConfig,
+    ExplorationConfig,
+    ShadowConfig,
+    one_multi_model_handler,
+)
+from routeyard.config.sessions import FeedbackConfig, SessionsConfig
 from routeyard.config.signals import RuleTree, SignalsConfig
-
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-
-
-class Strict(BaseModel):
-    # Unknown keys are errors: a typo such as `fallbak:` must not be silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from routeyard.config.types import NonNegativeFloat, NonNegativeInt, PositiveFloat, Strict
 
 
 class Pricing(Strict):
@@ -43,6 +43,42 @@ class Pricing(Strict):
         ) / 1e6
 
 
+# The GPUs whose figures routeyard/pool/energy.py knows (its GPUS table has these keys).
+GpuName = Literal["H100", "A100", "L4", "B200"]
+
+
+class EnergyConfig(Strict):
+    """Joules per token (docs/routing.md, "Energy"): measured figures, or `gpu` + `params_b`
+    from which routeyard/pool/energy.py estimates them. Exactly one of the two forms."""
+
+    joules_per_input_token: NonNegativeFloat | None = None
+    joules_per_output_token: NonNegativeFloat | None = None
+    gpu: GpuName | None = None
+    gpus: Annotated[int, Field(ge=1, le=1024)] = 1  # GPUs serving one replica
+    params_b: PositiveFloat | None = None  # billions of (active) parameters
+    # The estimate's assumptions, each overridable: sequences decoded together, achieved
+    # shares of HBM bandwidth and of dense BF16 FLOP/s, and bytes per weight (2: BF16).
+    batch: Annotated[float, Field(ge=1)] = 16.0
+    bandwidth_utilisation: Annotated[float, Field(gt=0, le=1)] = 0.7
+    mfu: Annotated[float, Field(gt=0, le=1)] = 0.4
+    bytes_per_param: PositiveFloat = 2.0
+
+    @model_validator(mode="after")
+    def _one_form(self) -> EnergyConfig:
+        figures = (self.joules_per_input_token, self.joules_per_output_token)
+        profile = (self.gpu, self.params_b)
+        if any(v is not None for v in figures) and any(v is not None for v in profile):
+            raise ValueError("give either joules_per_input_token and joules_per_output_token, "
+                             "or gpu and params_b (an estimate), not both")
+        if any(v is not None for v in figures):
+            if None in figures:
+                raise ValueError("give both joules_per_input_token and joules_per_output_token")
+        elif None in profile:
+            raise ValueError("give joules_per_input_token and joules_per_output_token, or gpu "
+                             "(H100, A100, L4, B200) and params_b to estimate them")
+        return self
+
+
 class Capabilities(Strict):
     """What a model can do; a candidate that cannot serve a request is skipped."""
 
@@ -53,6 +89,38 @@ class Capabilities(Strict):
     # Token logprobs (`logprobs`, `top_logprobs`): a collaborate decision's small model must
     # declare it (its first-token entropy decides who writes each step).
     logprobs: bool = False
+
+
+MetricsKind = Literal["auto", "vllm", "sglang", "tgi"]
+
+
+class EndpointMetricsConfig(Strict):
+    """Scrape this endpoint's own Prometheus metrics (docs/pool.md#backend-metrics); the block
+    turns scraping on for the endpoint unless `enabled: false`."""
+
+    enabled: bool = True
+    kind: MetricsKind | None = None  # which server's metric names; None: the pool's default
+    url: str | None = None  # None: the base_url's origin + /metrics
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+class BackendMetricsConfig(Strict):
+    """Pool-wide scraping of backends' own load metrics (waiting, running, KV-cache usage)."""
+
+    enabled: bool = False  # scrape every endpoint; an endpoint's own `metrics:` block wins
+    kind: MetricsKind = "auto"
+    interval_s: PositiveFloat = 5.0  # readings older than 3 intervals are stale (ignored)
+    timeout_s: PositiveFloat = 2.0
+    # Saturated (tried after every other endpoint of its model): KV-cache usage at or above
+    # this and more than `saturation_waiting` requests queued.
+    saturation_kv_usage: Annotated[float, Field(gt=0, le=1)] = 0.98
+    saturation_waiting: NonNegativeInt = 0
 
 
 class EndpointConfig(Strict):
@@ -71,6 +139,10 @@ class EndpointConfig(Strict):
     # No first byte in this long: fail over before anything reaches the client (overrides the
     # model's own `ttft_timeout_ms`).
     ttft_timeout_ms: PositiveFloat | None = None
+    # This endpoint's own energy figures (its hardware differs from the model's others).
+    energy: EnergyConfig | None = None
+    # Scrape the backend's own load metrics (None: as `pool.backend_metrics.enabled` says).
+    metrics: EndpointMetricsConfig | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -96,6 +168,8 @@ class ModelConfig(Strict):
     # `none`. Unset: by provider (anthropic: prefill; openai: none, since OpenAI itself
     # refuses the flag).
     continuation: Literal["continue_final_message", "prefill", "none"] | None = None
+    # Joules per token, given or estimated (docs/routing.md, "Energy"); None: not counted.
+    energy: EnergyConfig | None = None
     endpoints: Annotated[list[EndpointConfig], Field(min_length=1)]
 
 
@@ -148,97 +222,6 @@ def _cascade_out_of_algorithm_options(data: Any) -> Any:
     return data
 
 
-class ExplorationConfig(Strict):
-    """Exploration with logged propensities (docs/learning.md): with probability `epsilon` a
-    uniform draw over the servable candidates, or a softmax over the algorithm's scores at
-    `temperature`. Exactly one of the two."""
-
-    epsilon: Annotated[float, Field(gt=0, le=1)] | None = None
-    temperature: PositiveFloat | None = None
-    # What explored requests (those whose model differs from the algorithm's own choice)
-    # may spend per UTC day, per replica; past it the decision stops exploring until midnight.
-    max_daily_usd: NonNegativeFloat | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> ExplorationConfig:
-        if (self.epsilon is None) == (self.temperature is None):
-            raise ValueError("give exactly one of epsilon or temperature")
-        return self
-
-
-class ShadowConfig(Strict):
-    """Mirror a sample of a decision's requests to a candidate model after the client's
-    answer is sent, and score the two answers (docs/learning.md)."""
-
-    model: Annotated[str, Field(min_length=1)]
-    sample: Annotated[float, Field(ge=0, le=1)] = 0.05
-    max_daily_usd: NonNegativeFloat | None = None  # per UTC day, per replica
-    # judge: a pool model compares the two answers pairwise; exact, numeric, choice: the two
-    # answers are compared with a reference answer when the request carries one.
-    scorer: Literal["judge", "exact", "numeric", "choice"] = "judge"
-    judge: str | None = None  # the judge's model (required with scorer: judge)
-    timeout_s: PositiveFloat = 60.0
-
-    @model_validator(mode="after")
-    def _judge_named(self) -> ShadowConfig:
-        if self.scorer == "judge" and not self.judge:
-            raise ValueError("scorer 'judge' needs a judge model")
-        return self
-
-
-class EnsembleConfig(Strict):
-    """Several models answer one request and one answer is made of theirs (docs/ensembles.md).
-    Members are named, or the top `top_k` candidates of the decision's algorithm."""
-
-    members: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
-    top_k: Annotated[int, Field(ge=2, le=8)] | None = None
-    aggregate: Literal["vote", "rank", "synthesise", "synthesize"] = "vote"
-    # vote: how answers are compared (auto: a choice letter, else a number, else the text,
-    # else embedding clusters of free text).
-    normalise: Literal["auto", "choice", "number", "exact", "embedding"] = "auto"
-    similarity: Annotated[float, Field(gt=0, le=1)] = 0.85  # embedding clusters (vote)
-    judge: str | None = None  # rank and synthesise
-    member_timeout_s: PositiveFloat = 60.0
-    max_members: Annotated[int, Field(ge=2, le=8)] = 5
-
-    @model_validator(mode="after")
-    def _consistent(self) -> EnsembleConfig:
-        if bool(self.members) == (self.top_k is not None):
-            raise ValueError("give exactly one of members or top_k")
-        if self.members and len(self.members) < 2:
-            raise ValueError("an ensemble needs at least two members")
-        if len(self.members) > self.max_members:
-            raise ValueError(f"{len(self.members)} members is more than max_members "
-                             f"({self.max_members})")
-        if self.aggregate != "vote" and not self.judge:
-            raise ValueError(f"aggregate '{self.aggregate}' needs a judge model")
-        return self
-
-
-class CollaborateConfig(Strict):
-    """Step-level collaboration (docs/ensembles.md): the small model drafts each reasoning
-    step; when its first token's entropy is above the threshold, the large model writes it."""
-
-    small: Annotated[str, Field(min_length=1)]
-    large: Annotated[str, Field(min_length=1)]
-    entropy_threshold: NonNegativeFloat = 1.0  # nats, over the first token's top_logprobs
-    step_marker: Annotated[str, Field(min_length=1)] = "\n\n"  # where a step ends
-    top_logprobs: Annotated[int, Field(ge=1, le=20)] = 5
-    max_steps: Annotated[int, Field(ge=1, le=256)] = 32
-    max_step_tokens: Annotated[int, Field(ge=1)] = 512
-
-
-def _one_multi_model_handler(data: Any) -> Any:
-    """A decision runs at most one of cascade, ensemble and collaborate."""
-    if isinstance(data, dict):
-        given = [k for k in ("cascade", "ensemble", "collaborate") if data.get(k) is not None]
-        if len(given) > 1:
-            raise PydanticCustomError("multi_model", "a decision runs at most one of cascade, "
-                                      "ensemble and collaborate, not {given}",
-                                      {"given": " and ".join(given)})
-    return data
-
-
 class DecisionConfig(Strict):
     name: Annotated[str, Field(min_length=1)]
     priority: int = 0  # higher wins when several decisions match
@@ -258,7 +241,7 @@ class DecisionConfig(Strict):
     collaborate: CollaborateConfig | None = None
 
     _migrate = model_validator(mode="before")(_cascade_out_of_algorithm_options)
-    _one_handler = model_validator(mode="before")(_one_multi_model_handler)
+    _one_handler = model_validator(mode="before")(one_multi_model_handler)
 
 
 class DefaultDecisionConfig(Strict):
@@ -275,7 +258,7 @@ class DefaultDecisionConfig(Strict):
     collaborate: CollaborateConfig | None = None
 
     _migrate = model_validator(mode="before")(_cascade_out_of_algorithm_options)
-    _one_handler = model_validator(mode="before")(_one_multi_model_handler)
+    _one_handler = model_validator(mode="before")(one_multi_model_handler)
 
 
 class RetryConfig(Strict):
@@ -307,6 +290,7 @@ class PoolConfig(Strict):
     timeouts: TimeoutConfig = TimeoutConfig()
     breaker: BreakerConfig = BreakerConfig()
     health_check: HealthCheckConfig = HealthCheckConfig()
+    backend_metrics: BackendMetricsConfig = BackendMetricsConfig()
     max_connections: Annotated[int, Field(ge=1)] = 1000
 
 
@@ -440,73 +424,6 @@ class TracingConfig(Strict):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https:// (OTLP over HTTP)")
         return value
-
-
-class ImplicitFeedbackConfig(Strict):
-    """Negative feedback inferred from behaviour (docs/learning.md); each kind off by default.
-    Implicit feedback is marked as such in the log, so estimators can include or exclude it."""
-
-    # The same caller sends a near-identical prompt within the window: the earlier answer
-    # gets `reward`.
-    regeneration: bool = False
-    regeneration_window_s: PositiveFloat = 300.0
-    # 0.9 is too low for the bundled static embedding: "the capital of France?" and "... of
-    # Germany?" score 0.908 (docs/learning.md).
-    regeneration_similarity: Annotated[float, Field(gt=0, le=1)] = 0.95
-    # The client leaves a stream before `abandoned_max_tokens` tokens of the answer.
-    abandoned_streams: bool = False
-    abandoned_max_tokens: Annotated[int, Field(ge=1)] = 20
-    reward: Annotated[float, Field(ge=0, le=1)] = 0.0
-
-
-class FeedbackConfig(Strict):
-    implicit: ImplicitFeedbackConfig = ImplicitFeedbackConfig()
-
-
-# Spent fraction → pressure toward cheaper candidates and lower effort (docs/sessions.md).
-DEFAULT_BUDGET_CURVE: tuple[tuple[float, float], ...] = ((0.5, 0.0), (0.8, 0.5), (1.0, 1.0))
-
-
-class SessionBudgetConfig(Strict):
-    """A budget per session, per task (a session's `x-task-id` / `metadata.task_id`) or per
-    key, in dollars, tokens or steps (requests), that degrades routing as it drains and
-    refuses (429 `budget_exceeded`) only once it is spent."""
-
-    scope: Literal["session", "task", "key"] = "session"
-    kind: Literal["usd", "tokens", "steps"] = "usd"
-    limit: PositiveFloat
-    # Points (spent fraction, pressure), both in [0, 1], fractions increasing; linear between
-    # them, 0 before the first, the last's pressure after it.
-    curve: list[tuple[float, float]] = Field(
-        default_factory=lambda: list(DEFAULT_BUDGET_CURVE))
-
-    @model_validator(mode="after")
-    def _curve_in_range(self) -> SessionBudgetConfig:
-        if not self.curve:
-            raise ValueError("curve needs at least one [spent_fraction, pressure] point")
-        previous = -1.0
-        for fraction, pressure in self.curve:
-            if not (0.0 <= fraction <= 1.0 and 0.0 <= pressure <= 1.0):
-                raise ValueError("curve points are [spent_fraction, pressure], each in [0, 1]")
-            if fraction <= previous:
-                raise ValueError("curve fractions must increase")
-            previous = fraction
-        return self
-
-
-class SessionsConfig(Strict):
-    """Agent sessions (docs/sessions.md): what a session's state keeps lives in the store under
-    `session:<id>:<part>`, and expires after `idle_ttl_s` without a request."""
-
-    idle_ttl_s: PositiveFloat = 3600.0
-    # Keep a session on the endpoint that served it last (its prefix cache stays warm), while
-    # that endpoint is available and has at most `affinity_max_extra_in_flight` more weighted
-    # requests in flight than the least-loaded one of its model.
-    endpoint_affinity: bool = False
-    affinity_max_extra_in_flight: NonNegativeInt = 8
-    budgets: list[SessionBudgetConfig] = Field(default_factory=list)
-    # Keep each session's state (and log its id) even without budgets; budgets imply it.
-    track: bool = False
 
 
 class ModelRoute(Strict):

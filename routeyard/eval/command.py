@@ -33,6 +33,9 @@ def configure_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true",
                         help="with --out, write eval.json only (no matplotlib/plotly needed)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument("--energy", action="store_true",
+                        help="also the energy-quality frontier, energy estimated from model "
+                             "size (energy.png and energy.html with --out)")
     ensemble_sweep.add_options(parser)
 
 
@@ -68,7 +71,8 @@ def run_eval(args: argparse.Namespace) -> int:
                      else None)
         result = runner.evaluate(args.data, names, progress=not getattr(args, "quiet", False),
                                  test_fraction=getattr(args, "test_fraction", 0.2),
-                                 seed=getattr(args, "seed", 0))
+                                 seed=getattr(args, "seed", 0),
+                                 energy=getattr(args, "energy", False))
     except (ValueError, OSError) as error:
         return _fail(str(error))
     if not result["algorithms"]:

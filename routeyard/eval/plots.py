@@ -1,5 +1,6 @@
 """Pareto plots of an Eval JSON: cost on x, quality on y; every curve, the single models
-(labelled), the oracle and random routing. PNG through matplotlib, one self-contained HTML
+(labelled), the oracle and random routing. With `eval --energy`, the energy-quality frontier
+beside it (energy.png, energy.html). PNG through matplotlib, one self-contained HTML
 file through plotly. Both libraries are optional (the `eval` extra): imported on use only.
 """
 
@@ -124,8 +125,72 @@ def pareto_html(result: dict[str, Any], path: str | Path) -> None:
     figure.write_html(str(path), include_plotlyjs=True, full_html=True)
 
 
+def _energy_title(result: dict[str, Any]) -> str:
+    gpu = result["energy"].get("gpu", "")
+    return (f"{result['dataset']}: quality vs estimated energy on test (n={result['n_test']}; "
+            f"{gpu}, sizes of closed models assumed)")
+
+
+def energy_png(result: dict[str, Any], path: str | Path) -> None:
+    """The energy-quality frontier: each router's curve and the single models."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    energy = result["energy"]
+    figure, axes = plt.subplots(figsize=(12, 6.5), dpi=120)
+    try:
+        for name, entry in sorted(energy["algorithms"].items()):
+            axes.plot([e for e, _ in entry["curve"]], [q for _, q in entry["curve"]],
+                      marker="o", markersize=3.5, linewidth=1.4, label=_label(name, entry))
+        singles = energy["single_models"]
+        axes.scatter([s["energy_j"] for s in singles], [s["quality"] for s in singles],
+                     color="black", marker="s", s=22, zorder=5, label="single models")
+        for single in singles:
+            label = single["model"].rsplit("/", 1)[-1] + ("*" if single["assumed"] else "")
+            axes.annotate(label, (single["energy_j"], single["quality"]),
+                          textcoords="offset points", xytext=(5, -3), fontsize=7, color="0.25")
+        axes.set_xscale("log")  # sizes span two orders of magnitude
+        axes.set_xlabel("mean estimated energy per prompt (J); * size assumed")
+        axes.set_ylabel("mean quality")
+        axes.set_title(_energy_title(result))
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+
+
+def energy_html(result: dict[str, Any], path: str | Path) -> None:
+    import plotly.graph_objects as go
+
+    energy = result["energy"]
+    figure = go.Figure()
+    for name, entry in sorted(energy["algorithms"].items()):
+        figure.add_trace(go.Scatter(
+            x=[e for e, _ in entry["curve"]], y=[q for _, q in entry["curve"]],
+            mode="lines+markers", name=_label(name, entry),
+            text=[f"λ_energy={lam:.3g}" for lam in entry["lambdas"]],
+            hovertemplate="%{text}<br>%{x:.3g} J<br>quality %{y:.4f}<extra>" + name
+                          + "</extra>"))
+    singles = energy["single_models"]
+    figure.add_trace(go.Scatter(
+        x=[s["energy_j"] for s in singles], y=[s["quality"] for s in singles],
+        mode="markers+text", name="single models",
+        text=[s["model"] + (" (size assumed)" if s["assumed"] else "") for s in singles],
+        textposition="middle right", textfont={"size": 9},
+        marker={"symbol": "square", "color": "black", "size": 8}))
+    figure.update_layout(title=_energy_title(result), xaxis_type="log",
+                         xaxis_title="mean estimated energy per prompt (J)",
+                         yaxis_title="mean quality", template="plotly_white")
+    figure.write_html(str(path), include_plotlyjs=True, full_html=True)
+
+
 def write_plots(result: dict[str, Any], folder: str | Path) -> list[Path]:
-    """pareto.png and pareto.html in `folder`. Raises PlotsUnavailable if a library is missing."""
+    """pareto.png and pareto.html in `folder`, and energy.png and energy.html when the result
+    has an energy frontier. Raises PlotsUnavailable if a library is missing."""
     missing = [name for name in ("matplotlib", "plotly") if importlib.util.find_spec(name) is None]
     if missing:  # check both first, so a missing one never leaves half the output
         raise PlotsUnavailable(MISSING)
@@ -134,4 +199,9 @@ def write_plots(result: dict[str, Any], folder: str | Path) -> list[Path]:
     png, html = folder / "pareto.png", folder / "pareto.html"
     pareto_png(result, png)
     pareto_html(result, html)
-    return [png, html]
+    written = [png, html]
+    if (result.get("energy") or {}).get("algorithms"):
+        written += [folder / "energy.png", folder / "energy.html"]
+        energy_png(result, written[2])
+        energy_html(result, written[3])
+    return written

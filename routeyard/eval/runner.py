@@ -194,12 +194,14 @@ def _score(curve: list[metrics.Point], singles: list[metrics.SingleModel],
 def evaluate(folder: str | Path, algorithms: list[str] | None = None, *,
              lambdas: tuple[float, ...] | list[float] | None = None,
              progress: bool = True, test_fraction: float = 0.2,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, energy: bool = False) -> dict[str, Any]:
     """The Eval JSON for `algorithms` (default: every registered one) on `folder` (a dataset
     folder, or one JSONL file split into train and test by `test_fraction` and `seed`).
 
     With the default, an output-aware algorithm the dataset cannot score (no recorded
-    `responses`) is left out and named under "skipped"; asked for by name, it is an error."""
+    `responses`) is left out and named under "skipped"; asked for by name, it is an error.
+    `energy`: also each trainable router's energy-quality curve, energy estimated from model
+    size (eval/energy_eval.py), under "energy"."""
     names = available_algorithms() if algorithms is None else list(algorithms)
     skipped: dict[str, str] = {}
     check_algorithms(names)
@@ -207,6 +209,11 @@ def evaluate(folder: str | Path, algorithms: list[str] | None = None, *,
     train, test = load(folder, test_fraction=test_fraction, seed=seed)
     singles = metrics.single_model_points(test)
     best = metrics.best_single(test)
+    frontier = None
+    if energy:
+        from routeyard.eval.energy_eval import EnergyFrontier  # counts tokens: only when asked
+
+        frontier = EnergyFrontier(folder, test)
     n_embed = len(list(_batches(train.prompts))) + len(list(_batches(test.prompts)))
     bar = _Progress(n_embed + len(names) * (len(grid) + 1), progress)
     try:
@@ -221,6 +228,9 @@ def evaluate(folder: str | Path, algorithms: list[str] | None = None, *,
                 router.fit(train, train_emb)
                 bar.step()
                 points = _trainable_curve(router, test, test_emb, grid, bar, name)
+                if frontier is not None and frontier.usable:
+                    frontier.add(name, router.predict_with_costs(test_emb, test.prompts)[0],
+                                 grid)
             else:
                 algorithm = OUTPUT_AWARE_ALGORITHMS[name]()
                 try:
@@ -256,6 +266,7 @@ def evaluate(folder: str | Path, algorithms: list[str] | None = None, *,
         "lambdas": list(grid),
         "algorithms": results,
         **({"skipped": skipped} if skipped else {}),
+        **({"energy": frontier.result()} if frontier is not None else {}),
         **split,
     }
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from routeyard.config.schema import SessionBudgetConfig
+from routeyard.config.sessions import SessionBudgetConfig
 from routeyard.errors import BudgetExceeded
 from routeyard.gateway.steer import SoftBudgetSteer
 from routeyard.selection.base import CandidateView, Selection

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from routeyard.config.schema import ModelConfig, RouteyardConfig
+from routeyard.config.schema import EndpointConfig, ModelConfig, RouteyardConfig
 from routeyard.metrics import Metrics
+from routeyard.pool.backend_metrics import BackendMetricsScraper, ScrapeTarget, default_metrics_url
 from routeyard.pool.endpoint import CircuitBreaker, Endpoint, PooledModel
 from routeyard.pool.executor import AttemptLog, Executor, PoolExhausted, Served
 from routeyard.pool.health import HealthChecker
 from routeyard.pool.latency import LatencyTracker
 from routeyard.pool.providers import PROVIDERS, EndpointTarget, HttpClient, Provider, UpstreamError
+from routeyard.pool.providers.base import auth_headers
 
 __all__ = [
     "AttemptLog",
@@ -41,6 +43,7 @@ class Pool:
             model.name: self._pooled(model) for model in config.models
         }
         self._health: HealthChecker | None = None
+        self._scraper: BackendMetricsScraper | None = None
 
     def _pooled(self, model: ModelConfig) -> PooledModel:
         breaker = self.config.pool.breaker
@@ -68,10 +71,32 @@ class Pool:
             ))
         return pooled
 
+    def _scrape_target(self, endpoint: Endpoint, config: EndpointConfig) -> ScrapeTarget | None:
+        """How to scrape an endpoint's own load metrics, or None when it is not scraped."""
+        defaults = self.config.pool.backend_metrics
+        own = config.metrics
+        if not (own.enabled if own is not None else defaults.enabled):
+            return None
+        default_url = default_metrics_url(config.base_url)
+        url = own.url if own is not None and own.url else default_url
+        kind = own.kind if own is not None and own.kind else defaults.kind
+        # The endpoint's credentials go only to its own server, never to another host's URL.
+        same_origin = default_metrics_url(url) == default_url
+        headers = auth_headers(endpoint.target) if same_origin else {}
+        return ScrapeTarget(endpoint, url, kind, headers)
+
     async def start(self) -> None:
         await self.http.start()
         self._health = HealthChecker(self.endpoints(), self.config.pool.health_check, self.metrics)
         self._health.start()
+        targets = [target for model in self.config.models
+                   for endpoint, config in zip(self.models[model.name].endpoints, model.endpoints,
+                                               strict=True)
+                   if (target := self._scrape_target(endpoint, config)) is not None]
+        if targets:
+            self._scraper = BackendMetricsScraper(self.http, targets,
+                                                  self.config.pool.backend_metrics)
+            self._scraper.start()
 
     def endpoints(self) -> list[Endpoint]:
         return [e for model in self.models.values() for e in model.endpoints]
@@ -80,7 +105,15 @@ class Pool:
         if self._health is not None:
             await self._health.check_all()
 
+    async def scrape_backend_metrics(self) -> None:
+        """One scrape round now (tests, and a first reading before traffic)."""
+        if self._scraper is not None:
+            await self._scraper.scrape_all()
+
     async def close(self) -> None:
         if self._health is not None:
             await self._health.stop()
+        if self._scraper is not None:
+            await self._scraper.stop()
+            self._scraper = None
         await self.http.close()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from routeyard.config.schema import ModelConfig
+from routeyard.pool.backend_metrics import BackendLoad
 from routeyard.pool.preference import EndpointPreference
 from routeyard.pool.providers.base import EndpointTarget, Provider
 
@@ -68,13 +69,23 @@ class Endpoint:
     breaker: CircuitBreaker
     healthy: bool = True  # set by active health checks
     outstanding: int = 0
+    # The backend's own reported load (backend_metrics.py); None: its metrics are not scraped.
+    backend_load: BackendLoad | None = None
 
     def is_available(self) -> bool:
         return self.healthy and self.breaker.allows()
 
+    def in_flight(self) -> float:
+        """Requests this endpoint is working on: Routeyard's own count, or, while a scraped
+        reading is fresh, the backend's (see `BackendLoad.in_flight`)."""
+        scraped = self.backend_load
+        if scraped is None:
+            return self.outstanding
+        return scraped.in_flight(self.outstanding, time.monotonic())
+
     def load(self) -> float:
-        """Least-outstanding-requests score, weighted: lower is better."""
-        return (self.outstanding + 1) / self.weight
+        """Least-in-flight-requests score, weighted: lower is better."""
+        return (self.in_flight() + 1) / self.weight
 
 
 @dataclass(slots=True, eq=False)

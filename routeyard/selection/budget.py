@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from routeyard.selection.base import AlgorithmBuild, CandidateView, Selection, register
-from routeyard.selection.common import number, priced
+from routeyard.selection.common import energy_note, energy_penalties, number, priced
 from routeyard.selection.cost_aware import QualityCostSelection
 from routeyard.selection.ledger import PERIODS, check_scope, scope_key
 
@@ -119,10 +119,15 @@ class BudgetSelection(QualityCostSelection):
         qualities = [self.priors.get(c.name, self.default_prior) for c in pool]
         values = [q - lam * (cost / dearest if dearest > 0 else 0.0)
                   for q, cost in zip(qualities, costs, strict=True)]
+        # λ_energy stays fixed: the budget squeezes dollars, not joules.
+        energy = energy_penalties(pool, prompt_tokens, weighed.output_tokens, self.lam_energy)
+        if energy is not None:
+            values = [v - e for v, e in zip(values, energy, strict=True)]
         best = max(range(len(pool)), key=values.__getitem__)  # ties: the first listed
         relative = costs[best] / dearest if dearest > 0 else 0.0
         spent = (f"{state.describe()} ({fraction:.0%} spent)" if state is not None
                  else "no budget applies")
         return Selection(pool[best].name,
                          f"budget: quality {qualities[best]:.2f} - λ={lam:.3g} * relative cost "
-                         f"{relative:.2f} = {values[best]:.2f}, the highest; {spent}{note}")
+                         f"{relative:.2f}{energy_note(energy, best)} = {values[best]:.2f}, the "
+                         f"highest; {spent}{note}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from routeyard.pool.energy import expected_energy, relative
 from routeyard.selection.base import CandidateView
 
 if TYPE_CHECKING:
@@ -67,3 +68,18 @@ def priced(candidates: list[CandidateView], prompt_tokens: int, default_output: 
         return None
     output = expected_output_tokens(default_output, ctx)
     return Priced(pool, [expected_cost(c, prompt_tokens, output) for c in pool], output, note)
+
+
+def energy_penalties(pool: list[CandidateView], prompt_tokens: int, output_tokens: int,
+                     lam_energy: float) -> list[float] | None:
+    """λ_energy · each candidate's expected joules over the most energy-hungry candidate's
+    (unitless, like relative cost); None when λ_energy is 0, so energy costs nothing then."""
+    if not lam_energy:
+        return None
+    joules = [expected_energy(c, prompt_tokens, output_tokens) for c in pool]
+    return [lam_energy * share for share in relative(joules)]
+
+
+def energy_note(penalties: list[float] | None, index: int) -> str:
+    """The reason's energy term, when energy weighs."""
+    return "" if penalties is None else f" - energy {penalties[index]:.2f}"

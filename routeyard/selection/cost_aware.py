@@ -1,4 +1,5 @@
-"""Cost-aware selection: `cheapest`, and `quality_cost` (quality priors minus λ·cost).
+"""Cost-aware selection: `cheapest`, and `quality_cost` (quality priors minus λ·cost, minus
+λ_energy·energy when `lambda_energy` is set: docs/routing.md, "Energy").
 
 The expected cost of a request on a model is its price per million tokens times the prompt
 tokens plus the expected output tokens (`expected_output_tokens`, default 256, capped by the
@@ -16,7 +17,7 @@ from routeyard.selection.base import (
     SelectionAlgorithm,
     register,
 )
-from routeyard.selection.common import number, priced
+from routeyard.selection.common import energy_note, energy_penalties, number, priced
 
 if TYPE_CHECKING:
     from routeyard.signals.base import RequestContext
@@ -49,7 +50,8 @@ class CheapestSelection(_CostAware):
 
 @register
 class QualityCostSelection(_CostAware):
-    """argmax of prior quality - λ·(expected cost / the dearest candidate's expected cost)."""
+    """argmax of prior quality - λ·(expected cost / the dearest candidate's expected cost)
+    - λ_energy·(expected joules / the most energy-hungry candidate's expected joules)."""
 
     name = "quality_cost"
     gives_scores = True
@@ -63,6 +65,7 @@ class QualityCostSelection(_CostAware):
         self.priors = {str(k): float(v) for k, v in priors.items()}
         self.default_prior = number(self.options, "default_prior", 0.5)
         self.lam = number(self.options, "lambda", 1.0)
+        self.lam_energy = number(self.options, "lambda_energy", 0.0)
 
     def select(self, candidates: list[CandidateView], prompt_tokens: int,
                ctx: RequestContext | None = None) -> Selection | None:
@@ -74,9 +77,13 @@ class QualityCostSelection(_CostAware):
         qualities = [self.priors.get(c.name, self.default_prior) for c in pool]
         values = [q - self.lam * (cost / dearest if dearest > 0 else 0.0)
                   for q, cost in zip(qualities, costs, strict=True)]
+        energy = energy_penalties(pool, prompt_tokens, weighed.output_tokens, self.lam_energy)
+        if energy is not None:
+            values = [v - e for v, e in zip(values, energy, strict=True)]
         best = max(range(len(pool)), key=values.__getitem__)  # ties: the first listed
         relative = costs[best] / dearest if dearest > 0 else 0.0
         return Selection(pool[best].name,
                          f"quality_cost: quality {qualities[best]:.2f} - λ={self.lam:g} * "
-                         f"relative cost {relative:.2f} = {values[best]:.2f}, the highest{note}",
+                         f"relative cost {relative:.2f}{energy_note(energy, best)} = "
+                         f"{values[best]:.2f}, the highest{note}",
                          scores={c.name: v for c, v in zip(pool, values, strict=True)})

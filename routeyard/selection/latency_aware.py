@@ -1,5 +1,6 @@
 """Load- and latency-aware selection: `latency_aware` (observed TTFT/TPOT) and `load_aware`
-(outstanding requests per unit endpoint weight)."""
+(requests in flight per unit endpoint weight: Routeyard's own count, or the backends' scraped
+queues when their metrics are scraped, docs/pool.md#backend-metrics)."""
 
 from __future__ import annotations
 
@@ -58,8 +59,8 @@ class LatencyAwareSelection(SelectionAlgorithm):
 
 @register
 class LoadAwareSelection(SelectionAlgorithm):
-    """The candidate whose available endpoints carry the fewest outstanding requests per unit
-    of weight (ties: the first listed)."""
+    """The candidate whose available endpoints carry the fewest requests in flight per unit
+    of weight (`Endpoint.in_flight`; ties: the first listed)."""
 
     name = "load_aware"
 
@@ -73,9 +74,9 @@ class LoadAwareSelection(SelectionAlgorithm):
             endpoints = [e for e in candidate.endpoints  # type: ignore[attr-defined]
                          if e.is_available()] or candidate.endpoints  # type: ignore[attr-defined]
             weight = sum(e.weight for e in endpoints)
-            load = sum(e.outstanding for e in endpoints) / weight if weight > 0 else float("inf")
+            load = sum(e.in_flight() for e in endpoints) / weight if weight > 0 else float("inf")
             if load < best_load:
                 best_index, best_load = index, load
         return Selection(pool[best_index].name,
-                         f"load_aware: least loaded, {best_load:.2f} outstanding requests per "
+                         f"load_aware: least loaded, {best_load:.2f} requests in flight per "
                          f"unit of endpoint weight{note}")

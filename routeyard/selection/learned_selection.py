@@ -2,8 +2,10 @@
 
 The artifact (from `routeyard train`) predicts each model's quality for the last user turn (its
 embedding, and its text for routers that read it) and the cost it expects for it; the candidate
-with the best `quality - λ·cost` wins. Candidates the artifact does not know are
-skipped by it (and still serve as failover); `model_map` renames dataset models to config names.
+with the best `quality - λ·cost` wins (minus `lambda_energy` times each candidate's expected
+joules over the hungriest one's, when set: docs/routing.md, "Energy"). Candidates the artifact
+does not know are skipped by it (and still serve as failover); `model_map` renames dataset
+models to config names.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from routeyard.selection.base import (
     SelectionAlgorithm,
     register,
 )
+from routeyard.selection.common import energy_penalties, expected_output_tokens, number
 
 if TYPE_CHECKING:
     from routeyard.signals.base import RequestContext
@@ -44,6 +47,8 @@ class LearnedSelection(SelectionAlgorithm):
             path = self.build.base_dir / path
         self.router = load_router(path)
         self.lam = float(self.options.get("lambda", 1.0))
+        self.lam_energy = number(self.options, "lambda_energy", 0.0)
+        self.output_tokens = int(number(self.options, "expected_output_tokens", 256))
         model_map = self.options.get("model_map") or {}
         names = [str(model_map.get(m, m)) for m in self.router.models]
         self.column = {name: index for index, name in enumerate(names)}
@@ -60,6 +65,11 @@ class LearnedSelection(SelectionAlgorithm):
         quality, cost = predicted[0], expected[0]
         columns = np.array([self.column[c.name] for c in known])
         value = quality[columns] - self.lam * cost[columns] / self.router.cost_scale
+        energy = energy_penalties(known, prompt_tokens,
+                                  expected_output_tokens(self.output_tokens, ctx),
+                                  self.lam_energy)
+        if energy is not None:
+            value = value - np.asarray(energy)
         best = int(np.argmax(value))
         return Selection(known[best].name,
                          f"{self.router.kind}: predicted quality {quality[columns[best]]:.2f}, "

@@ -15,6 +15,7 @@ from routeyard import tracing
 from routeyard.errors import RouteyardError
 from routeyard.metrics import Metrics
 from routeyard.pool import AttemptLog, Served
+from routeyard.pool.energy import model_energy
 from routeyard.selection.ledger import BudgetLedger
 from routeyard.serving.feedback import FeedbackService
 from routeyard.serving.planner import RoutePlan
@@ -83,6 +84,12 @@ class Accountant:
         cost = cost_usd if cost_usd is not None else (
             model.config.pricing.cost(prompt, completion) if model else 0.0)
         label = model.name if model else "none"
+        energy = None
+        if served is not None:  # one cached lookup; None unless energy figures are configured
+            found = model_energy(served.model.config)
+            rates = found.served(served.endpoint.name) if found is not None else None
+            if rates is not None:
+                energy = rates.joules(prompt, completion)
         self.feedback.served(plan, model.name if model else None)
         if model is not None and self.feedback.needs_context(plan.decision):
             self.spawn(self._remember_context(plan))
@@ -93,6 +100,8 @@ class Accountant:
             m.child(m.tokens, label, "prompt").inc(prompt)
             m.child(m.tokens, label, "completion").inc(completion)
             m.child(m.cost, label).inc(cost)
+            if energy is not None:
+                m.child(m.energy, label).inc(energy)
             if ttft_s is not None and completion > 1:
                 m.child(m.time_per_output_token, label).observe(
                     max(0.0, latency - ttft_s) / (completion - 1))
@@ -142,7 +151,7 @@ class Accountant:
             key_id=caller.key_id if caller is not None else None,
             tenant=caller.tenant if caller is not None else None,
             ttft_ms=ttft_s * 1000 if ttft_s is not None else None, cache=plan.cache,
-            dearest_cost_usd=dearest, session=plan.session,
+            dearest_cost_usd=dearest, session=plan.session, energy_j=energy,
         )
         self.store.record_decision(record)
         for observer in self.observers:

@@ -31,7 +31,7 @@ from routeyard.gateway import ANONYMOUS, LIBRARY
 from routeyard.state import DecisionRecord, Store, StoreUnavailable
 
 if TYPE_CHECKING:
-    from routeyard.config.schema import ImplicitFeedbackConfig
+    from routeyard.config.sessions import ImplicitFeedbackConfig
     from routeyard.metrics import Metrics
     from routeyard.serving.accounting import Spawn
     from routeyard.serving.feedback import FeedbackService

@@ -26,6 +26,7 @@ from routeyard.simulator.engine import (
     Sampling,
     SimulatorEngine,
 )
+from routeyard.simulator.load_metrics import render_metrics
 from routeyard.simulator.prefix_cache import prompt_blocks
 from routeyard.simulator.profiles import SimulatorConfig, demo_config
 from routeyard.simulator.replay import ReplayIndex
@@ -177,6 +178,7 @@ class SimulatorApp:
             "/_sim/reset": self._reset,
             _PROFILES: self._profiles,
             "/healthz": self._health,
+            "/metrics": self._metrics,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -347,6 +349,15 @@ class SimulatorApp:
 
     async def _health(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         await send_json(send, 200, b'{"status":"ok"}')
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """vLLM's load gauges from the queue model (load_metrics.py), for routers to scrape."""
+        engine = self.engine
+        body = render_metrics(engine.states, engine.clock())
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
+            (b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
 
     async def _stats(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         await send_json(send, 200, orjson.dumps({**self.engine.stats(),

@@ -34,7 +34,7 @@ OUTCOMES = (
 class ModelState:
     """One served model: its current profile, its own RNGs and its counters."""
 
-    __slots__ = ("cache", "cached_tokens", "fault_rng", "length_rng", "outcomes",
+    __slots__ = ("active", "cache", "cached_tokens", "fault_rng", "length_rng", "outcomes",
                  "prefill_free_at", "prefilled_tokens", "profile", "rates", "requests")
 
     def __init__(self, name: str, profile: ModelProfile, seed: int) -> None:
@@ -47,6 +47,8 @@ class ModelState:
         self.prefill_free_at = 0.0  # when this endpoint's prefill is free again (clock time)
         self.cached_tokens = 0  # prompt tokens served from the prefix cache, in all
         self.prefilled_tokens = 0  # prompt tokens prefilled, in all
+        # The requests being answered now, by id (the /metrics queue model: load_metrics.py).
+        self.active: dict[int, Plan] = {}
         self.set_profile(profile)
 
     def set_profile(self, profile: ModelProfile) -> None:
@@ -61,10 +63,11 @@ class ModelState:
             self.cache.resize(capacity)
 
     def prefill(self, blocks: list[Block], prompt_tokens: int, now: float
-                ) -> tuple[float, int]:
+                ) -> tuple[float, int, float]:
         """Prefill a prompt arriving at `now`: its time to first token (the base, the wait
-        for this endpoint's earlier prefills, its uncached tokens' prefill) and its cached
-        tokens. Afterwards the cache holds the whole prompt."""
+        for this endpoint's earlier prefills, its uncached tokens' prefill), its cached
+        tokens, and when its prefill starts (until then it waits in the queue). Afterwards
+        the cache holds the whole prompt."""
         cached = 0
         if self.cache is not None:
             cached = min(prompt_tokens, self.cache.cached_tokens(blocks))
@@ -77,7 +80,7 @@ class ModelState:
         start = max(now, self.prefill_free_at)
         if prefill_s:
             self.prefill_free_at = start + prefill_s
-        return latency.ttft_s + (start - now) + prefill_s, cached
+        return latency.ttft_s + (start - now) + prefill_s, cached, start
 
     def cache_stats(self) -> dict[str, int]:
         found = self.cache.stats() if self.cache is not None else {}
@@ -129,6 +132,8 @@ class Plan:
     prompt: str = ""  # the last user message (seeds the step entropies)
     ttft_s: float | None = None  # with a prefill model: this request's (None: the profile's)
     cached_tokens: int | None = None  # with a prefill model: prompt tokens from the cache
+    # With a prefill model: when its prefill starts (engine clock); before that it is queued.
+    prefill_start: float | None = None
 
     @property
     def first_token_s(self) -> float:
@@ -240,12 +245,12 @@ class SimulatorEngine:
         if max_tokens is not None and n > max_tokens:
             n, finish = max_tokens, "length"
             stop_reason = None if stop_reason is not False else False
-        ttft_s = cached = None
+        ttft_s = cached = prefill_start = None
         if blocks is not None and fault is None and profile.models_prefill:
-            ttft_s, cached = state.prefill(blocks, prompt_tokens, self.clock())
+            ttft_s, cached, prefill_start = state.prefill(blocks, prompt_tokens, self.clock())
         return Plan(model, state, profile, fault, prompt_tokens, n, finish, answer, replay,
                     stop_reason, sampling.top_logprobs, prefix or "", last_user, ttft_s,
-                    cached)
+                    cached, prefill_start)
 
     def set_profile(self, model: str, updates: Mapping[str, Any]) -> ModelProfile:
         """Merge `updates` into a model's profile; an unknown model starts being served."""

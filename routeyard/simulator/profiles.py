@@ -26,7 +26,7 @@ _RATE_KEYS = (
 FAULT_ORDER = ("503", "429", "hang", "disconnect", "disconnect_first")
 _FLAG_KEYS = frozenset({"omit_usage", "embedding", "logprobs"})
 _INT_KEYS = frozenset({"output_tokens_min", "output_tokens_max", "step_tokens",
-                       "prefix_cache_tokens"})
+                       "prefix_cache_tokens", "kv_cache_tokens"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,8 @@ class ModelProfile:
     step_entropy: StepEntropy | None = None
     # The prefix cache's capacity, in prompt tokens (see prefix_cache.py); 0: no cache.
     prefix_cache_tokens: int = 0
+    # The KV cache's capacity in tokens, for /metrics' KV usage (load_metrics.py); 0: none.
+    kv_cache_tokens: int = 0
 
     def __post_init__(self) -> None:
         for key in _RATE_KEYS:
@@ -62,8 +64,8 @@ class ModelProfile:
             raise ValueError("retry_after_s and hang_s must be >= 0")
         if self.step_tokens < 0:
             raise ValueError("step_tokens must be >= 0")
-        if self.prefix_cache_tokens < 0:
-            raise ValueError("prefix_cache_tokens must be >= 0")
+        if self.prefix_cache_tokens < 0 or self.kv_cache_tokens < 0:
+            raise ValueError("prefix_cache_tokens and kv_cache_tokens must be >= 0")
 
     @property
     def models_prefill(self) -> bool:

@@ -103,9 +103,12 @@ async def run_plan(
     plan: Plan, surface: Surface, stream: bool, include_usage: bool, receive: Receive, send: Send
 ) -> None:
     peer = Peer(receive)
+    active = plan.state.active  # in flight while it is played: what /metrics reports
+    active[id(plan)] = plan
     try:
         outcome = await _play(plan, surface, stream, include_usage, receive, send, peer)
     finally:
+        del active[id(plan)]
         peer.close()
     plan.state.outcomes[outcome] += 1
 

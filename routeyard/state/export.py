@@ -140,7 +140,7 @@ _ARROW_TYPES: dict[str, Callable[[Any], Any]] = {
     "surface": lambda pa: pa.string(), "key_id": lambda pa: pa.string(),
     "tenant": lambda pa: pa.string(), "ttft_ms": lambda pa: pa.float64(),
     "cache": lambda pa: pa.string(), "dearest_cost_usd": lambda pa: pa.float64(),
-    "session": lambda pa: pa.string(),
+    "session": lambda pa: pa.string(), "energy_j": lambda pa: pa.float64(),
 }
 SINKS: dict[str, Callable[[IO[bytes]], Sink]] = {"jsonl": JsonlSink, "parquet": ParquetSink}
 EXPORT_FORMATS = tuple(SINKS)

@@ -62,7 +62,7 @@ def _slot(groups: dict[Any, Aggregate], key: Any) -> Aggregate:
 
 
 def _sums(groups: dict[Any, Aggregate], rows: Sequence[Any]) -> None:
-    for key, n, errors, ran, hits, prompt, completion, cost, dearest, latency in rows:
+    for key, n, errors, ran, hits, prompt, completion, cost, dearest, latency, energy in rows:
         agg = _slot(groups, key)
         agg.requests += n
         agg.errors += errors
@@ -73,6 +73,7 @@ def _sums(groups: dict[Any, Aggregate], rows: Sequence[Any]) -> None:
         agg.cost_usd += cost
         agg.dearest_cost_usd += dearest
         agg.latency_sum += latency
+        agg.energy_j += energy
 
 
 def _histogram(name: str) -> Merge:
@@ -104,7 +105,8 @@ def stats_sql(query: StatsQuery) -> list[tuple[str, list[Any], Merge]]:
             "coalesce(sum(d.prompt_tokens), 0)::bigint, "
             "coalesce(sum(d.completion_tokens), 0)::bigint, coalesce(sum(d.cost_usd), 0), "
             "coalesce(sum(coalesce(d.dearest_cost_usd, d.cost_usd)), 0), "
-            f"coalesce(sum(d.latency_ms), 0) FROM decisions AS d{where} GROUP BY 1")
+            "coalesce(sum(d.latency_ms), 0), coalesce(sum(d.energy_j), 0) "
+            f"FROM decisions AS d{where} GROUP BY 1")
     latency = (f"SELECT {group}, {_BUCKET.format('d.latency_ms')}, count(*) FROM decisions "
                f"AS d{where} GROUP BY 1, 2")
     ttft_where = where + (" AND " if where else " WHERE ") + "d.ttft_ms IS NOT NULL"

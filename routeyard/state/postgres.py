@@ -58,7 +58,8 @@ _PG_TYPES = {"request_id": "text", "time": "float8", "decision": "text", "model"
              "completion_tokens": "int8", "cost_usd": "float8", "status": "text",
              "stream": "bool", "detail": "text",  # detail goes as JSON text, kept as jsonb
              "surface": "text", "key_id": "text", "tenant": "text", "ttft_ms": "float8",
-             "cache": "text", "dearest_cost_usd": "float8", "session": "text"}
+             "cache": "text", "dearest_cost_usd": "float8", "session": "text",
+             "energy_j": "float8"}
 _COLUMNS = ", ".join(DECISION_FIELDS)
 _UPSERT_TAIL = " ON CONFLICT (request_id) DO UPDATE SET " + ", ".join(
     f"{f} = EXCLUDED.{f}" for f in DECISION_FIELDS if f != "request_id")
@@ -422,7 +423,7 @@ def _rows(records: Iterable[DecisionRecord]) -> tuple[list[tuple[Any, ...]], int
         rows.append((r.request_id, r.time, r.decision, r.model, r.endpoint, r.latency_ms,
                      r.prompt_tokens, r.completion_tokens, r.cost_usd, r.status,
                      bool(r.stream), detail, r.surface, r.key_id, r.tenant, r.ttft_ms,
-                     r.cache, r.dearest_cost_usd, r.session))
+                     r.cache, r.dearest_cost_usd, r.session, r.energy_j))
     return rows, rejected
 
 

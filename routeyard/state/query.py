@@ -5,7 +5,7 @@ in a stable order: time, then request id, both descending. A page ends with an o
 (the last record's time and id, base64url JSON), and the next page starts strictly after it.
 
 A `StatsQuery` groups the records of a time window (by model, decision, key, tenant or hour)
-into `Aggregate`s: counts, tokens, cost, the dearest candidate's cost, latency and TTFT
+into `Aggregate`s: counts, tokens, cost, the dearest candidate's cost, energy, latency and TTFT
 histograms, cache and feedback counts. Percentiles come from log-spaced histogram buckets
 (each about 5% wide), so every store answers them the same way and aggregates can be merged
 (SQLite keeps hourly roll-ups of them). Stores that cannot aggregate in their database filter
@@ -151,9 +151,11 @@ class Aggregate:
     ttft: dict[int, int] = field(default_factory=dict)
     feedback_count: int = 0
     feedback_sum: float = 0.0
+    energy_j: float = 0.0  # estimated joules (records without figures add nothing)
 
     def add(self, status: str, latency_ms: float, ttft_ms: float | None, prompt: int,
-            completion: int, cost: float, dearest: float | None, cache: str | None) -> None:
+            completion: int, cost: float, dearest: float | None, cache: str | None,
+            energy: float | None = None) -> None:
         self.requests += 1
         if status in ERROR_STATUSES:
             self.errors += 1
@@ -165,6 +167,8 @@ class Aggregate:
         self.completion_tokens += completion
         self.cost_usd += cost
         self.dearest_cost_usd += cost if dearest is None else dearest
+        if energy is not None:
+            self.energy_j += energy
         self.latency_sum += latency_ms
         b = bucket(latency_ms)
         self.latency[b] = self.latency.get(b, 0) + 1
@@ -174,7 +178,7 @@ class Aggregate:
 
     def add_record(self, r: DecisionRecord) -> None:
         self.add(r.status, r.latency_ms, r.ttft_ms, r.prompt_tokens, r.completion_tokens,
-                 r.cost_usd, r.dearest_cost_usd, r.cache)
+                 r.cost_usd, r.dearest_cost_usd, r.cache, r.energy_j)
         if r.feedback is not None:
             self.feedback_count += 1
             self.feedback_sum += r.feedback
@@ -188,6 +192,7 @@ class Aggregate:
         self.completion_tokens += other.completion_tokens
         self.cost_usd += other.cost_usd
         self.dearest_cost_usd += other.dearest_cost_usd
+        self.energy_j += other.energy_j
         self.latency_sum += other.latency_sum
         for mine, theirs in ((self.latency, other.latency), (self.ttft, other.ttft)):
             for b, n in theirs.items():

@@ -48,6 +48,9 @@ class DecisionRecord:
     # What the answer would have cost on the dearest candidate of its decision (same tokens).
     dearest_cost_usd: float | None = None
     session: str | None = None  # the agent session it belongs to (docs/sessions.md)
+    # Estimated joules of the answer (the served model's or endpoint's energy figures times
+    # its tokens); None when it has none (docs/routing.md, "Energy").
+    energy_j: float | None = None
     # Feedback joined on read (kept beside the record, never written with it): the reward in
     # [0, 1], or None when no feedback came.
     feedback: float | None = None

@@ -109,14 +109,14 @@ def _row(r: DecisionRecord) -> tuple[object, ...]:
             r.prompt_tokens, r.completion_tokens, r.cost_usd, r.status, int(r.stream),
             to_json(r.detail).decode() if r.detail is not None else None,
             r.surface, r.key_id, r.tenant, r.ttft_ms, r.cache, r.dearest_cost_usd,
-            r.session)
+            r.session, r.energy_j)
 
 
 # Columns added after a table was first created: (name, SQL type). A file from an earlier
 # version gets them added when it is opened (schema v2: the query API's columns).
 _ADDED_COLUMNS = (("detail", "TEXT"), ("surface", "TEXT"), ("key_id", "TEXT"),
                   ("tenant", "TEXT"), ("ttft_ms", "REAL"), ("cache", "TEXT"),
-                  ("dearest_cost_usd", "REAL"), ("session", "TEXT"))
+                  ("dearest_cost_usd", "REAL"), ("session", "TEXT"), ("energy_j", "REAL"))
 # How often the writer adds new records to the roll-ups (stats bring them up to date first).
 _ROLL_UP_EVERY_S = 5.0
 # How often the writer deletes records past `retention_days` (a slice per flush until done).

@@ -44,7 +44,9 @@ V2_SCHEMA: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS decisions_model ON decisions (model, time)",
     "CREATE INDEX IF NOT EXISTS decisions_decision ON decisions (decision, time)",
     # Sessions are too many to roll up: their stats read the records, through this index.
-    "CREATE INDEX IF NOT EXISTS decisions_session ON decisions (session, time)",
+    # Partial: a record without a session (sessions off) costs the index nothing.
+    "CREATE INDEX IF NOT EXISTS decisions_session ON decisions (session, time) "
+    "WHERE session IS NOT NULL",
     # `time` is the record's (so retention and windows apply to feedback as to its record).
     """CREATE TABLE IF NOT EXISTS decision_feedback (
         request_id TEXT PRIMARY KEY,
@@ -69,6 +71,7 @@ V2_SCHEMA: tuple[str, ...] = (
         cost_usd REAL NOT NULL, dearest_cost_usd REAL NOT NULL, latency_sum REAL NOT NULL,
         feedback_count INTEGER NOT NULL, feedback_sum REAL NOT NULL,
         latency_hist BLOB NOT NULL, ttft_hist BLOB NOT NULL,
+        energy_j REAL NOT NULL DEFAULT 0,
         PRIMARY KEY (dim, hour, value)
     ) WITHOUT ROWID""",
 )
@@ -87,23 +90,21 @@ _CUBE_GROUPS = (None, "hour", "model", "decision")
 _DIM_FIELDS = "model, decision, key_id, tenant, surface, status"
 _AGG_COLUMNS = ("requests, errors, cache_ran, cache_hits, prompt_tokens, completion_tokens, "
                 "cost_usd, dearest_cost_usd, latency_sum, feedback_count, feedback_sum, "
-                "latency_hist, ttft_hist")
+                "latency_hist, ttft_hist, energy_j")
 _ROLLUP_UPSERT = (f"INSERT OR REPLACE INTO decision_rollups (dim, hour, value, {_AGG_COLUMNS}) "
-                  f"VALUES ({', '.join('?' * 16)})")
+                  f"VALUES ({', '.join('?' * 17)})")
 _ROLLUP_GET = (f"SELECT {_AGG_COLUMNS} FROM decision_rollups "
                "WHERE dim = ? AND hour = ? AND value = ?")
 _ROLLUP_FEEDBACK = ("UPDATE decision_rollups SET feedback_count = feedback_count + ?, "
                     "feedback_sum = feedback_sum + ? WHERE dim = ? AND hour = ? AND value = ?")
 # What the stats read of each record on the raw path (feedback comes from its own query).
 _RAW_COLUMNS = ("d.status, d.latency_ms, d.ttft_ms, d.prompt_tokens, d.completion_tokens, "
-                "d.cost_usd, d.dearest_cost_usd, d.cache")
+                "d.cost_usd, d.dearest_cost_usd, d.cache, coalesce(d.energy_j, 0)")
 _SELECT = ", ".join(f"d.{f}" for f in DECISION_FIELDS) + ", f.score, f.implicit"
 # What a file written before implicit feedback holds, opened read-only (so not upgraded): its
 # feedback is all explicit.
-_SELECT_BEFORE_IMPLICIT = _SELECT.replace("f.implicit", "0")
-# ... and before sessions (no `session` column), with or without implicit feedback.
-_OLDER_SELECTS = (_SELECT.replace("d.session", "NULL"),
-                  _SELECT_BEFORE_IMPLICIT.replace("d.session", "NULL"))
+# ... and before sessions or energy (no such column): what each missing one reads as.
+_LATER_COLUMNS = {"f.implicit": "0", "d.session": "NULL", "d.energy_j": "NULL"}
 _FROM = "decisions AS d LEFT JOIN decision_feedback AS f ON f.request_id = d.request_id"
 _CHUNK = 500
 _FEEDBACK_MARGIN_S = 3600.0
@@ -136,7 +137,7 @@ _ROLL_SUMS = (f"SELECT {_FINE_KEY}, count(*), total(d.status IN ({_ERRORS_IN})),
               "total(d.cache IS NOT NULL), total(d.cache = 'hit'), total(d.prompt_tokens), "
               "total(d.completion_tokens), total(d.cost_usd), "
               "total(coalesce(d.dearest_cost_usd, d.cost_usd)), total(d.latency_ms), "
-              f"count(f.score), total(f.score) {_NEW} GROUP BY {_FINE_KEY}")
+              f"count(f.score), total(f.score), total(d.energy_j) {_NEW} GROUP BY {_FINE_KEY}")
 # Histogram buckets as query.bucket() makes them: int(log1p(max(0, ms)) * per e).
 _ROLL_HIST = ("SELECT {key}, CAST(ln(1 + max(0, d.{column})) * {per_e} AS INTEGER) AS b, "
               "count(*) {new} AND d.{column} IS NOT NULL GROUP BY {key}, b")
@@ -184,10 +185,11 @@ def _new_aggregates(conn: sqlite3.Connection, start: int, end: int
     for row in conn.execute(_ROLL_SUMS, (start, end)):
         key, sums = row[:7], row[7:]
         (requests, errors, cache_ran, cache_hits, prompt, completion, cost, dearest,
-         latency_sum, feedback_count, feedback_sum) = sums
+         latency_sum, feedback_count, feedback_sum, energy) = sums
         fine[key] = Aggregate(requests, int(errors), int(cache_ran), int(cache_hits),
                               int(prompt), int(completion), cost, dearest, latency_sum,
-                              feedback_count=feedback_count, feedback_sum=feedback_sum)
+                              feedback_count=feedback_count, feedback_sum=feedback_sum,
+                              energy_j=energy)
     for column, histogram in (("latency_ms", "latency"), ("ttft_ms", "ttft")):
         query = _ROLL_HIST.format(key=_FINE_KEY, column=column, per_e=BUCKETS_PER_E, new=_NEW)
         for *key, index, count in conn.execute(query, (start, end)):
@@ -217,16 +219,20 @@ def _add_to_rollups(conn: sqlite3.Connection, fine: dict[tuple[Any, ...], Aggreg
                                       agg.cache_hits, agg.prompt_tokens, agg.completion_tokens,
                                       agg.cost_usd, agg.dearest_cost_usd, agg.latency_sum,
                                       agg.feedback_count, agg.feedback_sum,
-                                      pack(agg.latency), pack(agg.ttft)))
+                                      pack(agg.latency), pack(agg.ttft), agg.energy_j))
 
 
 def add_feedback_columns(conn: sqlite3.Connection) -> None:
     """Bring a `decision_feedback` table made by an earlier version up to date (in the
-    caller's transaction): its rows were all explicit."""
+    caller's transaction): its rows were all explicit. And the roll-ups' energy column."""
     present = {row[1] for row in conn.execute("PRAGMA table_info(decision_feedback)")}
     if "implicit" not in present:
         conn.execute("ALTER TABLE decision_feedback ADD COLUMN implicit INTEGER NOT NULL "
                      "DEFAULT 0")
+    # Roll-ups made before energy was recorded: their records had none.
+    present = {row[1] for row in conn.execute("PRAGMA table_info(decision_rollups)")}
+    if "energy_j" not in present:
+        conn.execute("ALTER TABLE decision_rollups ADD COLUMN energy_j REAL NOT NULL DEFAULT 0")
 
 
 def set_feedback(conn: sqlite3.Connection, request_id: str, score: float, now: float,
@@ -332,27 +338,23 @@ def get_one(conn: sqlite3.Connection, request_id: str) -> DecisionRecord | None:
 def _select(conn: sqlite3.Connection, tail: str, args: tuple[Any, ...]) -> list[Any]:
     """The records' rows, feedback joined; from a file older than implicit feedback too
     (opened read-only by evaluate-policy or advise, so never upgraded)."""
-    try:
-        return conn.execute(f"SELECT {_SELECT} {tail}", args).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "f.implicit" not in str(exc) and "d.session" not in str(exc):
-            raise
-        if "d.session" not in str(exc):
-            return conn.execute(f"SELECT {_SELECT_BEFORE_IMPLICIT} {tail}", args).fetchall()
-    try:
-        return conn.execute(f"SELECT {_OLDER_SELECTS[0]} {tail}", args).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "f.implicit" not in str(exc):
-            raise
-        return conn.execute(f"SELECT {_OLDER_SELECTS[1]} {tail}", args).fetchall()
+    select = _SELECT
+    while True:  # each pass replaces one missing column, so at most len(_LATER_COLUMNS) + 1
+        try:
+            return conn.execute(f"SELECT {select} {tail}", args).fetchall()
+        except sqlite3.OperationalError as exc:
+            missing = next((c for c in _LATER_COLUMNS if c in str(exc) and c in select), None)
+            if missing is None:
+                raise
+            select = select.replace(missing, _LATER_COLUMNS[missing])
 
 
 def _aggregate(row: tuple[Any, ...]) -> Aggregate:
     (requests, errors, cache_ran, cache_hits, prompt, completion, cost, dearest, latency_sum,
-     feedback_count, feedback_sum, latency, ttft) = row
+     feedback_count, feedback_sum, latency, ttft, energy) = row
     return Aggregate(requests, errors, cache_ran, cache_hits, prompt, completion, cost,
                      dearest, latency_sum, unpack(latency), unpack(ttft), feedback_count,
-                     feedback_sum)
+                     feedback_sum, energy)
 
 
 def _group_sql(group_by: str | None) -> str:
@@ -383,7 +385,7 @@ def _raw(conn: sqlite3.Connection, query: StatsQuery, since: float, until: float
         f"AND f.time < ? AND {where} GROUP BY 1",
         [since - _FEEDBACK_MARGIN_S, until + _FEEDBACK_MARGIN_S, *args])}
     n = len(rows)
-    keys, status, latency, ttft, prompt, completion, cost, dearest, cache = zip(
+    keys, status, latency, ttft, prompt, completion, cost, dearest, cache, energy = zip(
         *rows, strict=True)
     del rows
     index: dict[Any, int] = {}
@@ -398,7 +400,7 @@ def _raw(conn: sqlite3.Connection, query: StatsQuery, since: float, until: float
     cache_ran = total((c is not None for c in cache), bool)
     cache_hits = total((c == "hit" for c in cache), bool)
     prompts, completions = total(prompt), total(completion)
-    costs, latency_sum = total(cost), total(latency)
+    costs, latency_sum, energies = total(cost), total(latency), total(energy)
     dearests = total(c if d is None else d for c, d in zip(cost, dearest, strict=True))
     latencies = _histograms(group, map(bucket, latency), n, size)
     timed = [(g, t) for g, t in zip(group.tolist(), ttft, strict=True) if t is not None]
@@ -408,7 +410,7 @@ def _raw(conn: sqlite3.Connection, query: StatsQuery, since: float, until: float
         agg = Aggregate(int(requests[i]), int(errors[i]), int(cache_ran[i]), int(cache_hits[i]),
                         int(prompts[i]), int(completions[i]), float(costs[i]),
                         float(dearests[i]), float(latency_sum[i]), latencies[i], ttfts[i],
-                        *feedback.get(key, (0, 0.0)))
+                        *feedback.get(key, (0, 0.0)), float(energies[i]))
         found = groups.get(key)
         if found is None:
             groups[key] = agg

@@ -42,7 +42,7 @@ class EmaSelection(OnlineAlgorithm):
     def choose_index(self, names: list[str], costs: list[float] | np.ndarray,
                      context: np.ndarray | None = None) -> int:
         values = np.array([self.values.get(n, self.prior) for n in names])
-        return self.epsilon_greedy(values - self.lam * self.relative_costs(costs), self.epsilon)
+        return self.epsilon_greedy(values - self.penalty(costs), self.epsilon)
 
     def explain(self, model: str) -> str:
         return f"ema {self.values.get(model, self.prior):.3f} over {self.counts.get(model, 0)}"
@@ -88,17 +88,17 @@ class ThompsonSelection(OnlineAlgorithm):
     def choose_index(self, names: list[str], costs: list[float] | np.ndarray,
                      context: np.ndarray | None = None) -> int:
         params = np.array([self._params(n) for n in names])
-        relative = self.relative_costs(costs)
+        relative = self.penalty(costs)  # λ·cost (+ λ_energy·energy), already weighted
         samples = self.rng.beta(params[:, 0], params[:, 1])
-        index = self.argmax(samples - self.lam * relative)
+        index = self.argmax(samples - relative)
         if len(names) > 1:
             # No closed form: estimate P(this index wins) from PROBABILITY_DRAWS more draws,
             # from a generator of their own (the serving draws stay as they were).
             draws = self._estimator.beta(params[:, 0], params[:, 1],
                                          size=(PROBABILITY_DRAWS, len(names)))
-            wins = np.count_nonzero(np.argmax(draws - self.lam * relative, axis=1) == index)
+            wins = np.count_nonzero(np.argmax(draws - relative, axis=1) == index)
             self._probability = max(1, wins) / PROBABILITY_DRAWS
-        self._values = params[:, 0] / params.sum(axis=1) - self.lam * relative
+        self._values = params[:, 0] / params.sum(axis=1) - relative
         return index
 
     def explain(self, model: str) -> str:

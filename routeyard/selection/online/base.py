@@ -17,6 +17,12 @@ before every feedback update and every few seconds, and restoring a stored gener
 would rewind the random stream, so every selection after a feedback would reuse the same
 draws (an ε-greedy learner would stop exploring).
 - `expected_output_tokens` (default 256): for the expected cost of a request.
+- `lambda_energy` (default 0): energy weight (docs/routing.md, "Energy"); each candidate's
+  expected joules for the request are divided by the most energy-hungry candidate's, so the
+  score is estimate - λ·relative cost - λ_energy·relative energy. The penalty is subtracted
+  when choosing, as λ·cost is, rather than from the learned reward: it is known before the
+  call, so learning reward - λ_energy·energy would only add noise to the estimates (the argmax
+  is the same), and λ_energy can change without relearning.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from routeyard.selection.base import (
     Selection,
     SelectionAlgorithm,
 )
-from routeyard.selection.common import number, priced
+from routeyard.selection.common import energy_penalties, number, priced
 
 if TYPE_CHECKING:
     from routeyard.signals.base import RequestContext
@@ -77,6 +83,10 @@ class OnlineAlgorithm(SelectionAlgorithm):
         entropy = self.build.entropy
         self.rng = np.random.default_rng(seed if entropy is None else [seed, entropy])
         self.output_tokens = int(number(self.options, "expected_output_tokens", 256))
+        self.lam_energy = number(self.options, "lambda_energy", 0.0)
+        # λ_energy · relative energy of the candidates being chosen among (set under the lock
+        # by select, read by penalty); None: energy does not weigh.
+        self._energy: np.ndarray | None = None
         self.lock = threading.RLock()  # select and update may come from different threads
         # What the last choose_index knew of its own choice (read under the lock): the
         # probability of the index it returned, and the values it compared.
@@ -95,19 +105,31 @@ class OnlineAlgorithm(SelectionAlgorithm):
         if self.needs_embedding and ctx is not None and ctx.embedder is not None:
             context = np.asarray(ctx.embedding(), dtype=np.float64)
         names = [c.name for c in pool]
+        energy = energy_penalties(pool, prompt_tokens, weighed.output_tokens, self.lam_energy)
         with self.lock:
             self._probability, self._values = 1.0, None
+            self._energy = None if energy is None else np.asarray(energy)
             index = self.choose_index(names, costs, context)
             why = self.explain(names[index])
             probability, values = self._probability, self._values
         scores = dict(zip(names, values.tolist(), strict=True)) if values is not None else None
-        return Selection(names[index], f"{self.name}: {why}, λ={self.lam:g}{note}",
+        weights = f"λ={self.lam:g}" + (f", λ_energy={self.lam_energy:g}" if energy else "")
+        return Selection(names[index], f"{self.name}: {why}, {weights}{note}",
                          probability, scores)
 
     def relative_costs(self, costs: list[float] | np.ndarray) -> np.ndarray:
         values = np.asarray(costs, dtype=np.float64)
         dearest = float(values.max()) if values.size else 0.0
         return values / dearest if dearest > 0 else np.zeros_like(values)
+
+    def penalty(self, costs: list[float] | np.ndarray) -> np.ndarray:
+        """What each candidate's score loses: λ·relative cost, plus λ_energy·relative energy
+        when select computed it for these candidates."""
+        penalty = self.lam * self.relative_costs(costs)
+        energy = self._energy
+        if energy is not None and energy.shape == penalty.shape:
+            penalty = penalty + energy
+        return penalty
 
     def argmax(self, values: np.ndarray) -> int:
         """The best index; exact ties are broken by the seeded generator (each tied index

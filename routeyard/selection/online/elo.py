@@ -61,7 +61,7 @@ class EloSelection(OnlineAlgorithm):
             return index
         field = self.field_average()
         values = np.array([expected_score(self.rating(n), field) for n in names])
-        return self.epsilon_greedy(values - self.lam * self.relative_costs(costs), self.epsilon)
+        return self.epsilon_greedy(values - self.penalty(costs), self.epsilon)
 
     def explain(self, model: str) -> str:
         return f"rating {self.rating(model):.0f} (expected score {self.normalised(model):.3f})"

@@ -100,7 +100,7 @@ class LinUCBSelection(OnlineAlgorithm):
             bonus = self.alpha * float(np.sqrt(max(float(x @ a_x), 0.0)))
             values[i] = mean + bonus
             self._last_ucb[name] = (mean, bonus)
-        return self.argmax(values - self.lam * self.relative_costs(costs))
+        return self.argmax(values - self.penalty(costs))
 
     def explain(self, model: str) -> str:
         mean, bonus = self._last_ucb.get(model, (self.prior, 0.0))
