@@ -23,7 +23,7 @@ from routeyard.config.sessions import SessionBudgetConfig
 from routeyard.errors import InvalidRequest
 from routeyard.gateway.session_budget import Curve, SessionBudgetExceeded
 from routeyard.gateway.sessions import SessionState
-from routeyard.signals.session import session_key
+from routeyard.signals.session import session_id, session_key
 from routeyard.state import MemoryStore
 
 DEAD = "http://127.0.0.1:9/v1"  # never called: these plans are dry runs
@@ -216,11 +216,26 @@ def test_bad_session_ids_get_a_400(router: RouterProcess, headers: dict[str, str
     assert error["param"] == param and param in error["message"]
 
 
-def test_bad_anthropic_user_id_gets_an_anthropic_400(router: RouterProcess) -> None:
+def test_any_anthropic_user_id_names_a_session(router: RouterProcess) -> None:
+    """Anthropic's user_id is the client's opaque identifier, not a session id of ours: any
+    string is taken (hashed with the first turn), never refused."""
     client = anthropic.Anthropic(base_url=router.url, api_key="unused", max_retries=0)
-    with pytest.raises(anthropic.BadRequestError) as refused:
-        client.messages.create(model="auto", max_tokens=8, messages=USER,  # type: ignore[arg-type]
-                               metadata={"user_id": "has spaces"})
-    assert refused.value.body["type"] == "error"  # type: ignore[index]
-    assert "metadata.user_id" in refused.value.message
+    answer = client.messages.with_raw_response.create(
+        model="auto", max_tokens=8, messages=USER,  # type: ignore[arg-type]
+        metadata={"user_id": "has spaces and é"})
+    assert answer.status_code == 200
+
+
+def test_the_anthropic_session_is_the_user_and_the_conversation() -> None:
+    def sid(user: str, first: str, later: str | None = None) -> str | None:
+        messages = [{"role": "user", "content": first}]
+        if later is not None:
+            messages += [{"role": "assistant", "content": "ok"},
+                         {"role": "user", "content": later}]
+        return session_id({"metadata": {"user_id": user}, "messages": messages})
+
+    assert sid("u 1", "plan a trip") == sid("u 1", "plan a trip", "and the hotel?")
+    assert sid("u 1", "plan a trip") != sid("u 2", "plan a trip")
+    assert sid("u 1", "plan a trip") != sid("u 1", "write a poem")
+    assert (sid("u 1", "plan a trip") or "").startswith("a:")
 

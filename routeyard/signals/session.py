@@ -6,12 +6,14 @@ of, in this order:
 - `metadata.session_id` in the body;
 - a Responses API `previous_response_id` chain (the id of the chain's first response, which
   the Responses surface passes in the header `x-routeyard-response-chain`);
-- Anthropic's `metadata.user_id` with a hash of the conversation's first user turn (one user's
-  separate conversations are separate sessions).
+- Anthropic's `metadata.user_id` with the conversation's first user turn, hashed together (one
+  user's separate conversations are separate sessions).
 
 Ids are namespaced by where they came from, so a header id and a metadata id never collide. A
-bad id (not a string, empty, over `MAX_SESSION_ID_CHARS`, or with characters outside
-`[A-Za-z0-9._:@/+=-]`) is the client's error, named with its field.
+bad id the client chose as a session id (not a string, empty, over `MAX_SESSION_ID_CHARS`, or
+with characters outside `[A-Za-z0-9._:@/+=-]`) is the client's error, named with its field.
+Anthropic's `user_id` is the client's own opaque identifier, not a session id: any string is
+taken, and only its hash is kept.
 """
 
 from __future__ import annotations
@@ -72,8 +74,9 @@ def session_id(body: Mapping[str, Any], headers: Mapping[str, str] | None = None
     chain = headers.get(CHAIN_HEADER)
     if chain is not None:
         return "r:" + _checked(chain, CHAIN_HEADER)
-    if isinstance(metadata, Mapping) and metadata.get("user_id") is not None:
-        user = _checked(metadata.get("user_id"), "metadata.user_id")
-        prefix = hashlib.sha256(_first_user_text(body.get("messages")).encode()).hexdigest()
-        return f"a:{user}:{prefix[:16]}"
+    user = metadata.get("user_id") if isinstance(metadata, Mapping) else None
+    if isinstance(user, str) and user:
+        first = _first_user_text(body.get("messages"))
+        digest = hashlib.sha256(f"{len(user)}:{user}{first}".encode()).hexdigest()
+        return f"a:{digest[:32]}"
     return None
