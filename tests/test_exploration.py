@@ -249,3 +249,25 @@ def test_exploration_stops_at_its_daily_cap(sim: SimulatorProcess, tmp_path: Pat
         assert record["model"] == "model-a"
         assert selection["probability"] == 1.0
         assert selection["exploration"]["paused"] is True
+
+
+async def test_a_conversation_kept_on_its_model_logs_no_exploration() -> None:
+    """A Responses chain stays on its model: that choice was not drawn, so its record claims
+    probability 1 and no exploration (nor explored spend)."""
+    from routeyard.router import Router
+
+    config = build_config({
+        "models": [{"name": n, "endpoints": [{"base_url": "http://127.0.0.1:1/v1"}]}
+                   for n in ("a", "b")],
+        "default": {"candidates": ["a", "b"], "exploration": {"epsilon": 1.0}},
+        "state": {"backend": "memory"}})
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    async with Router(config) as router:
+        drawn = {(await router.plan(body)).model for _ in range(40)}
+        assert drawn == {"a", "b"}  # ε = 1: both are drawn
+        for _ in range(20):
+            plan = await router.plan(body, prefer="b")
+            assert plan.model == "b"
+            assert plan.selection is not None
+            assert plan.selection["probability"] == 1.0
+            assert "exploration" not in plan.selection

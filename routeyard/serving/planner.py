@@ -203,7 +203,8 @@ class Planner:
                     "routeyard.candidates": [m.name for m in servable]})
         kept = self.pool.models.get(prefer) if prefer in decision.candidates else None
         probability, scores = 1.0, None
-        if kept is not None and kept in servable and kept.is_available():
+        kept_on_conversation = kept is not None and kept in servable and kept.is_available()
+        if kept_on_conversation:
             chosen, why = kept, "kept on the model this conversation was on"
         elif selection is not None:
             chosen, why = self.pool.models[selection.model], selection.reason
@@ -235,7 +236,9 @@ class Planner:
                           "lambda": decision.options.get("lambda"),
                           "rule": outcome.reason, "confidence": outcome.confidence,
                           "why": why, "probability": probability, "scores": scores}
-        if exploration is not None and selection is not None and chosen.name == selection.model:
+        # A conversation kept on its model was not drawn: its record keeps no exploration (and
+        # its cost never counts as explored spend).
+        if exploration is not None and not kept_on_conversation:
             plan.selection["exploration"] = exploration
         if skips.found:
             plan.skipped = skips.records()
